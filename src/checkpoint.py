@@ -1,0 +1,187 @@
+"""Facts about the released GPT-2 checkpoints, and the checks that a model folder holds a usable one.
+
+This is the one place that knows the model names, the files of a checkpoint, where they are downloaded from,
+the variables a checkpoint must hold, and where the `models/` folder is. It imports TensorFlow only inside the
+one check that reads a checkpoint index, so `download_model.py` starts fast.
+"""
+import json
+import os
+from pathlib import Path
+
+# The released sizes. name: (n_layer, n_embd, n_head); all share n_vocab 50257 and n_ctx 1024.
+MODEL_SIZES = {
+    '124M': (12, 768, 12),
+    '355M': (24, 1024, 16),
+    '774M': (36, 1280, 20),
+    '1558M': (48, 1600, 25),
+}
+# Names the first releases used for the same weights.
+LEGACY_NAMES = {'117M': '124M', '345M': '355M'}
+
+MODEL_FILES = (
+    'checkpoint',
+    'encoder.json',
+    'hparams.json',
+    'model.ckpt.data-00000-of-00001',
+    'model.ckpt.index',
+    'model.ckpt.meta',
+    'vocab.bpe',
+)
+CHECKPOINT_PREFIX = 'model.ckpt'
+# A file being downloaded is written as FILE + PARTIAL_SUFFIX and renamed only when complete.
+PARTIAL_SUFFIX = '.part'
+
+DEFAULT_BASE_URL = 'https://openaipublic.blob.core.windows.net/gpt-2'
+BASE_URL_ENV = 'GPT2_DOWNLOAD_URL'
+
+HPARAMS_KEYS = ('n_vocab', 'n_ctx', 'n_embd', 'n_head', 'n_layer')
+ENDOFTEXT = '<|endoftext|>'
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS_DIR = REPO_ROOT / 'models'
+
+
+class ModelError(Exception):
+    """A model folder that is missing, incomplete or inconsistent. The message says what to do."""
+
+
+def download_hint(model_name):
+    return f'run `python download_model.py {model_name}` to fetch it'
+
+
+def resolve_models_dir(models_dir):
+    """A relative models_dir is looked up in the working directory first, then next to the repo's `src/`, so
+    that the default 'models' finds the repo's folder whether a script runs from the root or from src/."""
+    path = Path(models_dir).expanduser()
+    if path.is_absolute() or path.is_dir():
+        return path
+    return REPO_ROOT / path
+
+
+def variable_shapes(hparams):
+    """Every variable of the released checkpoints, name -> shape, for hparams with the HPARAMS_KEYS attributes."""
+    e, v = hparams.n_embd, hparams.n_vocab
+    shapes = {'model/wte': [v, e], 'model/wpe': [hparams.n_ctx, e], 'model/ln_f/g': [e], 'model/ln_f/b': [e]}
+    for i in range(hparams.n_layer):
+        h = f'model/h{i}'
+        shapes.update({
+            f'{h}/ln_1/g': [e], f'{h}/ln_1/b': [e],
+            f'{h}/attn/c_attn/w': [1, e, 3 * e], f'{h}/attn/c_attn/b': [3 * e],
+            f'{h}/attn/c_proj/w': [1, e, e], f'{h}/attn/c_proj/b': [e],
+            f'{h}/ln_2/g': [e], f'{h}/ln_2/b': [e],
+            f'{h}/mlp/c_fc/w': [1, e, 4 * e], f'{h}/mlp/c_fc/b': [4 * e],
+            f'{h}/mlp/c_proj/w': [1, 4 * e, e], f'{h}/mlp/c_proj/b': [e],
+        })
+    return shapes
+
+
+def parse_hparams(text, source='hparams.json'):
+    """The five hyperparameters as a dict of positive ints; anything else is a ModelError."""
+    try:
+        values = json.loads(text)
+    except ValueError as err:
+        raise ModelError(f'{source} is not valid JSON ({err})') from None
+    if not isinstance(values, dict):
+        raise ModelError(f'{source} must hold a JSON object with the keys {", ".join(HPARAMS_KEYS)}')
+    missing = [k for k in HPARAMS_KEYS if k not in values]
+    unknown = sorted(set(values) - set(HPARAMS_KEYS))
+    if missing or unknown:
+        raise ModelError(f'{source}: missing keys {missing}, unknown keys {unknown}; '
+                         f'expected exactly {", ".join(HPARAMS_KEYS)}')
+    for key, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ModelError(f'{source}: {key} must be a positive whole number, got {value!r}')
+    if values['n_embd'] % values['n_head']:
+        raise ModelError(f'{source}: n_embd ({values["n_embd"]}) must be a multiple of n_head ({values["n_head"]})')
+    return values
+
+
+def read_hparams(model_dir):
+    path = Path(model_dir) / 'hparams.json'
+    try:
+        text = path.read_text(encoding='utf-8')
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelError(f'cannot read {path} ({err})') from None
+    return parse_hparams(text, source=str(path))
+
+
+def check_model_dir(model_dir, model_name=None):
+    """Raise ModelError unless model_dir holds every file of a checkpoint whose variables match hparams.json.
+
+    Cheap: reads hparams.json and the checkpoint index, and compares the weights file's size with what the
+    index needs; it does not read the weights. Returns the hparams dict.
+    """
+    model_dir = Path(model_dir)
+    model_name = model_name or model_dir.name
+    if not model_dir.is_dir():
+        raise ModelError(f'model folder {model_dir} not found; {download_hint(model_name)}')
+    missing = [f for f in MODEL_FILES if not (model_dir / f).is_file()]
+    if missing:
+        partial = [f for f in missing if (model_dir / (f + PARTIAL_SUFFIX)).exists()]
+        why = 'its download was interrupted' if partial else 'the folder is incomplete'
+        raise ModelError(f'{model_dir} lacks {", ".join(missing)} ({why}); {download_hint(model_name)}')
+    hparams = read_hparams(model_dir)
+    check_checkpoint_index(model_dir, hparams, model_name)
+    return hparams
+
+
+def check_checkpoint_index(model_dir, hparams, model_name):
+    """The index must list exactly the expected variables with hparams' shapes, and the weights file must be as
+    long as the index says."""
+    import tensorflow.compat.v1 as tf  # deferred: only this check needs TensorFlow
+
+    prefix = str(Path(model_dir) / CHECKPOINT_PREFIX)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        found = reader.get_variable_to_shape_map()
+        dtypes = reader.get_variable_to_dtype_map()
+    except (tf.errors.OpError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f'cannot read the checkpoint index in {model_dir} ({first_line}); '
+                         f'{download_hint(model_name)}') from None
+    expected = variable_shapes(_Attrs(hparams))
+    lacking = sorted(set(expected) - set(found))
+    if lacking:
+        raise ModelError(f'the checkpoint in {model_dir} lacks {len(lacking)} variables the model needs '
+                         f'(first: {lacking[0]}); {download_hint(model_name)}')
+    wrong = [n for n in sorted(expected) if list(found[n]) != expected[n]]
+    if wrong:
+        n = wrong[0]
+        raise ModelError(f'hparams.json in {model_dir} does not match the checkpoint: {n} has shape '
+                         f'{list(found[n])}, hparams imply {expected[n]}')
+    needed = sum(_num_elements(found[n]) * dtypes[n].size for n in expected)
+    data = Path(model_dir) / 'model.ckpt.data-00000-of-00001'
+    if os.path.getsize(data) < needed:
+        raise ModelError(f'{data} is truncated ({os.path.getsize(data)} bytes, the index needs at least {needed}); '
+                         f'{download_hint(model_name)}')
+
+
+def _num_elements(shape):
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+class _Attrs:
+    def __init__(self, values):
+        self.__dict__.update(values)
+
+
+def save_checkpoint(model_dir, hparams, params):
+    """Write hparams.json and a TF checkpoint of params (name -> float32 array, names and shapes as in
+    variable_shapes) in the released layout. For tests and benchmarks, which cannot download the real weights."""
+    import tensorflow.compat.v1 as tf  # deferred: only writing a checkpoint needs TensorFlow
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / 'hparams.json').write_text(json.dumps(hparams, indent=2) + '\n', encoding='utf-8')
+    with tf.Graph().as_default():
+        variables = {name: tf.Variable(value, name=name, dtype=tf.float32) for name, value in params.items()}
+        saver = tf.train.Saver(var_list=variables)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            saver.save(sess, str(model_dir / CHECKPOINT_PREFIX), write_state=False)
+    # As released: the checkpoint's own folder, not an absolute path, so the folder can be moved.
+    (model_dir / 'checkpoint').write_text(
+        f'model_checkpoint_path: "{CHECKPOINT_PREFIX}"\nall_model_checkpoint_paths: "{CHECKPOINT_PREFIX}"\n')

@@ -1,0 +1,307 @@
+"""The GPT-2 transformer, in TensorFlow 1 graph style (tf.compat.v1), with the released checkpoints' names.
+
+Functions go from the smallest piece to the whole model. Shapes are written [batch, seq, n_embd] and so on.
+The cache of keys and values ("past" going in, "present" coming out) has one layout throughout:
+
+    [batch, n_layer, 2 (k, v), n_head, sequence, head_dim]      head_dim = n_embd // n_head
+
+`model()` is the straightforward computation, faithful to the original. Sampling runs the same blocks through
+`decode_step()`, which keeps the cache in buffers of fixed length and writes each new position in place.
+"""
+import dataclasses
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+
+@dataclasses.dataclass
+class HParams:
+    n_vocab: int = 0  # tokens in the vocabulary; 0 until read from hparams.json
+    n_ctx: int = 1024  # positions in the window
+    n_embd: int = 768  # width of the residual stream
+    n_head: int = 12  # attention heads per layer
+    n_layer: int = 12  # transformer blocks
+
+    def override_from_dict(self, values):
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f'unknown hyperparameters {unknown}; known: {[f.name for f in dataclasses.fields(self)]}')
+        for key, value in values.items():
+            setattr(self, key, value)
+        return self
+
+
+def default_hparams():
+    return HParams()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small pieces
+# ---------------------------------------------------------------------------------------------------------------
+
+def shape_list(x):
+    """The static dimensions where known, dynamic ones elsewhere."""
+    static = x.shape.as_list()
+    dynamic = tf.shape(x)
+    return [dynamic[i] if s is None else s for i, s in enumerate(static)]
+
+
+def softmax(x, axis=-1):
+    x = x - tf.reduce_max(x, axis=axis, keepdims=True)
+    ex = tf.exp(x)
+    return ex / tf.reduce_sum(ex, axis=axis, keepdims=True)
+
+
+def gelu(x):
+    # The tanh approximation of GELU, as GPT-2 was trained with.
+    return 0.5 * x * (1 + tf.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * tf.pow(x, 3))))
+
+
+def norm(x, scope, *, axis=-1, epsilon=1e-5):
+    """Layer norm over the last axis (biased variance), then a diagonal affine transform with g and b."""
+    with tf.variable_scope(scope):
+        n_state = x.shape[-1]
+        g = tf.get_variable('g', [n_state], initializer=tf.constant_initializer(1))
+        b = tf.get_variable('b', [n_state], initializer=tf.constant_initializer(0))
+        u = tf.reduce_mean(x, axis=axis, keepdims=True)
+        s = tf.reduce_mean(tf.square(x - u), axis=axis, keepdims=True)
+        x = (x - u) * tf.rsqrt(s + epsilon)
+        return x * g + b
+
+
+def split_states(x, n):
+    """[..., m] -> [..., n, m // n]"""
+    *start, m = shape_list(x)
+    return tf.reshape(x, start + [n, m // n])
+
+
+def merge_states(x):
+    """[..., a, b] -> [..., a * b]"""
+    *start, a, b = shape_list(x)
+    return tf.reshape(x, start + [a * b])
+
+
+def conv1d(x, scope, nf, *, w_init_stdev=0.02):
+    """A position-wise linear layer, stored as a width-1 convolution: [..., nx] -> [..., nf]."""
+    with tf.variable_scope(scope):
+        *start, nx = shape_list(x)
+        w = tf.get_variable('w', [1, nx, nf], initializer=tf.random_normal_initializer(stddev=w_init_stdev))
+        b = tf.get_variable('b', [nf], initializer=tf.constant_initializer(0))
+        c = tf.reshape(tf.matmul(tf.reshape(x, [-1, nx]), tf.reshape(w, [-1, nf])) + b, start + [nf])
+        return c
+
+
+def attention_mask(nd, ns, *, dtype):
+    """1 where destination i (of the nd newest positions) may attend to source j (of all ns positions), else 0.
+
+    The destinations are the last nd of the ns positions, so each sees every cached position and itself.
+    """
+    i = tf.range(nd)[:, None]
+    j = tf.range(ns)
+    m = i >= j - ns + nd
+    return tf.cast(m, dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Attention, MLP, block
+# ---------------------------------------------------------------------------------------------------------------
+
+def split_heads(x, n_head):
+    """[batch, seq, n_embd] -> [batch, head, seq, head_dim]"""
+    return tf.transpose(split_states(x, n_head), [0, 2, 1, 3])
+
+
+def merge_heads(x):
+    """[batch, head, seq, head_dim] -> [batch, seq, n_embd]"""
+    return merge_states(tf.transpose(x, [0, 2, 1, 3]))
+
+
+def mask_attn_weights(w, b):
+    """Masked-out scores become -1e10 (as in the original): far below any real score, finite in float32, so
+    softmax gives them exactly zero weight without producing NaN."""
+    b = tf.cast(b, w.dtype)
+    return w * b - tf.cast(1e10, w.dtype) * (1 - b)
+
+
+def multihead_attn(q, k, v, mask):
+    """q [batch, head, dst, head_dim], k and v [batch, head, src, head_dim], mask [dst, src] -> like q."""
+    w = tf.matmul(q, k, transpose_b=True)
+    w = w * tf.rsqrt(tf.cast(v.shape[-1], w.dtype))
+    w = mask_attn_weights(w, mask)
+    w = softmax(w)
+    return tf.matmul(w, v)
+
+
+def qkv(x, n_embd, n_head):
+    """[batch, seq, n_embd] -> q, k, v, each [batch, head, seq, head_dim]"""
+    c = conv1d(x, 'c_attn', n_embd * 3)
+    return [split_heads(t, n_head) for t in tf.split(c, 3, axis=2)]
+
+
+def attn(x, scope, n_state, *, past, hparams):
+    """x [batch, seq, n_embd], past [batch, 2, head, past_seq, head_dim] or None
+    -> a [batch, seq, n_embd], present [batch, 2, head, seq, head_dim]"""
+    assert x.shape.ndims == 3
+    assert n_state % hparams.n_head == 0
+    if past is not None:
+        assert past.shape.ndims == 5
+    with tf.variable_scope(scope):
+        q, k, v = qkv(x, n_state, hparams.n_head)
+        present = tf.stack([k, v], axis=1)
+        if past is not None:
+            pk, pv = tf.unstack(past, axis=1)
+            k = tf.concat([pk, k], axis=-2)
+            v = tf.concat([pv, v], axis=-2)
+        _, _, nd, _ = shape_list(q)
+        _, _, ns, _ = shape_list(k)
+        a = multihead_attn(q, k, v, attention_mask(nd, ns, dtype=q.dtype))
+        return conv1d(merge_heads(a), 'c_proj', n_state), present
+
+
+def mlp(x, scope, n_state):
+    """[batch, seq, n_embd] -> [batch, seq, n_embd], through a hidden layer of n_state = 4 * n_embd."""
+    with tf.variable_scope(scope):
+        nx = x.shape[-1]
+        h = gelu(conv1d(x, 'c_fc', n_state))
+        return conv1d(h, 'c_proj', nx)
+
+
+def residual_block(x, scope, attention):
+    """One pre-norm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x)).
+    attention(h, scope, n_state) -> (a, state); the block returns (x, state)."""
+    with tf.variable_scope(scope):
+        nx = x.shape[-1]
+        a, state = attention(norm(x, 'ln_1'), 'attn', nx)
+        x = x + a
+        x = x + mlp(norm(x, 'ln_2'), 'mlp', nx * 4)
+        return x, state
+
+
+def block(x, scope, *, past, hparams):
+    """x [batch, seq, n_embd] -> x of the same shape, present [batch, 2, head, seq, head_dim]"""
+    return residual_block(x, scope, lambda h, name, n: attn(h, name, n, past=past, hparams=hparams))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------------------------
+
+def past_shape(*, hparams, batch_size=None, sequence=None):
+    return [batch_size, hparams.n_layer, 2, hparams.n_head, sequence, hparams.n_embd // hparams.n_head]
+
+
+def expand_tile(value, size):
+    """Stack size copies of value along a new first axis."""
+    value = tf.convert_to_tensor(value, name='value')
+    ndims = value.shape.ndims
+    return tf.tile(tf.expand_dims(value, axis=0), [size] + [1] * ndims)
+
+
+def positions_for(tokens, past_length):
+    """[batch, seq] token ids -> [batch, seq] positions, counted on from the cached ones."""
+    batch_size = tf.shape(tokens)[0]
+    nsteps = tf.shape(tokens)[1]
+    return expand_tile(past_length + tf.range(nsteps), batch_size)
+
+
+def embeddings(hparams):
+    wpe = tf.get_variable('wpe', [hparams.n_ctx, hparams.n_embd],
+                          initializer=tf.random_normal_initializer(stddev=0.01))
+    wte = tf.get_variable('wte', [hparams.n_vocab, hparams.n_embd],
+                          initializer=tf.random_normal_initializer(stddev=0.02))
+    return wpe, wte
+
+
+def unembed(h, wte):
+    """[batch, seq, n_embd] -> logits [batch, seq, n_vocab], with the token embeddings (tied weights)."""
+    *start, n_embd = shape_list(h)
+    logits = tf.matmul(tf.reshape(h, [-1, n_embd]), wte, transpose_b=True)
+    return tf.reshape(logits, start + [wte.shape[0]])
+
+
+def model(hparams, X, past=None, scope='model', reuse=False):
+    """X [batch, seq] token ids, past [batch, n_layer, 2, head, past_seq, head_dim] or None
+    -> {'logits': [batch, seq, n_vocab], 'present': [batch, n_layer, 2, head, seq, head_dim]}"""
+    with tf.variable_scope(scope, reuse=reuse):
+        wpe, wte = embeddings(hparams)
+        past_length = 0 if past is None else tf.shape(past)[-2]
+        h = tf.gather(wte, X) + tf.gather(wpe, positions_for(X, past_length))
+
+        presents = []
+        pasts = tf.unstack(past, axis=1) if past is not None else [None] * hparams.n_layer
+        assert len(pasts) == hparams.n_layer
+        for layer, layer_past in enumerate(pasts):
+            h, present = block(h, f'h{layer}', past=layer_past, hparams=hparams)
+            presents.append(present)
+        h = norm(h, 'ln_f')
+        return {'logits': unembed(h, wte), 'present': tf.stack(presents, axis=1)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Incremental decoding, for sampling
+#
+# The same blocks and weights as model(), with the cache kept differently: per layer, a key buffer and a value
+# buffer, each [batch, head, total_len, head_dim], allocated once at the full length of the sample (the layout
+# above, split by layer and by k/v). A step writes its positions into the buffers in place and attends over the
+# whole buffer, with the positions not yet written masked out. Nothing grows, so no step copies the cache.
+# ---------------------------------------------------------------------------------------------------------------
+
+def empty_cache(hparams, batch_size, total_len):
+    """n_layer pairs (k, v) of zero buffers [batch, head, total_len, head_dim]."""
+    shape = [batch_size, hparams.n_head, total_len, hparams.n_embd // hparams.n_head]
+    return [(tf.zeros(shape), tf.zeros(shape)) for _ in range(hparams.n_layer)]
+
+
+def read_once_scope(scope='model'):
+    """A variable scope whose variables are read once, where first used, and reused as those tensors after.
+
+    Used outside a tf.while_loop first, it makes the loop take the weights as loop constants instead of
+    reading every variable again on every step.
+    """
+    reads = {}
+
+    def read_once(getter, name, *args, **kwargs):
+        if name not in reads:
+            reads[name] = tf.identity(getter(name, *args, **kwargs))
+        return reads[name]
+
+    with tf.variable_scope(scope, reuse=tf.AUTO_REUSE, custom_getter=read_once) as vs:
+        return vs
+
+
+def cache_indices(batch_size, n_head, positions):
+    """[batch, head, seq, 3] indices (b, h, position) where a step's keys or values go in the buffers."""
+    b, h, t = tf.meshgrid(tf.range(batch_size), tf.range(n_head), positions, indexing='ij')
+    return tf.stack([b, h, t], axis=-1)
+
+
+def cached_attn(x, scope, n_state, *, cache, indices, mask, hparams):
+    """x [batch, seq, n_embd] at the positions in indices -> a [batch, seq, n_embd], the updated (k, v) buffers"""
+    with tf.variable_scope(scope):
+        q, k, v = qkv(x, n_state, hparams.n_head)
+        k_buf, v_buf = (tf.tensor_scatter_nd_update(buf, indices, new) for buf, new in zip(cache, (k, v)))
+        a = multihead_attn(q, k_buf, v_buf, mask)
+        return conv1d(merge_heads(a), 'c_proj', n_state), (k_buf, v_buf)
+
+
+def decode_step(hparams, X, cache, position, scope='model'):
+    """X [batch, seq] tokens at positions position .. position + seq - 1, cache from empty_cache() or the last
+    step -> logits [batch, seq, n_vocab], the updated cache."""
+    with tf.variable_scope(scope):
+        wpe, wte = embeddings(hparams)
+        X = tf.convert_to_tensor(X, dtype=tf.int32)
+        batch_size, seq = shape_list(X)
+        positions = position + tf.range(seq)
+        h = tf.gather(wte, X) + tf.gather(wpe, positions)[tf.newaxis]
+        total_len = shape_list(cache[0][0])[2]
+        mask = tf.range(total_len)[tf.newaxis, :] <= positions[:, tf.newaxis]  # [seq, total_len]
+        indices = cache_indices(batch_size, hparams.n_head, positions)
+
+        new_cache = []
+        for layer, layer_cache in enumerate(cache):
+            attention = lambda h, name, n: cached_attn(h, name, n, cache=layer_cache, indices=indices, mask=mask,
+                                                       hparams=hparams)
+            h, layer_cache = residual_block(h, f'h{layer}', attention)
+            new_cache.append(layer_cache)
+        h = norm(h, 'ln_f')
+        return unembed(h, wte), new_cache

@@ -1,0 +1,95 @@
+"""Sampling from GPT-2 inside the TensorFlow graph: one tf.while_loop, one new token per step."""
+import tensorflow.compat.v1 as tf
+
+import model
+
+# Logits of tokens ruled out by top-k or top-p, as in the original: exp(-1e10 - max) is exactly 0 in float32.
+MASKED = -1e10
+
+
+def top_k_logits(logits, k):
+    """[batch, vocab] -> the same, with all but each row's k largest logits masked. k = 0 keeps everything."""
+    if k == 0:
+        return logits
+    values, _ = tf.nn.top_k(logits, k=k)
+    min_values = values[:, -1, tf.newaxis]
+    return tf.where(logits < min_values, tf.fill(tf.shape(logits), tf.cast(MASKED, logits.dtype)), logits)
+
+
+def top_p_logits(logits, p):
+    """[batch, vocab] -> the same, keeping per row the most likely tokens whose cumulative probability stays
+    within p (always at least the most likely one). p = 1 keeps everything."""
+    if p == 1:
+        return logits
+    sorted_logits = tf.sort(logits, direction='DESCENDING', axis=-1)
+    cumulative_probs = tf.cumsum(tf.nn.softmax(sorted_logits, axis=-1), axis=-1)
+    kept = tf.reduce_sum(tf.cast(cumulative_probs <= p, tf.int32), axis=-1)
+    last_kept = tf.maximum(kept - 1, 0)
+    # One threshold per row, as a column: comparing against a [batch] vector would broadcast across the vocabulary.
+    min_values = tf.gather(sorted_logits, last_kept, batch_dims=1)[:, tf.newaxis]
+    return tf.where(logits < min_values, tf.fill(tf.shape(logits), tf.cast(MASKED, logits.dtype)), logits)
+
+
+def draw(logits, *, temperature, top_k, top_p):
+    """Logits of the last position [batch, vocab] -> one token per row [batch], int32."""
+    if temperature == 0:
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
+    logits = logits / tf.cast(temperature, logits.dtype)
+    logits = top_k_logits(logits, k=top_k)
+    logits = top_p_logits(logits, p=top_p)
+    return tf.random.categorical(logits, num_samples=1, dtype=tf.int32)[:, 0]
+
+
+def report(tokens, on_token):
+    """Hand each step's tokens [batch] to a Python callback; the returned tokens wait until it has run, so the
+    callbacks run in step order."""
+    if on_token is None:
+        return tokens
+    done = tf.numpy_function(lambda t: (on_token(t), t)[1], [tokens], tf.int32, stateful=True)
+    with tf.control_dependencies([done]):
+        return tf.identity(tokens)
+
+
+def sample_sequence(*, hparams, length, start_token=None, batch_size=None, context=None, temperature=1, top_k=0,
+                    top_p=1, stop_token=None, on_token=None):
+    """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens.
+
+    Give exactly one of start_token (an unconditional sample starts from it) or context [batch, context_len].
+    temperature 0 is greedy decoding. With stop_token, the loop ends early once every row has produced it, and
+    the result is shorter. on_token(tokens), if given, is called with each step's new tokens (a [batch] array) as
+    they are drawn.
+    """
+    if (start_token is None) == (context is None):
+        raise ValueError('give exactly one of start_token and context')
+    if context is None:
+        context = tf.fill([batch_size, 1], start_token)
+    context = tf.convert_to_tensor(context, dtype=tf.int32)
+    if length < 1:
+        raise ValueError(f'length must be at least 1, got {length}')
+    choose = lambda logits: report(draw(logits, temperature=temperature, top_k=top_k, top_p=top_p), on_token)
+
+    def finished(done, token):
+        return done if stop_token is None else tf.logical_or(done, tf.equal(token, stop_token))
+
+    with tf.name_scope('sample_sequence'):
+        batch, context_len = model.shape_list(context)
+        scope = model.read_once_scope()
+        # The prompt goes through in one step, which fills the cache at positions 0 .. context_len - 1.
+        cache = model.empty_cache(hparams, batch, context_len + length)
+        logits, cache = model.decode_step(hparams, context, cache, position=0, scope=scope)
+        first = choose(logits[:, -1])
+
+        # Each later step feeds the token drawn before it, at the next position, and draws one more.
+        def body(i, prev, cache, done, output):
+            logits, cache = model.decode_step(hparams, prev[:, tf.newaxis], cache, position=context_len + i - 1,
+                                              scope=scope)
+            token = choose(logits[:, -1])
+            return i + 1, token, cache, finished(done, token), output.write(i, token)
+
+        def cond(i, prev, cache, done, output):
+            return tf.logical_and(i < length, tf.logical_not(tf.reduce_all(done)))
+
+        output = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
+        loop_vars = [tf.constant(1), first, cache, finished(tf.zeros([batch], tf.bool), first), output.write(0, first)]
+        output = tf.while_loop(cond, body, loop_vars, back_prop=False, parallel_iterations=1)[-1]
+        return tf.concat([context, tf.transpose(output.stack())], axis=1)

@@ -1,0 +1,55 @@
+"""An independent NumPy GPT-2 forward pass, written from the paper's maths, to check the TensorFlow code against."""
+import numpy as np
+
+
+def gelu(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def layer_norm(x, g, b, eps=1e-5):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = x.var(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * g + b
+
+
+def linear(x, p, name):
+    return x @ p[name + '/w'][0] + p[name + '/b']
+
+
+def attention(x, p, name, n_head):
+    """x [seq, n_embd] -> [seq, n_embd], causal."""
+    seq, n_embd = x.shape
+    q, k, v = np.split(linear(x, p, name + '/c_attn'), 3, axis=-1)
+    heads = []
+    causal = np.tril(np.ones((seq, seq), dtype=bool))
+    for qh, kh, vh in zip(*(np.split(t, n_head, axis=-1) for t in (q, k, v))):
+        scores = qh @ kh.T / np.sqrt(qh.shape[-1])
+        scores = np.where(causal, scores, -np.inf)
+        heads.append(softmax(scores) @ vh)
+    return linear(np.concatenate(heads, axis=-1), p, name + '/c_proj')
+
+
+def logits(p, hparams, tokens):
+    """tokens [seq] -> logits [seq, n_vocab], in float64."""
+    p = {k: v.astype(np.float64) for k, v in p.items()}
+    x = p['model/wte'][tokens] + p['model/wpe'][np.arange(len(tokens))]
+    for i in range(hparams['n_layer']):
+        h = f'model/h{i}'
+        x = x + attention(layer_norm(x, p[h + '/ln_1/g'], p[h + '/ln_1/b']), p, h + '/attn', hparams['n_head'])
+        m = gelu(linear(layer_norm(x, p[h + '/ln_2/g'], p[h + '/ln_2/b']), p, h + '/mlp/c_fc'))
+        x = x + linear(m, p, h + '/mlp/c_proj')
+    x = layer_norm(x, p['model/ln_f/g'], p['model/ln_f/b'])
+    return x @ p['model/wte'].T
+
+
+def greedy(p, hparams, tokens, length):
+    """Extend tokens by length argmax tokens."""
+    tokens = list(tokens)
+    for _ in range(length):
+        tokens.append(int(np.argmax(logits(p, hparams, np.array(tokens))[-1])))
+    return tokens

@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import model
+import reference
+import sample
+
+tf.disable_v2_behavior()
+
+
+def sample_tokens(tiny_model, context, seed=0, **kwargs):
+    with tf.Graph().as_default():
+        tf.set_random_seed(seed)
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=tf.constant(context, tf.int32),
+                                     **kwargs)
+        with tf.Session() as sess:
+            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            return sess.run(out)
+
+
+def run_filter(fn, logits, arg):
+    with tf.Graph().as_default(), tf.Session() as sess:
+        return sess.run(fn(tf.constant(logits, tf.float32), arg))
+
+
+@pytest.mark.parametrize('batch', [1, 3])
+@pytest.mark.parametrize('how', [{'top_k': 1}, {'temperature': 0}])
+def test_greedy_sampling_equals_numpy_argmax_decoding(tiny_model, batch, how):
+    context = np.random.default_rng(batch).integers(0, tiny_model.hparams['n_vocab'], size=(batch, 3))
+    out = sample_tokens(tiny_model, context, length=8, **how)
+    assert out.shape == (batch, 11)
+    for row in range(batch):
+        assert out[row].tolist() == reference.greedy(tiny_model.params, tiny_model.hparams, context[row], 8)
+
+
+def test_sample_fills_the_whole_window(tiny_model):
+    n_ctx = tiny_model.hparams['n_ctx']
+    out = sample_tokens(tiny_model, [[5, 6]], length=n_ctx - 2, top_k=1)
+    assert out[0].tolist() == reference.greedy(tiny_model.params, tiny_model.hparams, [5, 6], n_ctx - 2)
+
+
+def test_start_token_gives_unconditional_samples(tiny_model):
+    with tf.Graph().as_default():
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), length=4, start_token=7, batch_size=2,
+                                     top_k=1)
+        with tf.Session() as sess:
+            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            tokens = sess.run(out)
+    expected = reference.greedy(tiny_model.params, tiny_model.hparams, [7], 4)
+    assert tokens.tolist() == [expected, expected]
+
+
+def test_same_seed_same_samples_and_other_seed_differs(tiny_model):
+    context = [[1, 2, 3]] * 4
+    a = sample_tokens(tiny_model, context, seed=1, length=12)
+    b = sample_tokens(tiny_model, context, seed=1, length=12)
+    c = sample_tokens(tiny_model, context, seed=2, length=12)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_stop_token_ends_the_loop_once_every_row_has_it(tiny_model):
+    greedy = reference.greedy(tiny_model.params, tiny_model.hparams, [4], 10)
+    stop = greedy[4]  # the greedy continuation's 4th new token
+    first_stop = greedy.index(stop, 1)
+    out = sample_tokens(tiny_model, [[4], [4]], length=10, top_k=1, stop_token=stop)
+    assert out.tolist() == [greedy[:first_stop + 1]] * 2
+
+
+def test_on_token_sees_every_step_in_order(tiny_model):
+    seen = []
+    out = sample_tokens(tiny_model, [[1, 2], [3, 4]], length=6, top_k=1, on_token=lambda t: seen.append(t.tolist()))
+    assert np.array(seen).T.tolist() == out[:, 2:].tolist()
+
+
+def test_top_k_keeps_exactly_the_k_largest_per_row():
+    logits = np.array([[1.0, 5.0, 3.0, 2.0, 4.0], [9.0, 0.0, 8.0, 7.0, -1.0]], np.float32)
+    out = run_filter(sample.top_k_logits, logits, 2)
+    assert (out > -1e9).tolist() == [[False, True, False, False, True], [True, False, True, False, False]]
+    np.testing.assert_array_equal(out[out > -1e9], logits[out > -1e9])
+    np.testing.assert_array_equal(run_filter(sample.top_k_logits, logits, 0), logits)
+    np.testing.assert_array_equal(run_filter(sample.top_k_logits, logits, 5), logits)
+
+
+def test_top_p_is_computed_per_row_at_batch_above_one():
+    # Row 0: probabilities 0.5, 0.3, 0.2; row 1: 0.9, 0.05, 0.05 (as log-probabilities).
+    logits = np.log(np.array([[0.5, 0.2, 0.3], [0.05, 0.9, 0.05]], np.float32))
+    out = run_filter(sample.top_p_logits, logits, 0.85)
+    assert (out > -1e9).tolist() == [[True, False, True], [False, True, False]]
+    # p below the top probability still keeps the most likely token; p = 1 keeps everything.
+    assert (run_filter(sample.top_p_logits, logits, 0.01) > -1e9).sum(axis=1).tolist() == [1, 1]
+    np.testing.assert_array_equal(run_filter(sample.top_p_logits, logits, 1), logits)
+
+
+def numpy_kept(logits, k, p):
+    """Which tokens may be drawn after top-k then top-p, from the definitions."""
+    kept = np.ones_like(logits, dtype=bool)
+    if k:
+        kept &= logits >= np.sort(logits, axis=-1)[:, -k][:, None]
+    masked = np.where(kept, logits, -np.inf)
+    probs = np.exp(masked - masked.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    order = np.argsort(-probs, axis=-1, kind='stable')
+    cum = np.cumsum(np.take_along_axis(probs, order, -1), -1)
+    n = np.maximum((cum <= p).sum(-1), 1)
+    for row in range(len(logits)):
+        kept[row, order[row, n[row]:]] = False
+    return kept
+
+
+@pytest.mark.parametrize('k, p', [(3, 0.5), (10, 0.9), (1, 0.3), (0, 0.7), (4, 1.0)])
+def test_top_k_and_top_p_together_draw_only_allowed_tokens(k, p):
+    logits = np.random.default_rng(k).standard_normal((6, 20)).astype(np.float32) * 2
+    allowed = numpy_kept(logits, k, p)
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        drawn = sample.draw(tf.tile(tf.constant(logits), [50, 1]), temperature=1, top_k=k, top_p=p)
+        with tf.Session() as sess:
+            tokens = sess.run(drawn).reshape(50, 6)
+    for row in range(6):
+        assert set(tokens[:, row]) <= set(np.flatnonzero(allowed[row]))
+    if k == 1:
+        assert all(len(set(tokens[:, row])) == 1 for row in range(6))
+
+
+def test_low_temperature_sharpens_towards_argmax():
+    logits = np.array([[1.0, 1.5, 0.5]] * 200, np.float32)
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        cold = sample.draw(tf.constant(logits), temperature=0.05, top_k=0, top_p=1)
+        hot = sample.draw(tf.constant(logits), temperature=1.0, top_k=0, top_p=1)
+        with tf.Session() as sess:
+            cold, hot = sess.run([cold, hot])
+    assert (cold == 1).mean() > 0.99
+    assert 0.2 < (hot == 1).mean() < 0.8
+
+
+def test_exactly_one_of_context_and_start_token():
+    hparams = model.default_hparams().override_from_dict({'n_vocab': 5, 'n_ctx': 4, 'n_embd': 4, 'n_head': 1,
+                                                           'n_layer': 1})
+    with tf.Graph().as_default(), pytest.raises(ValueError, match='exactly one'):
+        sample.sample_sequence(hparams=hparams, length=2, start_token=1, context=[[1]], batch_size=1)
