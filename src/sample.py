@@ -93,3 +93,8 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
         loop_vars = [tf.constant(1), first, cache, finished(tf.zeros([batch], tf.bool), first), output.write(0, first)]
         output = tf.while_loop(cond, body, loop_vars, back_prop=False, parallel_iterations=1)[-1]
         return tf.concat([context, tf.transpose(output.stack())], axis=1)
+
+
+def session_config():
+    """Session settings for sampling; the scripts and the benchmark use the same."""
+    return tf.ConfigProto()
