@@ -46,7 +46,9 @@ class ModelError(Exception):
 
 
 def download_hint(model_name):
-    return f'run `python download_model.py {model_name}` to fetch it'
+    if model_name in MODEL_SIZES:
+        return f'run `python download_model.py {model_name}` to fetch it'
+    return f'run `python download_model.py NAME` with NAME one of {", ".join(MODEL_SIZES)} to fetch a model'
 
 
 def resolve_models_dir(models_dir):

@@ -1,0 +1,228 @@
+"""What the two sampling scripts share: process set-up, flag checks, loading a model, printing samples.
+
+Import this module before TensorFlow: it loads TensorFlow without its start-up log lines, so that a user sees
+samples, not pages of warnings. Set TF_CPP_MIN_LOG_LEVEL yourself (0 shows everything) to see them.
+"""
+import codecs
+import contextlib
+import functools
+import os
+import signal
+import sys
+
+import checkpoint
+
+
+@contextlib.contextmanager
+def native_stderr_hidden():
+    """TensorFlow's native libraries log to file descriptor 2 while they load, before any log level applies
+    (absl's "All log messages before absl::InitializeLog() ..."), so the descriptor itself is pointed at
+    /dev/null for that moment. A Python error raised inside is still shown: it is printed after the exit."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+if 'TF_CPP_MIN_LOG_LEVEL' in os.environ:
+    import tensorflow.compat.v1 as tf
+else:
+    os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+    with native_stderr_hidden():
+        import tensorflow.compat.v1 as tf
+
+
+class UsageError(Exception):
+    """A flag out of range or of the wrong type. The message names the flag and what it accepts."""
+
+
+def setup_process():
+    """Ctrl-C and a closed pipe end the process at once and quietly, as for any command-line tool: TensorFlow
+    runs the sampling loop without returning to Python, so a Python KeyboardInterrupt would wait for the whole
+    batch. Text that the terminal or pipe cannot encode is replaced, not fatal, and so is invalid UTF-8 read."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.stdout.reconfigure(errors='replace')
+    sys.stdin.reconfigure(errors='replace')
+    tf.logging.set_verbosity(tf.logging.ERROR)  # before the next line, which warns that it is deprecated
+    tf.disable_v2_behavior()
+
+
+def friendly_errors(main):
+    """Wrap a script's main function: a bad flag or a broken model folder ends with one line on stderr and a
+    non-zero exit (2 for a flag, 1 for the model), not a traceback."""
+    @functools.wraps(main)
+    def wrapper(*args, **flags):
+        try:
+            return main(*args, **flags)
+        except UsageError as err:
+            fail(err, code=2)
+        except checkpoint.ModelError as err:
+            fail(err, code=1)
+    return wrapper
+
+
+def fail(message, code):
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Flags
+# ---------------------------------------------------------------------------------------------------------------
+
+def whole_number(name, value, low, high=None, *, allow_none=False):
+    """value must be an int in [low, high]; fire hands over whatever the user typed, e.g. the string 'abc'."""
+    if value is None and allow_none:
+        return value
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        upper = f' and {high}' if high is not None else ' or more'
+        raise UsageError(f'--{name} must be a whole number {"between " if high is not None else ""}{low}{upper}, '
+                         f'got {value!r}')
+    return value
+
+
+def number(name, value, low, high, *, low_open=False, what=None):
+    """value must be a real number in [low, high] (or (low, high] when low_open)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and (value < low or (low_open and value == low) or value > high):
+        ok = False
+    if not ok:
+        raise UsageError(f'--{name} must be {what or f"a number from {low} to {high}"}, got {value!r}')
+    return float(value)
+
+
+def check_sampling_flags(*, nsamples, batch_size, temperature, top_k, top_p, seed, min_nsamples=0):
+    whole_number('nsamples', nsamples, min_nsamples)
+    whole_number('batch_size', batch_size, 1)
+    number('temperature', temperature, 0, float('inf'), what='a number, 0 or more (0 means greedy)')
+    whole_number('top_k', top_k, 0)
+    number('top_p', top_p, 0, 1, low_open=True, what='a number above 0 and at most 1 (1 keeps every token)')
+    whole_number('seed', seed, 0, allow_none=True)
+
+
+def check_length(length, n_ctx, *, default, room_for_prompt=False):
+    """length defaults to `default`; at most the window, or one less when a prompt needs a place in it."""
+    if length is None:
+        return default
+    return whole_number('length', length, 1, n_ctx - 1 if room_for_prompt else n_ctx)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading a model
+# ---------------------------------------------------------------------------------------------------------------
+
+def load_model(model_name, models_dir):
+    """-> (model_dir, hparams, encoder), after checking that the folder holds a complete, consistent model."""
+    import encoder
+    import model
+
+    whole_name = isinstance(model_name, str) and model_name and os.sep not in model_name
+    if not whole_name:
+        raise UsageError(f'--model_name must be a folder name such as 124M, got {model_name!r}')
+    models_dir = checkpoint.resolve_models_dir(models_dir)
+    model_dir = models_dir / model_name
+    if not models_dir.is_dir():
+        raise checkpoint.ModelError(f'models folder {models_dir} not found; {checkpoint.download_hint(model_name)}')
+    hparams = model.default_hparams().override_from_dict(checkpoint.check_model_dir(model_dir, model_name))
+    try:
+        enc = encoder.get_encoder(model_name, models_dir)
+    except (OSError, ValueError, KeyError) as err:
+        raise checkpoint.ModelError(f'cannot read encoder.json or vocab.bpe in {model_dir} ({err}); '
+                                    f'{checkpoint.download_hint(model_name)}') from None
+    if checkpoint.ENDOFTEXT not in enc.encoder or max(enc.encoder.values()) >= hparams.n_vocab:
+        raise checkpoint.ModelError(f'encoder.json in {model_dir} does not fit the model (it needs ids below '
+                                    f'n_vocab {hparams.n_vocab} and a {checkpoint.ENDOFTEXT} token); '
+                                    f'{checkpoint.download_hint(model_name)}')
+    return model_dir, hparams, enc
+
+
+def restore(sess, model_dir):
+    try:
+        tf.train.Saver().restore(sess, str(model_dir / checkpoint.CHECKPOINT_PREFIX))
+    except tf.errors.OpError as err:
+        reason = err.message.strip().splitlines()[0]
+        raise checkpoint.ModelError(f'cannot restore the checkpoint in {model_dir} ({reason}); '
+                                    f'{checkpoint.download_hint(model_dir.name)}') from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Printing samples
+# ---------------------------------------------------------------------------------------------------------------
+
+def sample_header(number):
+    return '=' * 40 + f' SAMPLE {number} ' + '=' * 40
+
+
+def sample_text(enc, tokens, stop_token=None):
+    """Decode one sample's new tokens, ending before the first stop_token if one is given."""
+    tokens = list(tokens)
+    if stop_token is not None and stop_token in tokens:
+        tokens = tokens[:tokens.index(stop_token)]
+    return enc.decode(tokens)
+
+
+class SamplePrinter:
+    """Prints samples as the original scripts did: a header line, then the text.
+
+    With batch size 1 the text is printed token by token as the sampling loop draws it (on_token is called from
+    inside the graph), so a long sample shows progress. Tokens can end inside a multi-byte UTF-8 character, so
+    the bytes go through an incremental decoder. Larger batches are printed when the batch is done.
+    """
+
+    def __init__(self, enc, stop_token=None):
+        self.enc = enc
+        self.stop_token = stop_token
+        self.streaming = False
+        self.decoder = None
+
+    def start_stream(self, number):
+        """Announce sample `number`, whose tokens will arrive through on_token."""
+        print(sample_header(number), flush=True)
+        self.streaming = True
+        self.decoder = codecs.getincrementaldecoder('utf-8')(errors=self.enc.errors)
+
+    def on_token(self, tokens):
+        """The sampling loop's callback: one step's tokens, [batch]."""
+        if not self.streaming:
+            return
+        token = int(tokens[0])
+        if token == self.stop_token:
+            self.streaming = False
+            return
+        sys.stdout.write(self.decoder.decode(self.enc.decode_bytes([token])))
+        sys.stdout.flush()
+
+    def end_stream(self):
+        if self.decoder is not None:
+            print(self.decoder.decode(b'', final=True), flush=True)
+        self.streaming, self.decoder = False, None
+
+    def print_sample(self, number, tokens):
+        print(sample_header(number))
+        print(sample_text(self.enc, tokens, self.stop_token), flush=True)
+
+
+def print_samples(run_batch, printer, *, nsamples, batch_size):
+    """Print nsamples samples (0: forever), numbered 1, 2, 3 ... without gaps, in batches of at most batch_size.
+
+    run_batch(n) samples n rows and returns their new tokens [n, length]; the last batch is only as large as the
+    samples still wanted.
+    """
+    number = 0
+    while nsamples == 0 or number < nsamples:
+        rows = batch_size if nsamples == 0 else min(batch_size, nsamples - number)
+        if rows == 1:
+            printer.start_stream(number + 1)
+            run_batch(1)
+            printer.end_stream()
+            number += 1
+            continue
+        for tokens in run_batch(rows):
+            number += 1
+            printer.print_sample(number, tokens)
