@@ -15,13 +15,18 @@ PROMPT = 'Model prompt >>> '
 
 
 def read_prompt():
-    """The next non-empty prompt, or None at the end of input (Ctrl-D, or the end of a piped file)."""
+    """The next non-empty prompt, or None at the end of input (Ctrl-D, or the end of a piped file).
+
+    A prompt read from a pipe is echoed after the prompt marker, as a terminal would show it, so that the output
+    of a batch job shows which prompt each sample answers."""
     while True:
         try:
             text = input(PROMPT)
         except EOFError:
             print()
             return None
+        if not sys.stdin.isatty():
+            print(text)
         if text:
             return text
         print('Prompt should not be empty!')

@@ -1,0 +1,314 @@
+"""Both sampling scripts end to end, as subprocesses on the tiny model, as a user runs them."""
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import conftest
+import reference
+
+REPO = conftest.REPO
+UNCONDITIONAL = 'generate_unconditional_samples.py'
+INTERACTIVE = 'interactive_conditional_samples.py'
+HEADER = re.compile(r'^={40} SAMPLE (\d+) ={40}$', re.M)
+SEPARATOR = '=' * 80
+
+
+def run(script, *args, stdin=b'', cwd=REPO, env=None, from_src=False):
+    path = f'src/{script}' if not from_src else script
+    env = {**os.environ, 'PYTHONIOENCODING': 'utf-8', **(env or {})}
+    done = subprocess.run([sys.executable, path, *map(str, args)], input=stdin, capture_output=True,
+                          cwd=REPO / 'src' if from_src else cwd, env=env, timeout=120)
+    done.out, done.err = done.stdout.decode('utf-8', 'replace'), done.stderr.decode('utf-8', 'replace')
+    return done
+
+
+def tiny_flags(tiny_model, **flags):
+    flags = {'models_dir': tiny_model.models_dir, 'model_name': tiny_model.name, 'seed': 1, **flags}
+    return [f'--{k}={v}' for k, v in flags.items()]
+
+
+def sample_numbers(out):
+    return [int(n) for n in HEADER.findall(out)]
+
+
+def decode(tiny_model, tokens):
+    """Token ids -> text through the test's own vocabulary and byte table, not src/encoder.py."""
+    by_id = {i: s for s, i in tiny_model.vocab.items()}
+    to_byte = {c: b for b, c in conftest.byte_table().items()}
+    return bytes(to_byte[c] for t in tokens for c in by_id[t]).decode('utf-8', 'replace')
+
+
+def assert_clean_error(done, *words):
+    assert done.returncode != 0
+    assert 'Traceback' not in done.err
+    lines = done.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), done.err
+    for word in words:
+        assert word in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Output as the original scripts printed it
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_unconditional_numbers_samples_without_gaps_at_batch_2(tiny_model):
+    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=3, batch_size=2, length=6))
+    assert done.returncode == 0, done.err
+    assert sample_numbers(done.out) == [1, 2, 3]
+    assert done.err == ''  # no TensorFlow start-up noise
+
+
+def test_unconditional_greedy_text_equals_reference_decoding(tiny_model):
+    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=2, batch_size=2, length=10, top_k=1))
+    tokens = reference.greedy(tiny_model.params, tiny_model.hparams, [tiny_model.endoftext], 10)[1:]
+    sample = '=' * 40 + ' SAMPLE {} ' + '=' * 40 + '\n' + decode(tiny_model, tokens) + '\n'
+    assert done.out == sample.format(1) + sample.format(2)
+
+
+def test_streamed_sample_at_batch_1_prints_the_same_text(tiny_model):
+    greedy = tiny_flags(tiny_model, length=12, temperature=0)
+    batched = run(UNCONDITIONAL, *greedy, '--nsamples=2', '--batch_size=2')
+    streamed = run(UNCONDITIONAL, *greedy, '--nsamples=2', '--batch_size=1')
+    assert streamed.out == batched.out and sample_numbers(streamed.out) == [1, 2]
+
+
+def test_same_seed_same_output_and_other_seed_differs(tiny_model):
+    first = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=3, batch_size=2, length=8, seed=7))
+    again = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=3, batch_size=2, length=8, seed=7))
+    other = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=3, batch_size=2, length=8, seed=8))
+    assert first.out == again.out
+    assert first.out != other.out
+
+
+def test_interactive_over_a_pipe_answers_each_prompt_until_end_of_input(tiny_model):
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, nsamples=3, batch_size=2, length=5),
+               stdin=b'hello there\n\nthe and\n')
+    assert done.returncode == 0, done.err
+    assert done.out.count('Model prompt >>> ') == 4  # two prompts, the empty line, and the end of input
+    assert 'Prompt should not be empty!' in done.out
+    assert done.out.count(SEPARATOR + '\n') == 2
+    assert sample_numbers(done.out) == [1, 2, 3, 1, 2, 3]
+
+
+def test_interactive_greedy_continuation_equals_reference(tiny_model):
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=7, top_k=1), stdin=b' the hello\n')
+    prompt = [258, ord(' '), 257, 263, ord('o')]
+    tokens = reference.greedy(tiny_model.params, tiny_model.hparams, prompt, 7)[len(prompt):]
+    assert f'SAMPLE 1 {"=" * 40}\n{decode(tiny_model, tokens)}\n{SEPARATOR}\n' in done.out
+
+
+@pytest.mark.parametrize('from_src', [False, True])
+@pytest.mark.parametrize('script, stdin', [(UNCONDITIONAL, b''), (INTERACTIVE, b'hi\n')])
+def test_default_models_dir_found_from_root_and_from_src(repo_model, script, stdin, from_src):
+    done = run(script, f'--model_name={repo_model}', '--nsamples=1', '--length=4', stdin=stdin, from_src=from_src)
+    assert done.returncode == 0, done.err
+    assert sample_numbers(done.out) == [1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad flags and broken model folders: one line, non-zero exit, nothing touched
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('flag, value', [
+    ('length', 33), ('length', 0), ('length', 'abc'), ('nsamples', -1), ('batch_size', 0), ('temperature', -0.5),
+    ('top_k', -1), ('top_k', 2.5), ('top_p', 0), ('top_p', 1.5), ('top_p', 'x'), ('seed', 'abc'),
+])
+def test_bad_flag_names_the_flag(tiny_model, flag, value):
+    assert_clean_error(run(UNCONDITIONAL, *tiny_flags(tiny_model, **{flag: value})), f'--{flag}')
+    assert run(UNCONDITIONAL, *tiny_flags(tiny_model, **{flag: value})).returncode == 2
+
+
+def test_interactive_needs_room_for_a_prompt_and_a_sample(tiny_model):
+    assert_clean_error(run(INTERACTIVE, *tiny_flags(tiny_model, length=32)), '--length', '31')
+    assert_clean_error(run(INTERACTIVE, *tiny_flags(tiny_model, nsamples=0)), '--nsamples')
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def break_missing_file(m):
+    (m.dir / 'model.ckpt.index').unlink()
+
+
+def break_interrupted_download(m):
+    data = m.dir / 'model.ckpt.data-00000-of-00001'
+    data.rename(data.with_name(data.name + '.part'))
+
+
+def break_truncated_weights(m):
+    data = m.dir / 'model.ckpt.data-00000-of-00001'
+    data.write_bytes(data.read_bytes()[:1000])
+
+
+def break_corrupt_weights(m):
+    data = m.dir / 'model.ckpt.data-00000-of-00001'
+    data.write_bytes(b'\x00' * len(data.read_bytes()))
+
+
+def break_hparams_json(m):
+    (m.dir / 'hparams.json').write_text('{"n_vocab": 280,')
+
+
+def break_hparams_shapes(m):
+    (m.dir / 'hparams.json').write_text('{"n_vocab": 269, "n_ctx": 32, "n_embd": 32, "n_head": 2, "n_layer": 2}')
+
+
+def break_encoder_missing(m):
+    (m.dir / 'encoder.json').unlink()
+
+
+def break_encoder_json(m):
+    (m.dir / 'encoder.json').write_bytes(b'\xff\xfe not json')
+
+
+def break_vocab_missing(m):
+    (m.dir / 'vocab.bpe').unlink()
+
+
+@pytest.mark.parametrize('damage, words', [
+    (break_missing_file, ['model.ckpt.index', 'download_model.py']),
+    (break_interrupted_download, ['interrupted', 'download_model.py']),
+    (break_truncated_weights, ['truncated']),
+    (break_hparams_json, ['hparams.json', 'JSON']),
+    (break_hparams_shapes, ['hparams.json', 'n_embd'.replace('n_embd', 'model/')]),
+    (break_encoder_missing, ['encoder.json']),
+    (break_encoder_json, ['encoder.json']),
+    (break_vocab_missing, ['vocab.bpe']),
+])
+@pytest.mark.parametrize('script', [UNCONDITIONAL, INTERACTIVE])
+def test_broken_model_folder_gives_one_line_and_changes_nothing(model_copy, damage, words, script):
+    damage(model_copy)
+    before = snapshot(model_copy.dir)
+    done = run(script, *tiny_flags(model_copy, nsamples=1, length=4), stdin=b'hi\n')
+    assert_clean_error(done, *words)
+    assert snapshot(model_copy.dir) == before
+
+
+def test_corrupt_weights_of_the_right_size_fail_cleanly(model_copy):
+    break_corrupt_weights(model_copy)
+    done = run(UNCONDITIONAL, *tiny_flags(model_copy, nsamples=1, length=4))
+    assert done.returncode != 0 and 'Traceback' not in done.err, done.err
+
+
+@pytest.mark.parametrize('flags', [{'models_dir': '/nonexistent/models'}, {'model_name': '774M'}])
+def test_missing_model_says_how_to_download_it(tiny_model, flags):
+    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, **flags))
+    assert_clean_error(done, 'not found', 'download_model.py')
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real use: long prompts, end of text, greedy, encodings, Ctrl-C
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('words', [6, 60])  # longer than the room left by --length, then longer than the window
+def test_long_prompt_keeps_its_last_tokens_and_says_so(tiny_model, words):
+    prompt = ' the' * words  # one token per word
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=28, temperature=0), stdin=prompt.encode() + b'\n')
+    assert done.returncode == 0, done.err
+    assert f'the prompt is {words} tokens and only 4 fit' in done.err
+    assert f'the first {words - 4} were dropped' in done.err
+    expected = reference.greedy(tiny_model.params, tiny_model.hparams, [258] * 4, 28)[4:]
+    assert decode(tiny_model, expected) + '\n' + SEPARATOR in done.out
+
+
+def test_temperature_zero_is_greedy(tiny_model):
+    zero = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=1, length=10, temperature=0, seed=3))
+    top1 = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=1, length=10, top_k=1, seed=4))
+    assert zero.returncode == 0 and zero.out == top1.out
+
+
+@pytest.fixture(scope='module')
+def chatty_model(tiny_model, tmp_path_factory):
+    """The tiny model with <|endoftext|> made likely: the final layer norm's bias points along its embedding."""
+    params = dict(tiny_model.params)
+    eot = params['model/wte'][tiny_model.endoftext]
+    params['model/ln_f/b'] = (eot / np.linalg.norm(eot) * 8).astype(np.float32)  # about 15% per step
+    chatty = conftest.TinyModel(tmp_path_factory.mktemp('chatty'), 'chatty')
+    conftest.write_tiny_model(chatty.dir, tiny_model.hparams, params, tiny_model.vocab)
+    return chatty
+
+
+@pytest.mark.parametrize('batch_size', [1, 4])
+def test_stop_at_endoftext_ends_samples_before_the_token(chatty_model, batch_size):
+    flags = tiny_flags(chatty_model, nsamples=8, batch_size=batch_size, length=30)
+    plain = run(UNCONDITIONAL, *flags)
+    stopped = run(UNCONDITIONAL, *flags, '--stop_at_endoftext')
+    assert '<|endoftext|>' in plain.out  # the model does produce it
+    assert '<|endoftext|>' not in stopped.out
+    assert sample_numbers(stopped.out) == list(range(1, 9))
+    assert len(stopped.out) < len(plain.out)
+
+
+def test_unencodable_output_is_replaced_not_fatal(tiny_model):
+    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=2, length=20), env={'PYTHONIOENCODING': 'ascii'})
+    assert done.returncode == 0, done.err
+    assert done.stdout.isascii() and b'?' in done.stdout
+
+
+def test_invalid_utf8_on_stdin_is_replaced_not_fatal(tiny_model):
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=4), stdin=b'caf\xe9 \xff\xfe ok\n')
+    assert done.returncode == 0, done.err
+    assert sample_numbers(done.out) == [1]
+
+
+def read_until(fd, text, timeout=60):
+    seen, end = b'', time.time() + timeout
+    while text.encode() not in seen and time.time() < end:
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen.decode('utf-8', 'replace')
+
+
+def spawn_in_terminal(script, args):
+    """Run a script with a pseudo-terminal as its stdin, stdout and stderr, as from an interactive shell."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, f'src/{script}', *args], stdin=follower, stdout=follower,
+                            stderr=follower, cwd=REPO, start_new_session=True)
+    os.close(follower)
+    return proc, leader
+
+
+def test_interactive_from_a_terminal(tiny_model):
+    proc, fd = spawn_in_terminal(INTERACTIVE, tiny_flags(tiny_model, length=5))
+    try:
+        assert 'Model prompt >>> ' in read_until(fd, 'Model prompt >>> ')
+        os.write(fd, b'hello\n')
+        out = read_until(fd, 'Model prompt >>> ')
+        assert 'SAMPLE 1' in out and SEPARATOR in out
+        os.write(fd, b'\x04')  # Ctrl-D: end of input
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        os.close(fd)
+
+
+@pytest.mark.parametrize('script, ready', [(UNCONDITIONAL, 'SAMPLE 2 '), (INTERACTIVE, 'Model prompt >>> ')])
+def test_ctrl_c_ends_promptly_and_quietly(tiny_model, script, ready):
+    # Sampling forever (nsamples 0), or waiting at the prompt.
+    proc, fd = spawn_in_terminal(script, tiny_flags(tiny_model, nsamples=0 if script == UNCONDITIONAL else 1))
+    try:
+        assert ready in read_until(fd, ready)
+        os.killpg(proc.pid, signal.SIGINT)
+        started = time.time()
+        proc.wait(timeout=10)
+        assert time.time() - started < 5
+        assert proc.returncode in (-signal.SIGINT, 130)
+        assert 'Traceback' not in read_until(fd, 'Traceback', timeout=1)
+    finally:
+        proc.kill()
+        os.close(fd)
