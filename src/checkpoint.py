@@ -1,11 +1,13 @@
 """Facts about the released GPT-2 checkpoints, and the checks that a model folder holds a usable one.
 
 This is the one place that knows the model names, the files of a checkpoint, where they are downloaded from,
-the variables a checkpoint must hold, and where the `models/` folder is. It imports TensorFlow only inside the
-one check that reads a checkpoint index, so `download_model.py` starts fast.
+the variables a checkpoint must hold, and where the `models/` folder is. It imports TensorFlow only when a
+function needs it (through import_tensorflow), so `download_model.py` starts fast.
 """
+import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 
 # The released sizes. name: (n_layer, n_embd, n_head); all share n_vocab 50257 and n_ctx 1024.
@@ -39,6 +41,36 @@ ENDOFTEXT = '<|endoftext|>'
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_DIR = REPO_ROOT / 'models'
+
+
+@contextlib.contextmanager
+def native_stderr_hidden():
+    """Point file descriptor 2 at /dev/null for a moment. A Python error raised inside is still shown: it is
+    printed after the exit."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow():
+    """tensorflow.compat.v1, loaded without its start-up log lines, so that a user sees samples, not pages of
+    warnings. TensorFlow's native libraries log to file descriptor 2 while they load, before any log level
+    applies (absl's "All log messages before absl::InitializeLog() ..."), so the descriptor itself is silenced
+    while they load. Whoever sets TF_CPP_MIN_LOG_LEVEL (0 shows everything) gets TensorFlow's own behaviour."""
+    if 'tensorflow' in sys.modules or 'TF_CPP_MIN_LOG_LEVEL' in os.environ:
+        import tensorflow.compat.v1 as tf
+        return tf
+    os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+    with native_stderr_hidden():
+        import tensorflow.compat.v1 as tf
+    tf.logging.set_verbosity(tf.logging.ERROR)
+    return tf
 
 
 class ModelError(Exception):
@@ -130,8 +162,7 @@ def check_model_dir(model_dir, model_name=None):
 def check_checkpoint_index(model_dir, hparams, model_name):
     """The index must list exactly the expected variables with hparams' shapes, and the weights file must be as
     long as the index says."""
-    import tensorflow.compat.v1 as tf  # deferred: only this check needs TensorFlow
-
+    tf = import_tensorflow()
     prefix = str(Path(model_dir) / CHECKPOINT_PREFIX)
     try:
         reader = tf.train.load_checkpoint(prefix)
@@ -173,8 +204,7 @@ class _Attrs:
 def save_checkpoint(model_dir, hparams, params):
     """Write hparams.json and a TF checkpoint of params (name -> float32 array, names and shapes as in
     variable_shapes) in the released layout. For tests and benchmarks, which cannot download the real weights."""
-    import tensorflow.compat.v1 as tf  # deferred: only writing a checkpoint needs TensorFlow
-
+    tf = import_tensorflow()
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / 'hparams.json').write_text(json.dumps(hparams, indent=2) + '\n', encoding='utf-8')

@@ -1,40 +1,18 @@
 """What the two sampling scripts share: process set-up, flag checks, loading a model, printing samples.
 
-Import this module before TensorFlow: it loads TensorFlow without its start-up log lines, so that a user sees
-samples, not pages of warnings. Set TF_CPP_MIN_LOG_LEVEL yourself (0 shows everything) to see them.
+Import this module before TensorFlow: it loads TensorFlow without its start-up log lines
+(checkpoint.import_tensorflow).
 """
 import codecs
-import contextlib
 import functools
+import inspect
 import os
 import signal
 import sys
 
 import checkpoint
 
-
-@contextlib.contextmanager
-def native_stderr_hidden():
-    """TensorFlow's native libraries log to file descriptor 2 while they load, before any log level applies
-    (absl's "All log messages before absl::InitializeLog() ..."), so the descriptor itself is pointed at
-    /dev/null for that moment. A Python error raised inside is still shown: it is printed after the exit."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-if 'TF_CPP_MIN_LOG_LEVEL' in os.environ:
-    import tensorflow.compat.v1 as tf
-else:
-    os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
-    with native_stderr_hidden():
-        import tensorflow.compat.v1 as tf
+tf = checkpoint.import_tensorflow()
 
 
 class UsageError(Exception):
@@ -49,8 +27,35 @@ def setup_process():
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.stdout.reconfigure(errors='replace')
     sys.stdin.reconfigure(errors='replace')
-    tf.logging.set_verbosity(tf.logging.ERROR)  # before the next line, which warns that it is deprecated
     tf.disable_v2_behavior()
+
+
+# The --help line of each flag both scripts have; each script adds its own for nsamples and length.
+COMMON_FLAGS = {
+    'model_name': 'the model to use, a folder in models_dir: 124M, 355M, 774M or 1558M.',
+    'seed': 'a whole number that makes the samples repeatable; by default they differ on every run.',
+    'batch_size': 'how many samples to draw at once; more is faster per sample and uses more memory.',
+    'temperature': 'divides the logits; below 1 the text is more predictable, above 1 more random, 0 is greedy.',
+    'top_k': 'draw only from the k most likely tokens at each step; 0 (the default) means no limit. '
+             '40 is a good value.',
+    'top_p': 'draw only from the most likely tokens whose probabilities add up to at most top_p (nucleus '
+             'sampling), in (0, 1]; 1 (the default) means no limit.',
+    'models_dir': 'the folder holding the model folders; a relative path is looked up in the working '
+                  'directory, then in the repository.',
+    'stop_at_endoftext': 'end each sample at its first <|endoftext|> token (which is not printed).',
+}
+
+
+def script(summary, **own_flags):
+    """Decorate a script's main function for fire: its docstring becomes the --help manual (the summary, then
+    a line per flag in the order of the signature), and its errors become one-line messages."""
+    def decorate(main):
+        wrapper = friendly_errors(main)
+        docs = {**COMMON_FLAGS, **own_flags}
+        flags = inspect.signature(main).parameters
+        wrapper.__doc__ = f'{summary}\n\nArgs:\n' + ''.join(f'  {name}: {docs[name]}\n' for name in flags)
+        return wrapper
+    return decorate
 
 
 def friendly_errors(main):

@@ -41,23 +41,13 @@ def fit_prompt(tokens, room):
     return tokens[-room:]
 
 
-@cli.friendly_errors
+@cli.script(
+    'Print samples from GPT-2 that continue the prompts you type.',
+    nsamples='how many samples to print for each prompt (1 or more).',
+    length="tokens per sample, 1 to the model's window less one (1023); by default half the window (512). "
+           "A prompt longer than the window has room for keeps only its last tokens.")
 def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, length=None, temperature=1, top_k=0,
                    top_p=1, models_dir='models', stop_at_endoftext=False):
-    """Print samples from GPT-2 that continue the prompts you type.
-
-    Args:
-      model_name: the model to use, a folder in models_dir: 124M, 355M, 774M or 1558M.
-      seed: a whole number that makes the samples repeatable; by default they differ on every run.
-      nsamples: how many samples to print for each prompt (1 or more).
-      batch_size: how many samples to draw at once; more is faster per sample and uses more memory.
-      length: tokens per sample, 1 to the model's window less one (1023); by default half the window (512). A prompt longer than the window has room for keeps only its last tokens.
-      temperature: divides the logits; below 1 the text is more predictable, above 1 more random, 0 is greedy.
-      top_k: draw only from the k most likely tokens at each step; 0 (the default) means no limit. 40 is a good value.
-      top_p: draw only from the most likely tokens whose probabilities add up to at most top_p (nucleus sampling), in (0, 1]; 1 (the default) means no limit.
-      models_dir: the folder holding the model folders; a relative path is looked up in the working directory, then in the repository.
-      stop_at_endoftext: end each sample at its first <|endoftext|> token (which is not printed).
-    """
     cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature, top_k=top_k,
                              top_p=top_p, seed=seed, min_nsamples=1)
     model_dir, hparams, enc = cli.load_model(model_name, models_dir)

@@ -113,6 +113,16 @@ def test_default_models_dir_found_from_root_and_from_src(repo_model, script, std
     assert sample_numbers(done.out) == [1]
 
 
+@pytest.mark.parametrize('script', [UNCONDITIONAL, INTERACTIVE])
+def test_help_is_the_manual_with_a_line_per_flag(script):
+    done = run(script, '--help')
+    assert done.returncode == 0
+    for flag in ['model_name', 'seed', 'nsamples', 'batch_size', 'length', 'temperature', 'top_k', 'top_p',
+                 'models_dir', 'stop_at_endoftext']:
+        block = (done.out + done.err).split(f'--{flag}=', 1)[1].split('\n    -', 1)[0]
+        assert len(block.splitlines()) >= 3, block  # the flag, its default, and a line of explanation
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Bad flags and broken model folders: one line, non-zero exit, nothing touched
 # ---------------------------------------------------------------------------------------------------------------
