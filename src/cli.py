@@ -13,6 +13,8 @@ import sys
 import checkpoint
 
 tf = checkpoint.import_tensorflow()
+import encoder  # noqa: E402  (these import TensorFlow, which must be loaded quietly first)
+import model  # noqa: E402
 
 
 class UsageError(Exception):
@@ -108,7 +110,7 @@ def check_sampling_flags(*, nsamples, batch_size, temperature, top_k, top_p, see
     number('temperature', temperature, 0, float('inf'), what='a number, 0 or more (0 means greedy)')
     whole_number('top_k', top_k, 0)
     number('top_p', top_p, 0, 1, low_open=True, what='a number above 0 and at most 1 (1 keeps every token)')
-    whole_number('seed', seed, 0, allow_none=True)
+    whole_number('seed', seed, 0, 2**32 - 1, allow_none=True)  # NumPy's seeds are 32-bit
 
 
 def check_length(length, n_ctx, *, default, room_for_prompt=False):
@@ -124,9 +126,6 @@ def check_length(length, n_ctx, *, default, room_for_prompt=False):
 
 def load_model(model_name, models_dir):
     """-> (model_dir, hparams, encoder), after checking that the folder holds a complete, consistent model."""
-    import encoder
-    import model
-
     whole_name = isinstance(model_name, str) and model_name and os.sep not in model_name
     if not whole_name:
         raise UsageError(f'--model_name must be a folder name such as 124M, got {model_name!r}')
