@@ -213,7 +213,7 @@ def embeddings(hparams):
 
 
 def unembed(h, wte):
-    """[batch, seq, n_embd] -> logits [batch, seq, n_vocab], with the token embeddings (tied weights)."""
+    """[..., n_embd] -> logits [..., n_vocab], with the token embeddings (tied weights)."""
     *start, n_embd = shape_list(h)
     logits = tf.matmul(tf.reshape(h, [-1, n_embd]), wte, transpose_b=True)
     return tf.reshape(logits, start + [wte.shape[0]])
@@ -241,67 +241,94 @@ def model(hparams, X, past=None, scope='model', reuse=False):
 # Incremental decoding, for sampling
 #
 # The same blocks and weights as model(), with the cache kept differently: per layer, a key buffer and a value
-# buffer, each [batch, head, total_len, head_dim], allocated once at the full length of the sample (the layout
-# above, split by layer and by k/v). A step writes its positions into the buffers in place and attends over the
-# whole buffer, with the positions not yet written masked out. Nothing grows, so no step copies the cache.
+# buffer allocated once at the full length of the sample. Each buffer is the layout above for one layer and one of
+# k, v, with its first three axes flattened into rows: [batch * head * total_len, head_dim], row
+# (b * n_head + h) * total_len + position. A step writes its positions' rows with InplaceUpdate, which (unlike
+# tensor_scatter_nd_update, which copies the whole buffer when it runs inside a tf.while_loop) changes the buffer
+# itself, then attends over a [batch, head, total_len, head_dim] view of it, the positions not yet written masked
+# out. So no step copies the cache. The price: a buffer belongs to one chain of steps; a cache passed to
+# decode_step must not be used again except through the cache decode_step returns.
 # ---------------------------------------------------------------------------------------------------------------
 
 def empty_cache(hparams, batch_size, total_len):
-    """n_layer pairs (k, v) of zero buffers [batch, head, total_len, head_dim]."""
-    shape = [batch_size, hparams.n_head, total_len, hparams.n_embd // hparams.n_head]
-    return [(tf.zeros(shape), tf.zeros(shape)) for _ in range(hparams.n_layer)]
+    """n_layer pairs (k, v) of zeroed buffers [batch * head * total_len, head_dim]."""
+    shape = tf.stack([batch_size * hparams.n_head * total_len, hparams.n_embd // hparams.n_head])
+    # Empty, unlike tf.zeros, is never constant-folded, so every buffer is its own memory, fresh on each run.
+    # Zeroed (init) because a masked score is w * 0 - 1e10, which stays NaN if w is NaN from garbage memory.
+    return [tuple(tf.raw_ops.Empty(shape=shape, dtype=tf.float32, init=True) for _ in 'kv')
+            for _ in range(hparams.n_layer)]
 
 
 def read_once_scope(scope='model'):
-    """A variable scope whose variables are read once, where first used, and reused as those tensors after.
+    """A variable scope whose variables are read once and reused as those tensors after.
 
-    Used outside a tf.while_loop first, it makes the loop take the weights as loop constants instead of
-    reading every variable again on every step.
+    The reads are made outside any tf.while_loop (init_scope leaves the loop's context), so a loop built in this
+    scope takes the weights as loop constants instead of reading every variable again on every step.
     """
     reads = {}
 
     def read_once(getter, name, *args, **kwargs):
         if name not in reads:
-            reads[name] = tf.identity(getter(name, *args, **kwargs))
+            with tf.init_scope():
+                reads[name] = tf.identity(getter(name, *args, **kwargs))
         return reads[name]
 
     with tf.variable_scope(scope, reuse=tf.AUTO_REUSE, custom_getter=read_once) as vs:
         return vs
 
 
-def cache_indices(batch_size, n_head, positions):
-    """[batch, head, seq, 3] indices (b, h, position) where a step's keys or values go in the buffers."""
-    b, h, t = tf.meshgrid(tf.range(batch_size), tf.range(n_head), positions, indexing='ij')
-    return tf.stack([b, h, t], axis=-1)
+def cache_rows(batch_size, n_head, total_len, positions):
+    """[batch * head * seq] rows of the buffers for the positions [seq], in the order (batch, head, seq)."""
+    first = tf.range(batch_size * n_head) * total_len  # [batch * head]: row of position 0 of each (b, h)
+    return tf.reshape(first[:, tf.newaxis] + positions[tf.newaxis, :], [-1])
 
 
-def cached_attn(x, scope, n_state, *, cache, indices, mask, hparams):
-    """x [batch, seq, n_embd] at the positions in indices -> a [batch, seq, n_embd], the updated (k, v) buffers"""
+def write_cache(buf, rows, new):
+    """buf [batch * head * total_len, head_dim], new [batch, head, seq, head_dim] -> buf, with new at rows."""
+    return tf.raw_ops.InplaceUpdate(x=buf, i=rows, v=tf.reshape(new, [-1, shape_list(new)[-1]]))
+
+
+def cached_attn(x, scope, n_state, *, cache, rows, mask, hparams):
+    """x [batch, seq, n_embd] at the positions of rows -> a [batch, seq, n_embd], the updated (k, v) buffers"""
     with tf.variable_scope(scope):
         q, k, v = qkv(x, n_state, hparams.n_head)
-        k_buf, v_buf = (tf.tensor_scatter_nd_update(buf, indices, new) for buf, new in zip(cache, (k, v)))
-        a = multihead_attn(q, k_buf, v_buf, mask)
+        k_buf, v_buf = (write_cache(buf, rows, new) for buf, new in zip(cache, (k, v)))
+        batch_size, n_head, _, head_dim = shape_list(q)
+        view = [batch_size, n_head, -1, head_dim]  # [batch, head, total_len, head_dim], no copy
+        a = multihead_attn(q, tf.reshape(k_buf, view), tf.reshape(v_buf, view), mask)
         return conv1d(merge_heads(a), 'c_proj', n_state), (k_buf, v_buf)
 
 
-def decode_step(hparams, X, cache, position, scope='model'):
+def decode_hidden(hparams, X, cache, position, scope='model'):
     """X [batch, seq] tokens at positions position .. position + seq - 1, cache from empty_cache() or the last
-    step -> logits [batch, seq, n_vocab], the updated cache."""
+    step -> the final hidden states [batch, seq, n_embd] (after ln_f), the updated cache, and wte."""
     with tf.variable_scope(scope):
         wpe, wte = embeddings(hparams)
         X = tf.convert_to_tensor(X, dtype=tf.int32)
         batch_size, seq = shape_list(X)
         positions = position + tf.range(seq)
         h = tf.gather(wte, X) + tf.gather(wpe, positions)[tf.newaxis]
-        total_len = shape_list(cache[0][0])[2]
+        total_len = shape_list(cache[0][0])[0] // (batch_size * hparams.n_head)
         mask = tf.range(total_len)[tf.newaxis, :] <= positions[:, tf.newaxis]  # [seq, total_len]
-        indices = cache_indices(batch_size, hparams.n_head, positions)
+        rows = cache_rows(batch_size, hparams.n_head, total_len, positions)
 
         new_cache = []
         for layer, layer_cache in enumerate(cache):
-            attention = lambda h, name, n: cached_attn(h, name, n, cache=layer_cache, indices=indices, mask=mask,
+            attention = lambda h, name, n: cached_attn(h, name, n, cache=layer_cache, rows=rows, mask=mask,
                                                        hparams=hparams)
             h, layer_cache = residual_block(h, f'h{layer}', attention)
             new_cache.append(layer_cache)
-        h = norm(h, 'ln_f')
-        return unembed(h, wte), new_cache
+        return norm(h, 'ln_f'), new_cache, wte
+
+
+def decode_step(hparams, X, cache, position, scope='model'):
+    """Like decode_hidden -> logits [batch, seq, n_vocab], the updated cache."""
+    h, cache, wte = decode_hidden(hparams, X, cache, position, scope)
+    return unembed(h, wte), cache
+
+
+def decode_last(hparams, X, cache, position, scope='model'):
+    """Like decode_step, but only the last position's logits [batch, n_vocab], which is all sampling needs:
+    after a prompt of 512 tokens, the logits of all positions would cost 512 times the work and memory."""
+    h, cache, wte = decode_hidden(hparams, X, cache, position, scope)
+    return unembed(h[:, -1], wte), cache

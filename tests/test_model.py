@@ -126,3 +126,41 @@ def test_decode_step_logits_equal_straightforward_model(tiny_model, prompt_len, 
             restore(sess, tiny_model)
             expected, got = sess.run([whole, tf.concat(pieces, axis=1)])
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_decode_step_with_a_cache_longer_than_used_and_rows_at_batch_three(tiny_model):
+    """Positions beyond those written are masked out, and each (batch, head) row block gets its own keys."""
+    tokens = np.random.default_rng(7).integers(0, tiny_model.hparams['n_vocab'], size=(3, 6))
+    with tf.Graph().as_default():
+        hparams = tiny_model.hparams_object()
+        whole = model.model(hparams, tf.constant(tokens, tf.int32))['logits']
+        scope = model.read_once_scope()
+        cache = model.empty_cache(hparams, 3, tiny_model.hparams['n_ctx'])
+        logits, cache = model.decode_step(hparams, tokens[:, :4], cache, position=0, scope=scope)
+        pieces = [logits]
+        for t in (4, 5):
+            logits, cache = model.decode_step(hparams, tokens[:, t:t + 1], cache, position=t, scope=scope)
+            pieces.append(logits)
+        last = model.decode_last(hparams, tokens[:, :6], model.empty_cache(hparams, 3, 8), position=0, scope=scope)[0]
+        with tf.Session() as sess:
+            restore(sess, tiny_model)
+            expected, got, got_last = sess.run([whole, tf.concat(pieces, axis=1), last])
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(got_last, expected[:, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_cache_buffers_are_fresh_on_every_run(tiny_model):
+    """The buffers are written in place; a second run, with other tokens, must not see the first run's."""
+    rng = np.random.default_rng(8)
+    with tf.Graph().as_default():
+        hparams = tiny_model.hparams_object()
+        X = tf.placeholder(tf.int32, [2, None])
+        whole = model.model(hparams, X)['logits']
+        cache = model.empty_cache(hparams, 2, 5)
+        logits, cache = model.decode_step(hparams, X[:, :3], cache, position=0, scope=model.read_once_scope())
+        with tf.Session() as sess:
+            restore(sess, tiny_model)
+            for _ in range(3):
+                tokens = rng.integers(0, tiny_model.hparams['n_vocab'], size=(2, 3))
+                expected, got = sess.run([whole, logits], {X: tokens})
+                np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)

@@ -141,3 +141,21 @@ def test_exactly_one_of_context_and_start_token():
                                                            'n_layer': 1})
     with tf.Graph().as_default(), pytest.raises(ValueError, match='exactly one'):
         sample.sample_sequence(hparams=hparams, length=2, start_token=1, context=[[1]], batch_size=1)
+
+
+def test_repeated_runs_in_one_session_equal_the_reference(tiny_model):
+    """The cache is written in place and the prompt goes through the same loop as the tokens after it: runs with
+    other prompts, of other lengths, in one session (as the scripts do) each give the NumPy greedy tokens."""
+    with tf.Graph().as_default():
+        context = tf.placeholder(tf.int32, [1, None])
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=context, length=5, top_k=1)
+        with tf.Session(config=sample.session_config()) as sess:
+            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            for prompt in ([9, 3, 4, 1], [2], [7, 7]):
+                got = sess.run(out, {context: [prompt]})[0].tolist()
+                assert got == reference.greedy(tiny_model.params, tiny_model.hparams, prompt, 5)
+
+
+def test_length_one_draws_from_the_prompt_alone(tiny_model):
+    out = sample_tokens(tiny_model, [[3, 1, 4]], length=1, top_k=1)
+    assert out[0].tolist() == reference.greedy(tiny_model.params, tiny_model.hparams, [3, 1, 4], 1)

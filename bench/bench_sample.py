@@ -1,0 +1,282 @@
+"""Benchmark of GPT-2 sampling on a random-weight model of a released shape (no download needed).
+
+    python bench/bench_sample.py            # 124M shape, batch 1 and 8, prompts of 1 and 512 tokens (~5 min)
+    python bench/bench_sample.py --quick    # the same at a glance (~2 min)
+    python bench/bench_sample.py --help
+
+Each configuration runs in a fresh process (bench/measure_config.py), so start-up and peak memory are its own.
+Batch-1 decoding reads every weight once per token, so it cannot beat memory bandwidth / weight bytes; the
+benchmark measures this machine's bandwidth and reports decode speed as a fraction of that ceiling.
+The model is written once to bench/.cache/models/ (git-ignored) and reused.
+"""
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import fire
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO / 'src'))
+
+import checkpoint  # noqa: E402
+import encoder  # noqa: E402
+
+CACHE_DIR = BENCH / '.cache' / 'models'
+# The header the scripts print before each sample, as the original GPT-2 scripts do.
+SAMPLE_HEADER = b'=' * 40 + b' SAMPLE 1 ' + b'=' * 40
+# encoder.json size of the released models: 256 bytes, 50000 merges, <|endoftext|>.
+N_MERGES = 50000
+# Each token of the synthetic vocabulary is extended by this many different bytes to make new tokens.
+MERGES_PER_TOKEN = 7
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A random-weight model in the released layout
+# ---------------------------------------------------------------------------------------------------------------
+
+def synthetic_merges():
+    """N_MERGES merges (a, b) of tokens that exist by then: a token so far plus one byte character. A merge's
+    result ends with b after a, so two merges never make the same string."""
+    chars = list(encoder.bytes_to_unicode().values())
+    tokens, merges = list(chars), []
+    for j in range(N_MERGES):
+        a = tokens[j // MERGES_PER_TOKEN]
+        b = chars[(j * 37) % len(chars)]  # 37 is odd, so the bytes tried for one token all differ
+        merges.append((a, b))
+        tokens.append(a + b)
+    return merges
+
+
+def write_vocabulary(model_dir):
+    merges = synthetic_merges()
+    vocab = {c: i for i, c in enumerate(encoder.bytes_to_unicode().values())}
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    vocab[checkpoint.ENDOFTEXT] = len(vocab)
+    assert len(vocab) == 256 + N_MERGES + 1
+    (model_dir / 'encoder.json').write_text(json.dumps(vocab), encoding='utf-8')
+    (model_dir / 'vocab.bpe').write_text('#version: 0.2\n' + ''.join(f'{a} {b}\n' for a, b in merges),
+                                         encoding='utf-8')
+    return len(vocab)
+
+
+class _Attrs:
+    def __init__(self, values):
+        self.__dict__.update(values)
+
+
+def random_params(hparams, seed=0):
+    """Layer-norm gains 1, biases 0, other weights N(0, 0.02), like a freshly initialised GPT-2."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in checkpoint.variable_shapes(_Attrs(hparams)).items():
+        if name.endswith('/g'):
+            params[name] = np.ones(shape, np.float32)
+        elif name.endswith('/b'):
+            params[name] = np.zeros(shape, np.float32)
+        else:
+            params[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
+    return params
+
+
+def model_name(n_layer, n_embd, n_head):
+    """The released name for a released shape (so the scripts accept it), else a descriptive one."""
+    for name, shape in checkpoint.MODEL_SIZES.items():
+        if shape == (n_layer, n_embd, n_head):
+            return name
+    return f'custom-{n_layer}x{n_embd}x{n_head}'
+
+
+def in_fresh_process(fn, *args):
+    """fn(*args) in a new interpreter. Memory-hungry work goes there: Linux carries a process's peak RSS over
+    to the children it starts, so this one must stay small for the children's peaks to be their own."""
+    with multiprocessing.get_context('spawn').Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def ensure_model(n_layer, n_embd, n_head):
+    """The folder of a cached random-weight model of this shape, written first if absent."""
+    name = model_name(n_layer, n_embd, n_head)
+    model_dir = CACHE_DIR / name
+    if not (model_dir / '.complete').exists():
+        print(f'writing a random-weight {name} model to {model_dir} (once) ...', flush=True)
+        in_fresh_process(write_model, model_dir, n_layer, n_embd, n_head)
+    return name, model_dir
+
+
+def write_model(model_dir, n_layer, n_embd, n_head):
+    model_dir.mkdir(parents=True, exist_ok=True)
+    n_vocab = write_vocabulary(model_dir)
+    hparams = {'n_vocab': n_vocab, 'n_ctx': 1024, 'n_embd': n_embd, 'n_head': n_head, 'n_layer': n_layer}
+    checkpoint.save_checkpoint(model_dir, hparams, random_params(hparams))
+    (model_dir / '.complete').touch()
+
+
+def weight_bytes_per_token(model_dir):
+    """Float32 bytes a batch-1 step reads: every weight once, except wpe, of which it reads one row."""
+    h = checkpoint.read_hparams(model_dir)
+    shapes = checkpoint.variable_shapes(_Attrs(h))
+    elements = sum(int(np.prod(s)) for n, s in shapes.items() if n != 'model/wpe') + h['n_embd']
+    return 4 * elements
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------------------------
+
+def read_bandwidth(threads=2, gib=1, repeats=5):
+    """Bytes per second at which `threads` threads sum a `gib` GiB array (NumPy releases the GIL), best of
+    repeats."""
+    data = np.ones(gib << 28, np.float32)
+    parts = np.array_split(data, threads)
+    best = float('inf')
+    for _ in range(repeats):
+        workers = [threading.Thread(target=np.sum, args=(p,)) for p in parts]
+        start = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = min(best, time.perf_counter() - start)
+    return data.nbytes / best
+
+
+def run_child(args):
+    """Run a Python script in a child process; -> its stdout."""
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=REPO)
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f'{args[0]} failed:\n{err.decode(errors="replace")[-3000:]}')
+    return out.decode()
+
+
+def measure_config(settings):
+    settings = dict(settings, launched=time.time())
+    out = run_child([str(BENCH / 'measure_config.py'), json.dumps(settings)])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def script_first_token(name, models_dir, length):
+    """Launch generate_unconditional_samples.py at batch 1 -> (seconds until its first sample's first token
+    appears, the process's peak RSS in MB). Unbuffered output, so the time is when the token is printed."""
+    script = REPO / 'src' / 'generate_unconditional_samples.py'
+    args = [sys.executable, str(script), '--model_name', name, '--models_dir', str(models_dir), '--nsamples', '1',
+            '--length', str(length), '--seed', '1']
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    start = time.time()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    seen, first_token = b'', None
+    while chunk := os.read(proc.stdout.fileno(), 4096):
+        seen += chunk
+        header = seen.find(SAMPLE_HEADER)
+        line_end = seen.find(b'\n', header) if header >= 0 else -1
+        if first_token is None and 0 <= line_end < len(seen) - 1:
+            first_token = time.time() - start
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f'{script.name} failed:\n{err.decode(errors="replace")[-3000:]}')
+    return first_token, usage.ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------------
+
+COLUMNS = [  # (heading, key, format of the value); each value is as wide as its heading
+    ('batch', 'batch_size', 'd'), ('prompt', 'prompt_len', 'd'), ('startup s', 'startup_s', '.2f'),
+    ('1st token s', 'first_token_s', '.2f'), ('prefill s', 'prefill_s', '.3f'),
+    ('decode tok/s', 'decode_tokens_per_s', '.1f'), ('ms/step', 'decode_step_ms', '.1f'),
+    ('of ceiling', 'of_ceiling', 's'), ('peak RSS MB', 'peak_rss_mb', '.0f'),
+]
+
+
+def table(rows):
+    lines = ['  '.join(heading for heading, _, _ in COLUMNS)]
+    for row in rows:
+        lines.append('  '.join(format(row.get(key, ''), f'>{len(heading)}{fmt}') for heading, key, fmt in COLUMNS))
+    return '\n'.join(lines)
+
+
+def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=3, top_k=40, top_p=1.0,
+         temperature=1.0, n_layer=12, n_embd=768, n_head=12, script_length=256, script=True, profile=False,
+         quick=False):
+    """Benchmark sampling on a random-weight GPT-2 and print a table and one JSON line per configuration.
+
+    batch_sizes: batch sizes to measure, e.g. --batch_sizes=1,8
+    prompt_lengths: context lengths to measure, e.g. --prompt_lengths=1,512
+    decode_tokens: tokens sampled per run after the prompt
+    repeats: warm runs per configuration; the medians are reported
+    top_k: top-k of the sampler (0: off)
+    top_p: top-p of the sampler (1: off)
+    temperature: sampling temperature
+    n_layer: model depth (with n_embd and n_head: 12/768/12 is 124M, 24/1024/16 is 355M)
+    n_embd: model width
+    n_head: attention heads
+    script_length: tokens generate_unconditional_samples.py samples when its start-up is measured
+    script: measure the real script's start-up too (if it exists)
+    profile: also print each configuration's milliseconds per decode step by op type (one traced run)
+    quick: fewer and shorter runs: prompts of 1 and 64 tokens, 32 tokens, 2 repeats, script length 32
+    """
+    if quick:
+        prompt_lengths, decode_tokens, repeats, script_length = (1, 64), 32, 2, 32
+    batch_sizes = [batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes)
+    prompt_lengths = [prompt_lengths] if isinstance(prompt_lengths, int) else list(prompt_lengths)
+    if max(prompt_lengths) + decode_tokens > 1024:
+        raise ValueError(f'prompt {max(prompt_lengths)} + decode_tokens {decode_tokens} exceeds n_ctx 1024')
+
+    name, model_dir = ensure_model(n_layer, n_embd, n_head)
+    bandwidth = in_fresh_process(read_bandwidth)
+    ceiling = bandwidth / weight_bytes_per_token(model_dir)
+    print(json.dumps({'machine': {'read_bandwidth_gb_s': round(bandwidth / 1e9, 1), 'cpus': os.cpu_count(),
+                                  'model': name, 'weight_mb_per_token': weight_bytes_per_token(model_dir) / 1e6,
+                                  'batch1_ceiling_tokens_per_s': round(ceiling, 1)}}), flush=True)
+    rows = []
+    for batch in batch_sizes:
+        for prompt in prompt_lengths:
+            settings = {'model_dir': str(model_dir), 'batch_size': batch, 'prompt_len': prompt,
+                        'decode_tokens': decode_tokens, 'repeats': repeats, 'top_k': top_k, 'top_p': top_p,
+                        'temperature': temperature, 'profile': profile}
+            result = measure_config(settings)
+            if batch == 1:
+                result['of_ceiling'] = f'{result["decode_tokens_per_s"] / ceiling:.0%}'
+            row = {'model': name, 'batch_size': batch, 'prompt_len': prompt, 'decode_tokens': decode_tokens,
+                   'top_k': top_k, 'top_p': top_p, **result}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+
+    script_file = REPO / 'src' / 'generate_unconditional_samples.py'
+    script_row = None
+    if script and script_file.exists():
+        first, rss = script_first_token(name, CACHE_DIR, script_length)
+        script_row = {'script': script_file.name, 'model': name, 'length': script_length,
+                      'first_token_s': first and round(first, 3), 'peak_rss_mb': round(rss)}
+        print(json.dumps(script_row), flush=True)
+
+    print(f'\n{name} random weights, top_k {top_k}, top_p {top_p}, {decode_tokens} tokens per run, '
+          f'median of {repeats}; read bandwidth {bandwidth / 1e9:.1f} GB/s -> batch-1 ceiling {ceiling:.0f} tok/s')
+    print(table(rows))
+    if script_row:
+        print(f'\n{script_file.name} (batch 1, {script_length} tokens): first token after '
+              f'{script_row["first_token_s"]} s, peak RSS {script_row["peak_rss_mb"]} MB')
+    elif script:
+        print(f'\n{script_file.name} not found; script start-up not measured')
+    if profile:
+        for row in rows:
+            print(f'\nbatch {row["batch_size"]}, prompt {row["prompt_len"]}: ms per step by op type')
+            for op, ms in row['ms_per_step_by_op'].items():
+                print(f'  {op:<28} {ms:8.3f}')
+
+
+if __name__ == '__main__':
+    fire.Fire(main)

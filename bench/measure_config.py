@@ -1,0 +1,107 @@
+"""One benchmark configuration, run in a fresh process so that its start-up and peak memory are its own.
+
+Called by bench_sample.py as `python measure_config.py '<json settings>'`; prints one JSON line of results.
+Times are taken in the on_token callback, which the scripts use too, so they include what a user waits for.
+"""
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / 'src'
+
+
+class TokenClock:
+    """Records when each step's tokens reach Python."""
+
+    def __init__(self):
+        self.times = []
+
+    def __call__(self, tokens):
+        self.times.append(time.time())
+
+
+def build(settings, clock):
+    """The sampling graph, as the scripts build it: context placeholder [batch, None] -> tokens."""
+    import model
+    import sample
+    import tensorflow.compat.v1 as tf
+
+    hparams = model.default_hparams()
+    hparams.override_from_dict(json.loads((Path(settings['model_dir']) / 'hparams.json').read_text()))
+    context = tf.placeholder(tf.int32, [settings['batch_size'], None])
+    tf.set_random_seed(1)
+    tokens = sample.sample_sequence(hparams=hparams, length=settings['decode_tokens'], context=context,
+                                    temperature=settings['temperature'], top_k=settings['top_k'],
+                                    top_p=settings['top_p'], on_token=clock)
+    return hparams, context, tokens
+
+
+def run_once(sess, fetch, feed, clock, **kwargs):
+    """-> (seconds from run start to the first token, decode steps per second after it)."""
+    clock.times.clear()
+    start = time.time()
+    sess.run(fetch, feed, **kwargs)
+    first, last = clock.times[0], clock.times[-1]
+    steps = len(clock.times) - 1
+    return first - start, steps / (last - first) if steps else float('nan')
+
+
+def op_profile(sess, fetch, feed, clock, steps):
+    """Milliseconds per decode step by op type, from one traced run; the largest first."""
+    import tensorflow.compat.v1 as tf
+
+    options = tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE)
+    metadata = tf.RunMetadata()
+    run_once(sess, fetch, feed, clock, options=options, run_metadata=metadata)
+    totals = {}
+    for device in metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            op = node.timeline_label.split('(')[0].split(' = ')[-1].strip() or node.node_name
+            op = op.split(':')[0] if ':' in op else op
+            ms = (node.all_end_rel_micros) / 1000
+            totals[op] = totals.get(op, 0) + ms
+    per_step = {op: round(ms / steps, 3) for op, ms in totals.items()}
+    return dict(sorted(per_step.items(), key=lambda kv: -kv[1])[:15])
+
+
+def measure(settings):
+    launched = settings['launched']
+    sys.path.insert(0, str(SRC))
+    import numpy as np
+    import tensorflow.compat.v1 as tf
+
+    import sample
+    tf.disable_v2_behavior()
+    imported = time.time()
+
+    clock = TokenClock()
+    hparams, context, tokens = build(settings, clock)
+    built = time.time()
+    sess = tf.Session(config=sample.session_config())
+    tf.train.Saver().restore(sess, tf.train.latest_checkpoint(settings['model_dir']))
+    restored = time.time()
+
+    rng = np.random.default_rng(0)
+    feed = {context: rng.integers(0, hparams.n_vocab, (settings['batch_size'], settings['prompt_len']))}
+    run_once(sess, tokens, feed, clock)
+    first_token = clock.times[0]
+
+    prefills, rates = zip(*(run_once(sess, tokens, feed, clock) for _ in range(settings['repeats'])))
+    step_rate = statistics.median(rates)
+    result = {
+        'import_s': imported - launched, 'build_s': built - imported, 'restore_s': restored - built,
+        'startup_s': restored - launched, 'first_token_s': first_token - launched,
+        'prefill_s': statistics.median(prefills),
+        'decode_tokens_per_s': step_rate * settings['batch_size'], 'decode_step_ms': 1000 / step_rate,
+        'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if settings.get('profile'):
+        result['ms_per_step_by_op'] = op_profile(sess, tokens, feed, clock, settings['decode_tokens'])
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+
+
+if __name__ == '__main__':
+    print(json.dumps(measure(json.loads(sys.argv[1]))), flush=True)
