@@ -62,11 +62,11 @@ def import_tensorflow():
     """tensorflow.compat.v1, loaded without its start-up log lines, so that a user sees samples, not pages of
     warnings. TensorFlow's native libraries log to file descriptor 2 while they load, before any log level
     applies (absl's "All log messages before absl::InitializeLog() ..."), so the descriptor itself is silenced
-    while they load. Whoever sets TF_CPP_MIN_LOG_LEVEL (0 shows everything) gets TensorFlow's own behaviour."""
-    if 'tensorflow' in sys.modules or 'TF_CPP_MIN_LOG_LEVEL' in os.environ:
+    while they load. TF_CPP_MIN_LOG_LEVEL=0 in the environment shows everything."""
+    if 'tensorflow' in sys.modules or os.environ.get('TF_CPP_MIN_LOG_LEVEL') == '0':
         import tensorflow.compat.v1 as tf
         return tf
-    os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
     with native_stderr_hidden():
         import tensorflow.compat.v1 as tf
     tf.logging.set_verbosity(tf.logging.ERROR)
