@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import fire
 import numpy as np
@@ -68,16 +69,11 @@ def write_vocabulary(model_dir):
     return len(vocab)
 
 
-class _Attrs:
-    def __init__(self, values):
-        self.__dict__.update(values)
-
-
 def random_params(hparams, seed=0):
     """Layer-norm gains 1, biases 0, other weights N(0, 0.02), like a freshly initialised GPT-2."""
     rng = np.random.default_rng(seed)
     params = {}
-    for name, shape in checkpoint.variable_shapes(_Attrs(hparams)).items():
+    for name, shape in checkpoint.variable_shapes(SimpleNamespace(**hparams)).items():
         if name.endswith('/g'):
             params[name] = np.ones(shape, np.float32)
         elif name.endswith('/b'):
@@ -123,7 +119,7 @@ def write_model(model_dir, n_layer, n_embd, n_head):
 def weight_bytes_per_token(model_dir):
     """Float32 bytes a batch-1 step reads: every weight once, except wpe, of which it reads one row."""
     h = checkpoint.read_hparams(model_dir)
-    shapes = checkpoint.variable_shapes(_Attrs(h))
+    shapes = checkpoint.variable_shapes(SimpleNamespace(**h))
     elements = sum(int(np.prod(s)) for n, s in shapes.items() if n != 'model/wpe') + h['n_embd']
     return 4 * elements
 

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 # The released sizes. name: (n_layer, n_embd, n_head); all share n_vocab 50257 and n_ctx 1024.
 MODEL_SIZES = {
@@ -172,7 +173,7 @@ def check_checkpoint_index(model_dir, hparams, model_name):
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f'cannot read the checkpoint index in {model_dir} ({first_line}); '
                          f'{download_hint(model_name)}') from None
-    expected = variable_shapes(_Attrs(hparams))
+    expected = variable_shapes(SimpleNamespace(**hparams))
     lacking = sorted(set(expected) - set(found))
     if lacking:
         raise ModelError(f'the checkpoint in {model_dir} lacks {len(lacking)} variables the model needs '
@@ -194,11 +195,6 @@ def _num_elements(shape):
     for dim in shape:
         count *= dim
     return count
-
-
-class _Attrs:
-    def __init__(self, values):
-        self.__dict__.update(values)
 
 
 def save_checkpoint(model_dir, hparams, params):

@@ -4,6 +4,7 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def random_params(hparams, seed=0):
     """Weights large enough that logits differ clearly between tokens, so argmax has no near-ties."""
     rng = np.random.default_rng(seed)
     params = {}
-    for name, shape in checkpoint.variable_shapes(type('H', (), hparams)).items():
+    for name, shape in checkpoint.variable_shapes(SimpleNamespace(**hparams)).items():
         base = 1.0 if name.endswith('/g') else 0.0
         params[name] = (base + 0.3 * rng.standard_normal(shape)).astype(np.float32)
     return params
