@@ -6,7 +6,8 @@ The cache of keys and values ("past" going in, "present" coming out) has one lay
     [batch, n_layer, 2 (k, v), n_head, sequence, head_dim]      head_dim = n_embd // n_head
 
 `model()` is the straightforward computation, faithful to the original. Sampling runs the same blocks through
-`decode_step()`, which keeps the cache in buffers of fixed length and writes each new position in place.
+`decode_last()` (and tests through `decode_step()`), which keep the cache in buffers of fixed length and write
+each new position in place; see "Incremental decoding" below.
 """
 import dataclasses
 
