@@ -1,4 +1,6 @@
 """Sampling from GPT-2 inside the TensorFlow graph: one tf.while_loop, one new token per step."""
+import os
+
 import tensorflow.compat.v1 as tf
 
 import model
@@ -102,9 +104,11 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
 def session_config():
     """Session settings for sampling; the scripts and the benchmark use the same.
 
-    TensorFlow's defaults measured best (bench/bench_sample.py, 2 cores): one intra-op thread per core (1 thread
-    is 1.6x slower at batch 8; 1 inter-op thread changes nothing). Turning grappler off starts the first token
+    Each op gets cores / model.MATMUL_SPLITS threads, so that the split matrix products running side by side
+    use every core once (see model.MATMUL_SPLITS). Measured with bench/bench_sample.py on 2 cores, where other
+    settings lost: TensorFlow's defaults decode 15% slower at batch 1; turning grappler off starts the first token
     0.3-0.4 s sooner but decodes 5% slower and peaks 130 MB higher (it folds the shape arithmetic and rewrites
-    gelu's pow), so it stays on.
+    gelu's pow).
     """
-    return tf.ConfigProto()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    return tf.ConfigProto(intra_op_parallelism_threads=max(1, cores // model.MATMUL_SPLITS))
