@@ -18,18 +18,33 @@ def top_k_logits(logits, k):
     return tf.where(logits < min_values, tf.fill(tf.shape(logits), tf.cast(MASKED, logits.dtype)), logits)
 
 
+# Nucleus sampling needs the logits in order only as far as the nucleus reaches, for GPT-2 usually a few hundred
+# tokens: sort the largest TOP_P_CANDIDATES first, and all 50257 only when some row's nucleus reaches beyond them.
+TOP_P_CANDIDATES = 1024
+
+
+def nucleus_threshold(logits, sorted_logits, p):
+    """logits [batch, vocab], sorted_logits [batch, n]: the row's n largest logits in descending order ->
+    (the smallest logit each row keeps [batch], whether the n cover more than p of the probability [batch])."""
+    probs = tf.exp(sorted_logits - tf.reduce_logsumexp(logits, axis=-1, keepdims=True))
+    cumulative_probs = tf.cumsum(probs, axis=-1)
+    kept = tf.reduce_sum(tf.cast(cumulative_probs <= p, tf.int32), axis=-1)
+    last_kept = tf.maximum(kept - 1, 0)
+    return tf.gather(sorted_logits, last_kept, batch_dims=1), cumulative_probs[:, -1] > p
+
+
 def top_p_logits(logits, p):
     """[batch, vocab] -> the same, keeping per row the most likely tokens whose cumulative probability stays
     within p (always at least the most likely one). p = 1 keeps everything."""
     if p == 1:
         return logits
-    sorted_logits = tf.sort(logits, direction='DESCENDING', axis=-1)
-    cumulative_probs = tf.cumsum(tf.nn.softmax(sorted_logits, axis=-1), axis=-1)
-    kept = tf.reduce_sum(tf.cast(cumulative_probs <= p, tf.int32), axis=-1)
-    last_kept = tf.maximum(kept - 1, 0)
+    full_sort = lambda: nucleus_threshold(logits, tf.sort(logits, direction='DESCENDING', axis=-1), p)[0]
+    candidates = min(TOP_P_CANDIDATES, model.shape_list(logits)[-1])
+    head_threshold, covered = nucleus_threshold(logits, tf.nn.top_k(logits, k=candidates).values, p)
+    min_values = tf.cond(tf.reduce_all(covered), lambda: head_threshold, full_sort)
     # One threshold per row, as a column: comparing against a [batch] vector would broadcast across the vocabulary.
-    min_values = tf.gather(sorted_logits, last_kept, batch_dims=1)[:, tf.newaxis]
-    return tf.where(logits < min_values, tf.fill(tf.shape(logits), tf.cast(MASKED, logits.dtype)), logits)
+    return tf.where(logits < min_values[:, tf.newaxis], tf.fill(tf.shape(logits), tf.cast(MASKED, logits.dtype)),
+                    logits)
 
 
 def draw(logits, *, temperature, top_k, top_p):

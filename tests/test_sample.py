@@ -124,6 +124,17 @@ def test_top_k_and_top_p_together_draw_only_allowed_tokens(k, p):
         assert all(len(set(tokens[:, row])) == 1 for row in range(6))
 
 
+@pytest.mark.parametrize('p', [0.05, 0.3, 0.6, 0.95])
+def test_top_p_with_few_candidates_falls_back_to_the_full_sort(monkeypatch, p):
+    """Rows whose nucleus is wider than the candidates sorted first are still cut exactly where the definition
+    says, and so are rows it fits in."""
+    monkeypatch.setattr(sample, 'TOP_P_CANDIDATES', 3)
+    logits = np.random.default_rng(11).standard_normal((5, 40)).astype(np.float32)
+    logits[0] *= 6  # a peaked row: its nucleus fits in 3 tokens for small p
+    kept = run_filter(sample.top_p_logits, logits, p) > -1e9
+    assert kept.tolist() == numpy_kept(logits, 0, p).tolist()
+
+
 def test_low_temperature_sharpens_towards_argmax():
     logits = np.array([[1.0, 1.5, 0.5]] * 200, np.float32)
     with tf.Graph().as_default():
