@@ -205,10 +205,12 @@ def save_checkpoint(model_dir, hparams, params):
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / 'hparams.json').write_text(json.dumps(hparams, indent=2) + '\n', encoding='utf-8')
     with tf.Graph().as_default():
-        variables = {name: tf.Variable(value, name=name, dtype=tf.float32) for name, value in params.items()}
+        # Values go in through placeholders, so the graph saved in model.ckpt.meta stays small, as released.
+        inputs = {name: tf.placeholder(tf.float32, value.shape) for name, value in params.items()}
+        variables = {name: tf.Variable(inputs[name], name=name) for name in params}
         saver = tf.train.Saver(var_list=variables)
         with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
+            sess.run(tf.global_variables_initializer(), {inputs[name]: value for name, value in params.items()})
             saver.save(sess, str(model_dir / CHECKPOINT_PREFIX), write_state=False)
     # As released: the checkpoint's own folder, not an absolute path, so the folder can be moved.
     (model_dir / 'checkpoint').write_text(
