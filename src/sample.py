@@ -2,6 +2,7 @@
 import os
 
 import tensorflow.compat.v1 as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
 
 import model
 
@@ -120,10 +121,12 @@ def session_config():
     """Session settings for sampling; the scripts and the benchmark use the same.
 
     Each op gets cores / model.MATMUL_SPLITS threads, so that the split matrix products running side by side
-    use every core once (see model.MATMUL_SPLITS). Measured with bench/bench_sample.py on 2 cores, where other
-    settings lost: TensorFlow's defaults decode 15% slower at batch 1; turning grappler off starts the first token
-    0.3-0.4 s sooner but decodes 5% slower and peaks 130 MB higher (it folds the shape arithmetic and rewrites
-    gelu's pow).
+    use every core once (see model.MATMUL_SPLITS); TensorFlow's default decodes 15% slower at batch 1. Grappler,
+    TensorFlow's graph optimizer, makes one pass instead of two: the first token comes about 0.3 s sooner and
+    decoding is as fast within the noise (bench/bench_sample.py, 2 cores). Turning grappler off altogether is
+    0.1 s sooner still but decodes 5% slower and peaks 130 MB higher.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
-    return tf.ConfigProto(intra_op_parallelism_threads=max(1, cores // model.MATMUL_SPLITS))
+    config = tf.ConfigProto(intra_op_parallelism_threads=max(1, cores // model.MATMUL_SPLITS))
+    config.graph_options.rewrite_options.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE
+    return config
