@@ -10,13 +10,17 @@ import model
 MASKED = -1e10
 
 
+def mask_below(logits, min_values):
+    """[batch, vocab] logits, min_values [batch, 1] -> the logits below their row's min_value set to MASKED."""
+    return tf.where(logits < min_values, tf.fill(tf.shape(logits), tf.cast(MASKED, logits.dtype)), logits)
+
+
 def top_k_logits(logits, k):
     """[batch, vocab] -> the same, with all but each row's k largest logits masked. k = 0 keeps everything."""
     if k == 0:
         return logits
     values, _ = tf.nn.top_k(logits, k=k)
-    min_values = values[:, -1, tf.newaxis]
-    return tf.where(logits < min_values, tf.fill(tf.shape(logits), tf.cast(MASKED, logits.dtype)), logits)
+    return mask_below(logits, values[:, -1, tf.newaxis])
 
 
 # Nucleus sampling needs the logits in order only as far as the nucleus reaches, for GPT-2 usually a few hundred
@@ -44,8 +48,7 @@ def top_p_logits(logits, p):
     head_threshold, covered = nucleus_threshold(logits, tf.nn.top_k(logits, k=candidates).values, p)
     min_values = tf.cond(tf.reduce_all(covered), lambda: head_threshold, full_sort)
     # One threshold per row, as a column: comparing against a [batch] vector would broadcast across the vocabulary.
-    return tf.where(logits < min_values[:, tf.newaxis], tf.fill(tf.shape(logits), tf.cast(MASKED, logits.dtype)),
-                    logits)
+    return mask_below(logits, min_values[:, tf.newaxis])
 
 
 def draw(logits, *, temperature, top_k, top_p):
