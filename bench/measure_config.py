@@ -35,7 +35,7 @@ def build(settings, clock):
     tf.set_random_seed(1)
     tokens = sample.sample_sequence(hparams=hparams, length=settings['decode_tokens'], context=context,
                                     temperature=settings['temperature'], top_k=settings['top_k'],
-                                    top_p=settings['top_p'], on_token=clock)
+                                    top_p=settings['top_p'], on_token=clock, frozen_weights=True)
     return hparams, context, tokens
 
 

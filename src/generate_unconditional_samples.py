@@ -29,7 +29,7 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
         rows = tf.placeholder_with_default(batch_size, [])
         output = sample.sample_sequence(hparams=hparams, length=length, start_token=endoftext, batch_size=rows,
                                         temperature=temperature, top_k=top_k, top_p=top_p,
-                                        stop_token=printer.stop_token, on_token=printer.on_token)
+                                        stop_token=printer.stop_token, on_token=printer.on_token, frozen_weights=True)
         cli.restore(sess, model_dir)
         # Each row starts with the start token, which is not part of the sample.
         run_batch = lambda n: sess.run(output, {rows: n})[:, 1:]

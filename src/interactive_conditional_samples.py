@@ -61,7 +61,7 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
         context = tf.placeholder(tf.int32, [None, None])
         output = sample.sample_sequence(hparams=hparams, length=length, context=context, temperature=temperature,
                                         top_k=top_k, top_p=top_p, stop_token=printer.stop_token,
-                                        on_token=printer.on_token)
+                                        on_token=printer.on_token, frozen_weights=True)
         cli.restore(sess, model_dir)
         while (text := read_prompt()) is not None:
             tokens = fit_prompt(enc.encode(text), hparams.n_ctx - length)

@@ -9,7 +9,9 @@ The cache of keys and values ("past" going in, "present" coming out) has one lay
 `decode_last()` (and tests through `decode_step()`), which keep the cache in buffers of fixed length and write
 each new position in place; see "Incremental decoding" below.
 """
+import contextlib
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -102,13 +104,84 @@ def split_matmul(x, w):
     return tf.add_n([tf.matmul(xp, wp) for xp, wp in zip(xs, ws)])
 
 
+# Packed weights, for sampling more than one row at a time.
+#
+# TensorFlow's x86 builds multiply matrices with oneDNN, which first copies ("reorders") the weight matrix into a
+# blocked layout of its own. At one row it skips that; at a few rows it does it on every call, and at eight rows
+# that copy is half the time of a step. oneDNN's fused MatMul+BiasAdd kernel (an internal TensorFlow op, made by
+# TensorFlow's own graph rewrites when the weights are constants) can instead keep the reordered weights from its
+# first call and reuse them: bench/bench_sample.py, 124M at batch 8, 56 -> 31 ms per step for the products alone.
+# The kept copy costs memory (one more copy of the weights) and is right only while the weights do not change and
+# every call has the same number of rows (the layout oneDNN picks depends on it; other counts fall back to a
+# reorder per call, slow but correct). So sampling uses it only when asked (sample_sequence(frozen_weights=True),
+# as the scripts do), at batch > 1, for the steps of one new token per row; prompts take the plain products.
+PACKED_OP = '_MklNativeFusedMatMul'
+
+
+@functools.lru_cache(maxsize=None)
+def packed_weights_available():
+    """Whether this TensorFlow has oneDNN's fused MatMul kernel (x86 builds do; others fall back to tf.matmul)."""
+    from tensorflow.python.framework import kernels
+    try:
+        registered = kernels.get_registered_kernels_for_op(PACKED_OP).kernel
+    except Exception:  # noqa: BLE001 - an op this TensorFlow does not know: no packed products
+        return False
+    return any(k.device_type == 'CPU' and k.label == 'MklNameChangeOp' for k in registered)
+
+
+def packed_matmul(x, w, b, *, transpose_b=False):
+    """x [rows, k] @ w [k, n] (w [n, k] with transpose_b) + b [n], through the kernel that keeps its weights."""
+    attrs = {
+        'T': tf.AttrValue(type=x.dtype.as_datatype_enum),
+        'is_filter_const': tf.AttrValue(b=True),  # keep the reordered weights after the first call
+        'transpose_a': tf.AttrValue(b=False),
+        'transpose_b': tf.AttrValue(b=transpose_b),
+        'num_args': tf.AttrValue(i=1),
+        'fused_ops': tf.AttrValue(list=tf.AttrValue.ListValue(s=[b'BiasAdd'])),
+        '_kernel': tf.AttrValue(s=b'MklNameChangeOp'),  # the kernel label TensorFlow's rewrite would set
+    }
+    return tf.get_default_graph().create_op(PACKED_OP, [x, w, b], [x.dtype], name='packed_matmul',
+                                            attrs=attrs).outputs[0]
+
+
+def split_packed_matmul(x, w, b):
+    """split_matmul(x, w) + b, through packed_matmul (the bias added by the first part)."""
+    parts = halves(shape_list(w)[0])
+    xs, ws = tf.split(x, parts, axis=1), tf.split(w, parts, axis=0)
+    biases = [b] + [tf.zeros_like(b)] * (len(parts) - 1)
+    return tf.add_n([packed_matmul(*args) for args in zip(xs, ws, biases)])
+
+
+# While decode_hidden builds with packed weights: how many of the rows [batch * seq] reaching each linear layer
+# take the plain products (the rest take the packed ones). None: all plain, as in model().
+_plain_rows = None
+
+
+@contextlib.contextmanager
+def packed_products(plain_rows):
+    global _plain_rows
+    previous, _plain_rows = _plain_rows, plain_rows
+    try:
+        yield
+    finally:
+        _plain_rows = previous
+
+
+def linear(x, w, b):
+    """x [rows, k] @ w [k, n] + b [n]"""
+    if _plain_rows is None:
+        return split_matmul(x, w) + b
+    plain, packed = tf.split(x, tf.stack([_plain_rows, tf.shape(x)[0] - _plain_rows]), axis=0)
+    return tf.concat([split_matmul(plain, w) + b, split_packed_matmul(packed, w, b)], axis=0)
+
+
 def conv1d(x, scope, nf, *, w_init_stdev=0.02):
     """A position-wise linear layer, stored as a width-1 convolution: [..., nx] -> [..., nf]."""
     with tf.variable_scope(scope):
         *start, nx = shape_list(x)
         w = tf.get_variable('w', [1, nx, nf], initializer=tf.random_normal_initializer(stddev=w_init_stdev))
         b = tf.get_variable('b', [nf], initializer=tf.constant_initializer(0))
-        c = tf.reshape(split_matmul(tf.reshape(x, [-1, nx]), tf.reshape(w, [-1, nf])) + b, start + [nf])
+        c = tf.reshape(linear(tf.reshape(x, [-1, nx]), tf.reshape(w, [-1, nf]), b), start + [nf])
         return c
 
 
@@ -233,13 +306,18 @@ def embeddings(hparams):
     return wpe, wte
 
 
-def unembed(h, wte):
-    """[..., n_embd] -> logits [..., n_vocab], with the token embeddings (tied weights)."""
+def unembed(h, wte, *, packed=False):
+    """[..., n_embd] -> logits [..., n_vocab], with the token embeddings (tied weights); packed: through
+    packed_matmul, for calls that always have the same number of rows."""
     *start, n_embd = shape_list(h)
     h = tf.reshape(h, [-1, n_embd])
     parts = tf.split(wte, halves(shape_list(wte)[0]))  # slices of the vocabulary
-    logits = tf.concat([tf.matmul(h, part, transpose_b=True) for part in parts], axis=1)
-    return tf.reshape(logits, start + [wte.shape[0]])
+    if packed:
+        logits = [packed_matmul(h, part, tf.zeros(shape_list(part)[:1], h.dtype), transpose_b=True)
+                  for part in parts]
+    else:
+        logits = [tf.matmul(h, part, transpose_b=True) for part in parts]
+    return tf.reshape(tf.concat(logits, axis=1), start + [wte.shape[0]])
 
 
 def model(hparams, X, past=None, scope='model', reuse=False):
@@ -322,9 +400,12 @@ def cached_attn(x, scope, n_state, *, cache, rows, mask, hparams):
         return conv1d(merge_heads(a), 'c_proj', n_state), (k_buf, v_buf)
 
 
-def decode_hidden(hparams, X, cache, position, scope='model'):
+def decode_hidden(hparams, X, cache, position, scope='model', *, packed=False):
     """X [batch, seq] tokens at positions position .. position + seq - 1, cache from empty_cache() or the last
-    step -> the final hidden states [batch, seq, n_embd] (after ln_f), the updated cache, and wte."""
+    step -> the final hidden states [batch, seq, n_embd] (after ln_f), the updated cache, and wte.
+
+    packed: steps of one token per row use packed_matmul (see "Packed weights"); the weights must not change
+    between the runs of this graph in one session."""
     with tf.variable_scope(scope):
         wpe, wte = embeddings(hparams)
         X = tf.convert_to_tensor(X, dtype=tf.int32)
@@ -335,12 +416,16 @@ def decode_hidden(hparams, X, cache, position, scope='model'):
         mask = tf.range(total_len)[tf.newaxis, :] <= positions[:, tf.newaxis]  # [seq, total_len]
         rows = cache_rows(batch_size, hparams.n_head, total_len, positions)
 
+        # With packed weights, a step of one token per row takes the packed products, a prompt the plain ones.
+        packed = packed and packed_weights_available()
+        plain_rows = tf.where(tf.equal(seq, 1), 0, batch_size * seq) if packed else None
         new_cache = []
-        for layer, layer_cache in enumerate(cache):
-            attention = lambda h, name, n: cached_attn(h, name, n, cache=layer_cache, rows=rows, mask=mask,
-                                                       hparams=hparams)
-            h, layer_cache = residual_block(h, f'h{layer}', attention)
-            new_cache.append(layer_cache)
+        with packed_products(plain_rows):
+            for layer, layer_cache in enumerate(cache):
+                attention = lambda h, name, n: cached_attn(h, name, n, cache=layer_cache, rows=rows, mask=mask,
+                                                           hparams=hparams)
+                h, layer_cache = residual_block(h, f'h{layer}', attention)
+                new_cache.append(layer_cache)
         return norm(h, 'ln_f'), new_cache, wte
 
 
@@ -350,8 +435,9 @@ def decode_step(hparams, X, cache, position, scope='model'):
     return unembed(h, wte), cache
 
 
-def decode_last(hparams, X, cache, position, scope='model'):
+def decode_last(hparams, X, cache, position, scope='model', *, packed=False):
     """Like decode_step, but only the last position's logits [batch, n_vocab], which is all sampling needs:
-    after a prompt of 512 tokens, the logits of all positions would cost 512 times the work and memory."""
-    h, cache, wte = decode_hidden(hparams, X, cache, position, scope)
-    return unembed(h[:, -1], wte), cache
+    after a prompt of 512 tokens, the logits of all positions would cost 512 times the work and memory.
+    packed: as in decode_hidden; the logits' product always has batch rows, so it is packed at every step."""
+    h, cache, wte = decode_hidden(hparams, X, cache, position, scope, packed=packed)
+    return unembed(h[:, -1], wte, packed=packed and packed_weights_available()), cache

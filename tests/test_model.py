@@ -164,3 +164,28 @@ def test_cache_buffers_are_fresh_on_every_run(tiny_model):
                 tokens = rng.integers(0, tiny_model.hparams['n_vocab'], size=(2, 3))
                 expected, got = sess.run([whole, logits], {X: tokens})
                 np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_decode_last_logits_equal_straightforward_model(tiny_model):
+    """decode_last(packed=True): a prompt through the plain products, then steps of one token per row through the
+    packed ones (the kernel that keeps its weights), the logits through them at every step."""
+    tokens = np.random.default_rng(9).integers(0, tiny_model.hparams['n_vocab'], size=(3, 7))
+    with tf.Graph().as_default() as graph:
+        hparams = tiny_model.hparams_object()
+        whole = model.model(hparams, tf.constant(tokens, tf.int32))['logits']
+        scope = model.read_once_scope()
+        cache = model.empty_cache(hparams, 3, 7)
+        logits, cache = model.decode_last(hparams, tokens[:, :4], cache, position=0, scope=scope, packed=True)
+        pieces = [logits]
+        for t in (4, 5, 6):
+            logits, cache = model.decode_last(hparams, tokens[:, t:t + 1], cache, position=t, scope=scope,
+                                              packed=True)
+            pieces.append(logits)
+        packed = [op for op in graph.get_operations() if op.type == model.PACKED_OP]
+        with tf.Session() as sess:
+            restore(sess, tiny_model)
+            expected, got = sess.run([whole, tf.stack(pieces, axis=1)])
+    # Per step: 4 linear layers per block and the logits, each in model.MATMUL_SPLITS parts.
+    expected_ops = 4 * (4 * hparams.n_layer + 1) * model.MATMUL_SPLITS if model.packed_weights_available() else 0
+    assert len(packed) == expected_ops
+    np.testing.assert_allclose(got, expected[:, 3:], atol=1e-5, rtol=1e-5)

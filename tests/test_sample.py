@@ -170,3 +170,49 @@ def test_repeated_runs_in_one_session_equal_the_reference(tiny_model):
 def test_length_one_draws_from_the_prompt_alone(tiny_model):
     out = sample_tokens(tiny_model, [[3, 1, 4]], length=1, top_k=1)
     assert out[0].tolist() == reference.greedy(tiny_model.params, tiny_model.hparams, [3, 1, 4], 1)
+
+
+def packed_ops(graph):
+    return [op for op in graph.get_operations() if op.type == model.PACKED_OP]
+
+
+@pytest.mark.parametrize('prompts', [[[4], [9]], [[9, 3, 4, 1], [2, 2, 5, 0]]])
+def test_frozen_weights_at_batch_above_one_equal_the_reference(tiny_model, prompts):
+    """With frozen_weights, the steps of one token per row go through the kernel that keeps its weights; runs in
+    one session (first prompts of one token, then longer ones, then one token again) give the NumPy tokens."""
+    with tf.Graph().as_default() as graph:
+        context = tf.placeholder(tf.int32, [2, None])
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=context, length=6, top_k=1,
+                                     frozen_weights=True)
+        assert bool(packed_ops(graph)) == model.packed_weights_available()
+        with tf.Session(config=sample.session_config()) as sess:
+            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            for batch in (prompts, [[3, 1, 4], [1, 5, 9]], prompts):
+                got = sess.run(out, {context: batch}).tolist()
+                assert got == [reference.greedy(tiny_model.params, tiny_model.hparams, p, 6) for p in batch]
+
+
+def test_packed_products_only_with_frozen_weights_and_more_than_one_row(tiny_model):
+    for batch, frozen, expected in ((2, False, False), (1, True, False), (2, True, model.packed_weights_available())):
+        with tf.Graph().as_default() as graph:
+            sample.sample_sequence(hparams=tiny_model.hparams_object(), start_token=0, batch_size=batch, length=2,
+                                   frozen_weights=frozen)
+            assert bool(packed_ops(graph)) == expected
+
+
+def test_without_frozen_weights_new_values_are_used_in_the_same_session(tiny_model):
+    """Sampling while training: weights assigned between two runs of one graph take effect."""
+    changed = {name: value * 1.5 for name, value in tiny_model.params.items()}
+    prompts = [[4, 2], [7, 1]]
+    with tf.Graph().as_default():
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=tf.constant(prompts), length=6,
+                                     top_k=1)
+        with tf.Session(config=sample.session_config()) as sess:
+            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            first = sess.run(out).tolist()
+            for variable in tf.global_variables():
+                variable.load(changed[variable.op.name], sess)
+            second = sess.run(out).tolist()
+    assert first == [reference.greedy(tiny_model.params, tiny_model.hparams, p, 6) for p in prompts]
+    assert second == [reference.greedy(changed, tiny_model.hparams, p, 6) for p in prompts]
+    assert first != second
