@@ -1,6 +1,7 @@
 """Sampling from GPT-2 inside the TensorFlow graph: one tf.while_loop, one new token per step."""
 import os
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
@@ -23,41 +24,86 @@ def top_k_logits(logits, k):
     return mask_below(logits, values[:, -1, tf.newaxis])
 
 
-# Nucleus sampling needs the logits in order only as far as the nucleus reaches, for GPT-2 usually a few hundred
-# tokens: sort the largest TOP_P_CANDIDATES first, and all 50257 only when some row's nucleus reaches beyond them.
-TOP_P_CANDIDATES = 1024
+# Nucleus sampling needs the logits in order only as far as the nucleus reaches. Sorting all 50257 every step
+# costs 4.4 ms (batch 1, one thread), a sixth of a step. Instead each row's probabilities are summed into
+# NUCLEUS_BINS bins of equal width between its largest and smallest logit, so the running total over whole bins
+# tells which bin the cut falls in; only that bin's logits are sorted (0.6 ms, wide or narrow nucleus alike).
+NUCLEUS_BINS = 1024
 
 
-def nucleus_threshold(logits, sorted_logits, p):
-    """logits [batch, vocab], sorted_logits [batch, n]: the row's n largest logits in descending order ->
-    (the smallest logit each row keeps [batch], whether the n cover more than p of the probability [batch])."""
-    probs = tf.exp(sorted_logits - tf.reduce_logsumexp(logits, axis=-1, keepdims=True))
-    cumulative_probs = tf.cumsum(probs, axis=-1)
-    kept = tf.reduce_sum(tf.cast(cumulative_probs <= p, tf.int32), axis=-1)
-    last_kept = tf.maximum(kept - 1, 0)
-    return tf.gather(sorted_logits, last_kept, batch_dims=1), cumulative_probs[:, -1] > p
+def nucleus_threshold(logits, p):
+    """[batch, vocab] -> [batch, 1]: the smallest logit each row keeps under top_p (see top_p_logits).
+
+    In the original's terms: sort the probabilities in descending order, count the running totals that stay
+    within p, and take the logit at that count - 1 (at 0 if none)."""
+    batch, vocab = model.shape_list(logits)
+    unmasked = logits > MASKED / 2  # top-k may have masked some already; they have probability 0
+    top = tf.reduce_max(logits, axis=-1, keepdims=True)
+    bottom = tf.reduce_min(tf.where(unmasked, logits, tf.broadcast_to(top, tf.shape(logits))), axis=-1,
+                           keepdims=True)
+    log_total = tf.reduce_logsumexp(logits, axis=-1, keepdims=True)
+    probs = tf.exp(logits - log_total)
+
+    # Bin 0 holds the largest logits; equal logits share a bin, so a cut inside a bin is a cut in sorted order.
+    scale = NUCLEUS_BINS / tf.maximum(top - bottom, 1e-30)
+    bins = tf.cast(tf.minimum((top - logits) * scale, NUCLEUS_BINS - 1), tf.int32)  # clip first: masked ones overflow
+    row_bins = bins + tf.range(batch)[:, tf.newaxis] * NUCLEUS_BINS
+    mass = tf.reshape(tf.math.unsorted_segment_sum(probs, row_bins, batch * NUCLEUS_BINS), [batch, NUCLEUS_BINS])
+    through = tf.cumsum(mass, axis=-1)  # probability of the bins up to and including each
+    cut = tf.minimum(tf.reduce_sum(tf.cast(through <= p, tf.int32), axis=-1, keepdims=True), NUCLEUS_BINS - 1)
+    before_cut = tf.gather(tf.pad(through, [[0, 0], [1, 0]]), cut, batch_dims=1)  # [batch, 1]
+
+    # The bins before the cut are kept whole. Sort the cut bin's logits and keep those whose running total,
+    # counted on from before_cut, stays within p.
+    in_cut = tf.equal(bins, cut)
+    size = tf.reduce_sum(tf.cast(in_cut, tf.int32), axis=-1)
+    masked = tf.fill(tf.shape(logits), tf.cast(-np.inf, logits.dtype))
+    members = tf.nn.top_k(tf.where(in_cut, logits, masked), k=tf.reduce_max(size)).values
+    running = before_cut + tf.cumsum(tf.exp(members - log_total), axis=-1)
+    real = tf.range(tf.shape(members)[1])[tf.newaxis, :] < size[:, tf.newaxis]
+    kept_in_cut = tf.reduce_sum(tf.cast(tf.logical_and(real, running <= p), tf.int32), axis=-1)
+
+    last_in_cut = tf.gather(members, tf.maximum(kept_in_cut - 1, 0), batch_dims=1)
+    before = bins < cut
+    last_before = tf.reduce_min(tf.where(before, logits, -masked), axis=-1)
+    # Nothing kept in the cut bin: the last kept is the smallest logit before it, or, if there is none either,
+    # the largest logit (always keep one), which is the cut bin's first.
+    use_cut = tf.logical_or(kept_in_cut > 0, tf.logical_not(tf.reduce_any(before, axis=-1)))
+    return tf.where(use_cut, last_in_cut, last_before)[:, tf.newaxis]
+
+
+def threshold_among(logits, head, p):
+    """nucleus_threshold, when every logit not masked is among head [batch, n], the row's n largest logits in
+    descending order (as after top-k; tokens tied with the last of them may be kept too, they come after it)."""
+    running = tf.cumsum(tf.exp(head - tf.reduce_logsumexp(logits, axis=-1, keepdims=True)), axis=-1)
+    kept = tf.reduce_sum(tf.cast(running <= p, tf.int32), axis=-1)
+    return tf.gather(head, tf.maximum(kept - 1, 0), batch_dims=1)[:, tf.newaxis]
 
 
 def top_p_logits(logits, p):
     """[batch, vocab] -> the same, keeping per row the most likely tokens whose cumulative probability stays
-    within p (always at least the most likely one). p = 1 keeps everything."""
+    within p (always at least the most likely one), and any tokens tied with the last one kept. p = 1 keeps
+    everything."""
     if p == 1:
         return logits
-    full_sort = lambda: nucleus_threshold(logits, tf.sort(logits, direction='DESCENDING', axis=-1), p)[0]
-    candidates = min(TOP_P_CANDIDATES, model.shape_list(logits)[-1])
-    head_threshold, covered = nucleus_threshold(logits, tf.nn.top_k(logits, k=candidates).values, p)
-    min_values = tf.cond(tf.reduce_all(covered), lambda: head_threshold, full_sort)
-    # One threshold per row, as a column: comparing against a [batch] vector would broadcast across the vocabulary.
-    return mask_below(logits, min_values[:, tf.newaxis])
+    return mask_below(logits, nucleus_threshold(logits, p))
+
+
+def filter_logits(logits, *, top_k, top_p):
+    """top_k_logits, then top_p_logits."""
+    if top_k and top_p != 1:
+        # top-k's values come sorted, so the nucleus is found among them without sorting again.
+        values = tf.nn.top_k(logits, k=top_k).values
+        logits = mask_below(logits, values[:, -1, tf.newaxis])
+        return mask_below(logits, threshold_among(logits, values, top_p))
+    return top_p_logits(top_k_logits(logits, k=top_k), p=top_p)
 
 
 def draw(logits, *, temperature, top_k, top_p):
     """Logits of the last position [batch, vocab] -> one token per row [batch], int32."""
     if temperature == 0:
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
-    logits = logits / tf.cast(temperature, logits.dtype)
-    logits = top_k_logits(logits, k=top_k)
-    logits = top_p_logits(logits, p=top_p)
+    logits = filter_logits(logits / tf.cast(temperature, logits.dtype), top_k=top_k, top_p=top_p)
     return tf.random.categorical(logits, num_samples=1, dtype=tf.int32)[:, 0]
 
 

@@ -122,17 +122,36 @@ def test_top_k_and_top_p_together_draw_only_allowed_tokens(k, p):
         assert set(tokens[:, row]) <= set(np.flatnonzero(allowed[row]))
     if k == 1:
         assert all(len(set(tokens[:, row])) == 1 for row in range(6))
+    kept = run_filter(lambda x, _: sample.filter_logits(x, top_k=k, top_p=p), logits, None) > -1e9
+    assert kept.tolist() == allowed.tolist()
 
 
+def numpy_top_p_kept(logits, p):
+    """The original's rule, in NumPy: sort each row, keep the tokens whose running total of probability stays
+    within p (at least one), then everything at or above the last kept logit, so ties with it too."""
+    kept = []
+    for row in logits.astype(np.float64):
+        ordered = np.sort(row)[::-1]
+        running = np.cumsum(np.exp(ordered - np.logaddexp.reduce(row)))
+        last = max(int((running <= p).sum()) - 1, 0)
+        kept.append(row >= ordered[last])
+    return np.array(kept)
+
+
+@pytest.mark.parametrize('bins', [1, 3, 1024])
 @pytest.mark.parametrize('p', [0.05, 0.3, 0.6, 0.95])
-def test_top_p_with_few_candidates_falls_back_to_the_full_sort(monkeypatch, p):
-    """Rows whose nucleus is wider than the candidates sorted first are still cut exactly where the definition
-    says, and so are rows it fits in."""
-    monkeypatch.setattr(sample, 'TOP_P_CANDIDATES', 3)
-    logits = np.random.default_rng(11).standard_normal((5, 40)).astype(np.float32)
-    logits[0] *= 6  # a peaked row: its nucleus fits in 3 tokens for small p
+def test_top_p_cuts_where_the_sorted_definition_does(monkeypatch, bins, p):
+    """Whatever the number of bins (1: the whole row is sorted), with ties, and with rows where top-k masked
+    some logits already."""
+    monkeypatch.setattr(sample, 'NUCLEUS_BINS', bins)
+    rng = np.random.default_rng(11)
+    logits = rng.standard_normal((6, 40)).astype(np.float32)
+    logits[0] *= 6  # peaked: the nucleus is a few tokens for small p
+    logits[1] = np.round(logits[1] * 2)  # many ties
+    logits[2, :30] = sample.MASKED  # masked before top-p
+    logits[3, :] = 0.5  # all equal: all kept
     kept = run_filter(sample.top_p_logits, logits, p) > -1e9
-    assert kept.tolist() == numpy_kept(logits, 0, p).tolist()
+    assert kept.tolist() == numpy_top_p_kept(logits, p).tolist()
 
 
 def test_low_temperature_sharpens_towards_argmax():
