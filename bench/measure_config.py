@@ -49,21 +49,24 @@ def run_once(sess, fetch, feed, clock, **kwargs):
     return first - start, steps / (last - first) if steps else float('nan')
 
 
-def op_profile(sess, fetch, feed, clock, steps):
-    """Milliseconds per decode step by op type, from one traced run; the largest first."""
+def op_profile(sess, fetch, feed, clock):
+    """Milliseconds per decode step by op type, summed over threads, from one traced run; the largest first."""
     import tensorflow.compat.v1 as tf
 
     options = tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE)
     metadata = tf.RunMetadata()
     run_once(sess, fetch, feed, clock, options=options, run_metadata=metadata)
+    decode_start_us = clock.times[0] * 1e6  # after the first token: the prompt's step is left out
     totals = {}
     for device in metadata.step_stats.dev_stats:
         for node in device.node_stats:
+            if node.all_start_micros < decode_start_us:
+                continue
             op = node.timeline_label.split('(')[0].split(' = ')[-1].strip() or node.node_name
             op = op.split(':')[0] if ':' in op else op
             ms = (node.all_end_rel_micros) / 1000
             totals[op] = totals.get(op, 0) + ms
-    per_step = {op: round(ms / steps, 3) for op, ms in totals.items()}
+    per_step = {op: round(ms / (len(clock.times) - 1), 3) for op, ms in totals.items()}
     return dict(sorted(per_step.items(), key=lambda kv: -kv[1])[:15])
 
 
@@ -99,7 +102,7 @@ def measure(settings):
         'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if settings.get('profile'):
-        result['ms_per_step_by_op'] = op_profile(sess, tokens, feed, clock, settings['decode_tokens'])
+        result['ms_per_step_by_op'] = op_profile(sess, tokens, feed, clock)
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
 
 

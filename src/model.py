@@ -394,10 +394,28 @@ def cached_attn(x, scope, n_state, *, cache, rows, mask, hparams):
     with tf.variable_scope(scope):
         q, k, v = qkv(x, n_state, hparams.n_head)
         k_buf, v_buf = (write_cache(buf, rows, new) for buf, new in zip(cache, (k, v)))
-        batch_size, n_head, _, head_dim = shape_list(q)
+        return conv1d(merge_heads(split_attn(q, k_buf, v_buf, mask)), 'c_proj', n_state), (k_buf, v_buf)
+
+
+def split_attn(q, k_buf, v_buf, mask):
+    """q [batch, head, seq, head_dim], the buffers [batch * head * total_len, head_dim] -> like q.
+
+    multihead_attn over MATMUL_SPLITS groups of (batch, head) blocks, side by side. Each op runs on one thread
+    (see sample.session_config), and reading the cache is most of the work: at batch 8 after 512 positions,
+    14 MB a product, 34 of 73 ms a step unsplit (bench/bench_sample.py --profile). The groups' rows are
+    consecutive in the buffers, so their views are not copies."""
+    batch_size, n_head, _, head_dim = shape_list(q)
+    if not isinstance(batch_size, int):
         view = [batch_size, n_head, -1, head_dim]  # [batch, head, total_len, head_dim], no copy
-        a = multihead_attn(q, tf.reshape(k_buf, view), tf.reshape(v_buf, view), mask)
-        return conv1d(merge_heads(a), 'c_proj', n_state), (k_buf, v_buf)
+        return multihead_attn(q, tf.reshape(k_buf, view), tf.reshape(v_buf, view), mask)
+    groups = [g for g in halves(batch_size * n_head) if g]
+    qs = tf.split(tf.reshape(q, [batch_size * n_head, -1, head_dim]), groups)
+    total_len = shape_list(k_buf)[0] // (batch_size * n_head)
+    rows = [g * total_len for g in groups]
+    ks, vs = tf.split(k_buf, tf.stack(rows), num=len(rows)), tf.split(v_buf, tf.stack(rows), num=len(rows))
+    a = [multihead_attn(qg, tf.reshape(kg, [g, -1, head_dim]), tf.reshape(vg, [g, -1, head_dim]), mask)
+         for g, qg, kg, vg in zip(groups, qs, ks, vs)]
+    return tf.reshape(tf.concat(a, axis=0), [batch_size, n_head, -1, head_dim])
 
 
 def decode_hidden(hparams, X, cache, position, scope='model', *, packed=False):

@@ -107,9 +107,12 @@ def test_cached_model_equals_recomputing_the_whole_sequence(tiny_model):
     np.testing.assert_allclose(past, full['present'], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize('splits', [2, 3])
 @pytest.mark.parametrize('prompt_len, steps', [(1, 5), (4, 3), (31, 1)])
-def test_decode_step_logits_equal_straightforward_model(tiny_model, prompt_len, steps):
-    """The fast path's buffers, from its first step to the last position of the window."""
+def test_decode_step_logits_equal_straightforward_model(tiny_model, monkeypatch, prompt_len, steps, splits):
+    """The fast path's buffers, from its first step to the last position of the window; products and attention
+    split in uneven parts too."""
+    monkeypatch.setattr(model, 'MATMUL_SPLITS', splits)
     total = prompt_len + steps
     tokens = np.random.default_rng(total).integers(0, tiny_model.hparams['n_vocab'], size=(2, total))
     with tf.Graph().as_default():
