@@ -57,16 +57,19 @@ def op_profile(sess, fetch, feed, clock):
     metadata = tf.RunMetadata()
     run_once(sess, fetch, feed, clock, options=options, run_metadata=metadata)
     decode_start_us = clock.times[0] * 1e6  # after the first token: the prompt's step is left out
-    totals = {}
+    totals, counts = {}, {}
     for device in metadata.step_stats.dev_stats:
         for node in device.node_stats:
             if node.all_start_micros < decode_start_us:
                 continue
             op = node.timeline_label.split('(')[0].split(' = ')[-1].strip() or node.node_name
             op = op.split(':')[0] if ':' in op else op
-            ms = (node.all_end_rel_micros) / 1000
-            totals[op] = totals.get(op, 0) + ms
-    per_step = {op: round(ms / (len(clock.times) - 1), 3) for op, ms in totals.items()}
+            totals[op] = totals.get(op, 0) + node.all_end_rel_micros / 1000
+            counts[op] = counts.get(op, 0) + 1
+    # TensorFlow keeps the stats of at most about a million op runs, so a long run's trace stops early: count the
+    # steps traced by the clock's op, which runs once a step.
+    steps = counts.get('PyFunc', 0) or len(clock.times) - 1
+    per_step = {op: round(ms / steps, 3) for op, ms in totals.items()}
     return dict(sorted(per_step.items(), key=lambda kv: -kv[1])[:15])
 
 
