@@ -72,12 +72,17 @@ def nucleus_threshold(logits, p):
     return tf.where(use_cut, last_in_cut, last_before)[:, tf.newaxis]
 
 
-def threshold_among(logits, head, p):
-    """nucleus_threshold, when every logit not masked is among head [batch, n], the row's n largest logits in
-    descending order (as after top-k; tokens tied with the last of them may be kept too, they come after it)."""
-    running = tf.cumsum(tf.exp(head - tf.reduce_logsumexp(logits, axis=-1, keepdims=True)), axis=-1)
+def top_k_nucleus_threshold(logits, values, p):
+    """The smallest logit kept by top-k then top-p, from values [batch, k], the k largest logits of each row in
+    descending order -> [batch, 1]. Only the tokens tied with the k-th may lie outside values; they come after
+    it in sorted order, so they can only add to the total that the probabilities are divided by."""
+    kth = values[:, -1, tf.newaxis]
+    tied_beyond = tf.reduce_sum(tf.cast(logits >= kth, values.dtype), axis=-1, keepdims=True) - model.shape_list(values)[-1]
+    scaled = tf.exp(values - values[:, :1])
+    total = tf.reduce_sum(scaled, axis=-1, keepdims=True) + tied_beyond * scaled[:, -1:]
+    running = tf.cumsum(scaled / total, axis=-1)
     kept = tf.reduce_sum(tf.cast(running <= p, tf.int32), axis=-1)
-    return tf.gather(head, tf.maximum(kept - 1, 0), batch_dims=1)[:, tf.newaxis]
+    return tf.gather(values, tf.maximum(kept - 1, 0), batch_dims=1)[:, tf.newaxis]
 
 
 def top_p_logits(logits, p):
@@ -92,10 +97,10 @@ def top_p_logits(logits, p):
 def filter_logits(logits, *, top_k, top_p):
     """top_k_logits, then top_p_logits."""
     if top_k and top_p != 1:
-        # top-k's values come sorted, so the nucleus is found among them without sorting again.
+        # top-k's values come sorted, so the nucleus is found among them without sorting again; its threshold is
+        # one of them, so it masks everything top-k would.
         values = tf.nn.top_k(logits, k=top_k).values
-        logits = mask_below(logits, values[:, -1, tf.newaxis])
-        return mask_below(logits, threshold_among(logits, values, top_p))
+        return mask_below(logits, top_k_nucleus_threshold(logits, values, top_p))
     return top_p_logits(top_k_logits(logits, k=top_k), p=top_p)
 
 

@@ -154,6 +154,15 @@ def test_top_p_cuts_where_the_sorted_definition_does(monkeypatch, bins, p):
     assert kept.tolist() == numpy_top_p_kept(logits, p).tolist()
 
 
+@pytest.mark.parametrize('p', [0.4, 0.7, 0.9])
+def test_top_k_then_top_p_counts_the_ties_with_the_kth_logit(p):
+    """top-k keeps every token tied with its k-th logit, so they share the probability top-p divides up."""
+    logits = np.array([[3, 2, 2, 2, 0], [1, 5, 1, 1, 4]], np.float32)
+    after_k = np.where(logits >= np.sort(logits)[:, -2][:, None], logits, sample.MASKED)
+    kept = run_filter(lambda x, _: sample.filter_logits(x, top_k=2, top_p=p), logits, None) > -1e9
+    assert kept.tolist() == numpy_top_p_kept(after_k, p).tolist()
+
+
 def test_low_temperature_sharpens_towards_argmax():
     logits = np.array([[1.0, 1.5, 0.5]] * 200, np.float32)
     with tf.Graph().as_default():
