@@ -120,13 +120,22 @@ PACKED_OP = '_MklNativeFusedMatMul'
 
 @functools.lru_cache(maxsize=None)
 def packed_weights_available():
-    """Whether this TensorFlow has oneDNN's fused MatMul kernel (x86 builds do; others fall back to tf.matmul)."""
+    """Whether this TensorFlow has oneDNN's fused MatMul kernel (x86 builds do; others fall back to tf.matmul),
+    and it multiplies right. The kernel is internal to TensorFlow and could change in a later release: a small
+    product is checked against NumPy once per process, and anything unexpected means plain products."""
     from tensorflow.python.framework import kernels
     try:
         registered = kernels.get_registered_kernels_for_op(PACKED_OP).kernel
-    except Exception:  # noqa: BLE001 - an op this TensorFlow does not know: no packed products
+        if not any(k.device_type == 'CPU' and k.label == 'MklNameChangeOp' for k in registered):
+            return False
+        x, w, b = (np.arange(n, dtype=np.float32).reshape(shape) / 7 for n, shape in ((6, [2, 3]), (12, [3, 4]),
+                                                                                      (4, [4])))
+        with tf.Graph().as_default(), tf.Session() as sess:
+            got = sess.run([packed_matmul(tf.constant(x), tf.constant(w), tf.constant(b)),
+                            packed_matmul(tf.constant(x), tf.constant(w.T), tf.constant(b), transpose_b=True)])
+        return all(np.allclose(g, x @ w + b, rtol=1e-5) for g in got)
+    except Exception:  # noqa: BLE001 - whatever went wrong, the plain products are right
         return False
-    return any(k.device_type == 'CPU' and k.label == 'MklNameChangeOp' for k in registered)
 
 
 def packed_matmul(x, w, b, *, transpose_b=False):

@@ -244,3 +244,30 @@ def test_without_frozen_weights_new_values_are_used_in_the_same_session(tiny_mod
     assert first == [reference.greedy(tiny_model.params, tiny_model.hparams, p, 6) for p in prompts]
     assert second == [reference.greedy(changed, tiny_model.hparams, p, 6) for p in prompts]
     assert first != second
+
+
+@pytest.mark.parametrize('breakage', ['unknown op', 'no oneDNN kernel', 'wrong products'])
+def test_frozen_weights_fall_back_to_plain_products_when_the_kernel_is_not_right(tiny_model, monkeypatch, breakage):
+    """The packed kernel is internal to TensorFlow; if a release drops or changes it, sampling stays right."""
+    packed_type = model.PACKED_OP
+    if breakage == 'unknown op':
+        monkeypatch.setattr(model, 'PACKED_OP', 'NoSuchOpAnywhere')
+    elif breakage == 'no oneDNN kernel':
+        monkeypatch.setattr(model, 'PACKED_OP', 'MatMul')
+    else:
+        real = model.packed_matmul
+        monkeypatch.setattr(model, 'packed_matmul', lambda *args, **kwargs: real(*args, **kwargs) * 1.01)
+    model.packed_weights_available.cache_clear()
+    try:
+        assert not model.packed_weights_available()
+        prompts = [[4, 2], [7, 1]]
+        with tf.Graph().as_default() as graph:
+            out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=tf.constant(prompts), length=4,
+                                         top_k=1, frozen_weights=True)
+            assert not [op for op in graph.get_operations() if op.type == packed_type]
+            with tf.Session() as sess:
+                tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+                got = sess.run(out).tolist()
+        assert got == [reference.greedy(tiny_model.params, tiny_model.hparams, p, 4) for p in prompts]
+    finally:
+        model.packed_weights_available.cache_clear()
