@@ -215,8 +215,10 @@ class SamplePrinter:
 def print_samples(run_batch, printer, *, nsamples, batch_size):
     """Print nsamples samples (0: forever), numbered 1, 2, 3 ... without gaps, in batches of at most batch_size.
 
-    run_batch(n) samples n rows and returns their new tokens [n, length]; the last batch is only as large as the
-    samples still wanted.
+    run_batch(n) returns the new tokens [n, length] of n samples; the last batch is only as large as the samples
+    still wanted. The scripts' graphs have a fixed batch size, because the fast paths of sampling at batch > 1
+    (packed weights, attention split in two) need it; a smaller last batch is sampled at the full batch size and
+    only its first n rows kept, and a last batch of one is streamed from its first row.
     """
     number = 0
     while nsamples == 0 or number < nsamples:

@@ -26,13 +26,13 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
     with tf.Graph().as_default(), tf.Session(config=sample.session_config()) as sess:
         np.random.seed(seed)
         tf.set_random_seed(seed)
-        rows = tf.placeholder_with_default(batch_size, [])
-        output = sample.sample_sequence(hparams=hparams, length=length, start_token=endoftext, batch_size=rows,
-                                        temperature=temperature, top_k=top_k, top_p=top_p,
+        # A fixed batch size, which the fast paths need (see cli.print_samples); a smaller last batch uses n rows.
+        output = sample.sample_sequence(hparams=hparams, length=length, start_token=endoftext,
+                                        batch_size=batch_size, temperature=temperature, top_k=top_k, top_p=top_p,
                                         stop_token=printer.stop_token, on_token=printer.on_token, frozen_weights=True)
         cli.restore(sess, model_dir)
         # Each row starts with the start token, which is not part of the sample.
-        run_batch = lambda n: sess.run(output, {rows: n})[:, 1:]
+        run_batch = lambda n: sess.run(output)[:n, 1:]
         cli.print_samples(run_batch, printer, nsamples=nsamples, batch_size=batch_size)
 
 

@@ -67,10 +67,11 @@ def test_unconditional_numbers_samples_without_gaps_at_batch_2(tiny_model):
 
 
 def test_unconditional_greedy_text_equals_reference_decoding(tiny_model):
-    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=2, batch_size=2, length=10, top_k=1))
+    """Two samples from a full batch of 2, the third from the first row of a last batch of 2 (streamed)."""
+    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=3, batch_size=2, length=10, top_k=1))
     tokens = reference.greedy(tiny_model.params, tiny_model.hparams, [tiny_model.endoftext], 10)[1:]
     sample = '=' * 40 + ' SAMPLE {} ' + '=' * 40 + '\n' + decode(tiny_model, tokens) + '\n'
-    assert done.out == sample.format(1) + sample.format(2)
+    assert done.out == sample.format(1) + sample.format(2) + sample.format(3)
 
 
 def test_streamed_sample_at_batch_1_prints_the_same_text(tiny_model):
@@ -98,11 +99,16 @@ def test_interactive_over_a_pipe_answers_each_prompt_until_end_of_input(tiny_mod
     assert sample_numbers(done.out) == [1, 2, 3, 1, 2, 3]
 
 
-def test_interactive_greedy_continuation_equals_reference(tiny_model):
-    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=7, top_k=1), stdin=b' the hello\n')
+@pytest.mark.parametrize('nsamples, batch_size', [(1, 1), (3, 2)])
+def test_interactive_greedy_continuation_equals_reference(tiny_model, nsamples, batch_size):
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=7, top_k=1, nsamples=nsamples, batch_size=batch_size),
+               stdin=b' the hello\n')
     prompt = [258, ord(' '), 257, 263, ord('o')]
     tokens = reference.greedy(tiny_model.params, tiny_model.hparams, prompt, 7)[len(prompt):]
-    assert f'SAMPLE 1 {"=" * 40}\n{decode(tiny_model, tokens)}\n{SEPARATOR}\n' in done.out
+    for number in range(1, nsamples + 1):
+        assert f'SAMPLE {number} {"=" * 40}\n{decode(tiny_model, tokens)}\n' in done.out
+    assert sample_numbers(done.out) == list(range(1, nsamples + 1))
+    assert done.out.count(SEPARATOR + '\n') == 1
 
 
 @pytest.mark.parametrize('from_src', [False, True])
