@@ -180,6 +180,8 @@ def linear(x, w, b):
     """x [rows, k] @ w [k, n] + b [n]"""
     if _plain_rows is None:
         return split_matmul(x, w) + b
+    if isinstance(_plain_rows, int) and _plain_rows == 0:
+        return split_packed_matmul(x, w, b)
     plain, packed = tf.split(x, tf.stack([_plain_rows, tf.shape(x)[0] - _plain_rows]), axis=0)
     return tf.concat([split_matmul(plain, w) + b, split_packed_matmul(packed, w, b)], axis=0)
 
@@ -445,7 +447,12 @@ def decode_hidden(hparams, X, cache, position, scope='model', *, packed=False):
 
         # With packed weights, a step of one token per row takes the packed products, a prompt the plain ones.
         packed = packed and packed_weights_available()
-        plain_rows = tf.where(tf.equal(seq, 1), 0, batch_size * seq) if packed else None
+        if not packed:
+            plain_rows = None
+        elif isinstance(seq, int):
+            plain_rows = 0 if seq == 1 else batch_size * seq
+        else:
+            plain_rows = tf.where(tf.equal(seq, 1), 0, batch_size * seq)
         new_cache = []
         with packed_products(plain_rows):
             for layer, layer_cache in enumerate(cache):

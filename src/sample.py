@@ -170,8 +170,10 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
         cache = model.empty_cache(hparams, batch, context_len + length - 1)
         output = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
         loop_vars = [tf.constant(0), context, tf.constant(0), cache, tf.zeros([batch], tf.bool), output]
-        # Only the tokens fed change shape: [batch, context_len] at step 0, [batch, 1] after.
-        invariants = [tf.TensorShape([]), tf.TensorShape([context.shape[0], None]), tf.TensorShape([]),
+        # Only the tokens fed change shape: [batch, context_len] at step 0, [batch, 1] after; with a prompt of one
+        # token (as unconditional samples have) the shape is fixed, and so are the shapes in the loop body.
+        fed = 1 if isinstance(context_len, int) and context_len == 1 else None
+        invariants = [tf.TensorShape([]), tf.TensorShape([context.shape[0], fed]), tf.TensorShape([]),
                       [(k.shape, v.shape) for k, v in cache], tf.TensorShape([context.shape[0]]),
                       tf.TensorShape(None)]
         output = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants, back_prop=False,

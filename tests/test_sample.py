@@ -220,6 +220,18 @@ def test_frozen_weights_at_batch_above_one_equal_the_reference(tiny_model, promp
                 assert got == [reference.greedy(tiny_model.params, tiny_model.hparams, p, 6) for p in batch]
 
 
+def test_frozen_weights_unconditional_at_batch_two_equal_the_reference(tiny_model):
+    """A one-token start has fixed shapes in the loop, so every product of every step is packed."""
+    with tf.Graph().as_default() as graph:
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), start_token=3, batch_size=2, length=6,
+                                     top_k=1, frozen_weights=True)
+        assert bool(packed_ops(graph)) == model.packed_weights_available()
+        with tf.Session(config=sample.session_config()) as sess:
+            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            got = sess.run(out).tolist()
+    assert got == [reference.greedy(tiny_model.params, tiny_model.hparams, [3], 6)] * 2
+
+
 def test_packed_products_only_with_frozen_weights_and_more_than_one_row(tiny_model):
     for batch, frozen, expected in ((2, False, False), (1, True, False), (2, True, model.packed_weights_available())):
         with tf.Graph().as_default() as graph:
