@@ -77,7 +77,8 @@ def top_k_nucleus_threshold(logits, values, p):
     descending order -> [batch, 1]. Only the tokens tied with the k-th may lie outside values; they come after
     it in sorted order, so they can only add to the total that the probabilities are divided by."""
     kth = values[:, -1, tf.newaxis]
-    tied_beyond = tf.reduce_sum(tf.cast(logits >= kth, values.dtype), axis=-1, keepdims=True) - model.shape_list(values)[-1]
+    at_least_kth = tf.reduce_sum(tf.cast(logits >= kth, values.dtype), axis=-1, keepdims=True)
+    tied_beyond = at_least_kth - model.shape_list(values)[-1]
     scaled = tf.exp(values - values[:, :1])
     total = tf.reduce_sum(scaled, axis=-1, keepdims=True) + tied_beyond * scaled[:, -1:]
     running = tf.cumsum(scaled / total, axis=-1)
