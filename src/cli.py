@@ -105,12 +105,15 @@ def number(name, value, low, high, *, low_open=False, what=None):
 
 
 def check_sampling_flags(*, nsamples, batch_size, temperature, top_k, top_p, seed, min_nsamples=0):
+    """-> the batch size to build the sampling graph with: never more rows than samples wanted (nsamples 0 wants
+    them forever), since every batch is sampled at that size (see print_samples)."""
     whole_number('nsamples', nsamples, min_nsamples)
     whole_number('batch_size', batch_size, 1)
     number('temperature', temperature, 0, float('inf'), what='a number, 0 or more (0 means greedy)')
     whole_number('top_k', top_k, 0)
     number('top_p', top_p, 0, 1, low_open=True, what='a number above 0 and at most 1 (1 keeps every token)')
     whole_number('seed', seed, 0, 2**32 - 1, allow_none=True)  # NumPy's seeds are 32-bit
+    return min(batch_size, nsamples) if nsamples else batch_size
 
 
 def check_length(length, n_ctx, *, default, room_for_prompt=False):

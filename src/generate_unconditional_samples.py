@@ -16,8 +16,8 @@ import sample
     length="tokens per sample, 1 to the model's window (1024, the default).")
 def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=None, temperature=1, top_k=0,
                  top_p=1, models_dir='models', stop_at_endoftext=False):
-    cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature, top_k=top_k,
-                             top_p=top_p, seed=seed)
+    batch_size = cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
+                                          top_k=top_k, top_p=top_p, seed=seed)
     model_dir, hparams, enc = cli.load_model(model_name, models_dir)
     length = cli.check_length(length, hparams.n_ctx, default=hparams.n_ctx)
     endoftext = enc.encoder[checkpoint.ENDOFTEXT]

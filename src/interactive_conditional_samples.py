@@ -48,8 +48,8 @@ def fit_prompt(tokens, room):
            "A prompt longer than the window has room for keeps only its last tokens.")
 def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, length=None, temperature=1, top_k=0,
                    top_p=1, models_dir='models', stop_at_endoftext=False):
-    cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature, top_k=top_k,
-                             top_p=top_p, seed=seed, min_nsamples=1)
+    batch_size = cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
+                                          top_k=top_k, top_p=top_p, seed=seed, min_nsamples=1)
     model_dir, hparams, enc = cli.load_model(model_name, models_dir)
     length = cli.check_length(length, hparams.n_ctx, default=hparams.n_ctx // 2, room_for_prompt=True)
     endoftext = enc.encoder[checkpoint.ENDOFTEXT]

@@ -89,6 +89,14 @@ def test_same_seed_same_output_and_other_seed_differs(tiny_model):
     assert first.out != other.out
 
 
+@pytest.mark.parametrize('nsamples, batch_size, rows', [(1, 8, 1), (3, 8, 3), (20, 8, 8), (0, 8, 8), (0, 1, 1)])
+def test_the_graph_never_has_more_rows_than_samples_wanted(nsamples, batch_size, rows):
+    """Every batch is sampled at the graph's batch size; with fewer samples wanted, a smaller graph."""
+    import cli
+    flags = dict(temperature=1, top_k=0, top_p=1, seed=None)
+    assert cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, **flags) == rows
+
+
 def test_interactive_over_a_pipe_answers_each_prompt_until_end_of_input(tiny_model):
     done = run(INTERACTIVE, *tiny_flags(tiny_model, nsamples=3, batch_size=2, length=5),
                stdin=b'hello there\n\nthe and\n')
