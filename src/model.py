@@ -97,11 +97,15 @@ def halves(n):
     return [n // MATMUL_SPLITS + (i < n % MATMUL_SPLITS) for i in range(MATMUL_SPLITS)]
 
 
+def k_slices(x, w):
+    """x [rows, k], w [k, n] -> MATMUL_SPLITS pairs (x slice, w slice) along k."""
+    parts = halves(shape_list(w)[0])
+    return zip(tf.split(x, parts, axis=1), tf.split(w, parts, axis=0))
+
+
 def split_matmul(x, w):
     """x [rows, k] @ w [k, n] -> [rows, n], as a sum over slices of k."""
-    parts = halves(shape_list(w)[0])
-    xs, ws = tf.split(x, parts, axis=1), tf.split(w, parts, axis=0)
-    return tf.add_n([tf.matmul(xp, wp) for xp, wp in zip(xs, ws)])
+    return tf.add_n([tf.matmul(xp, wp) for xp, wp in k_slices(x, w)])
 
 
 # Packed weights, for sampling more than one row at a time.
@@ -155,14 +159,13 @@ def packed_matmul(x, w, b, *, transpose_b=False):
 
 def split_packed_matmul(x, w, b):
     """split_matmul(x, w) + b, through packed_matmul (the bias added by the first part)."""
-    parts = halves(shape_list(w)[0])
-    xs, ws = tf.split(x, parts, axis=1), tf.split(w, parts, axis=0)
-    biases = [b] + [tf.zeros_like(b)] * (len(parts) - 1)
-    return tf.add_n([packed_matmul(*args) for args in zip(xs, ws, biases)])
+    return tf.add_n([packed_matmul(xp, wp, b if i == 0 else tf.zeros_like(b))
+                     for i, (xp, wp) in enumerate(k_slices(x, w))])
 
 
 # While decode_hidden builds with packed weights: how many of the rows [batch * seq] reaching each linear layer
-# take the plain products (the rest take the packed ones). None: all plain, as in model().
+# take the plain products (the rest take the packed ones): 0 when every step is of one token, else a tensor.
+# None: all plain, as in model().
 _plain_rows = None
 
 
@@ -180,7 +183,7 @@ def linear(x, w, b):
     """x [rows, k] @ w [k, n] + b [n]"""
     if _plain_rows is None:
         return split_matmul(x, w) + b
-    if isinstance(_plain_rows, int) and _plain_rows == 0:
+    if isinstance(_plain_rows, int):  # 0: every row packed
         return split_packed_matmul(x, w, b)
     plain, packed = tf.split(x, tf.stack([_plain_rows, tf.shape(x)[0] - _plain_rows]), axis=0)
     return tf.concat([split_matmul(plain, w) + b, split_packed_matmul(packed, w, b)], axis=0)
@@ -446,11 +449,10 @@ def decode_hidden(hparams, X, cache, position, scope='model', *, packed=False):
         rows = cache_rows(batch_size, hparams.n_head, total_len, positions)
 
         # With packed weights, a step of one token per row takes the packed products, a prompt the plain ones.
-        packed = packed and packed_weights_available()
-        if not packed:
+        if not (packed and packed_weights_available()):
             plain_rows = None
-        elif isinstance(seq, int):
-            plain_rows = 0 if seq == 1 else batch_size * seq
+        elif isinstance(seq, int) and seq == 1:
+            plain_rows = 0
         else:
             plain_rows = tf.where(tf.equal(seq, 1), 0, batch_size * seq)
         new_cache = []
@@ -473,5 +475,6 @@ def decode_last(hparams, X, cache, position, scope='model', *, packed=False):
     """Like decode_step, but only the last position's logits [batch, n_vocab], which is all sampling needs:
     after a prompt of 512 tokens, the logits of all positions would cost 512 times the work and memory.
     packed: as in decode_hidden; the logits' product always has batch rows, so it is packed at every step."""
+    packed = packed and packed_weights_available()
     h, cache, wte = decode_hidden(hparams, X, cache, position, scope, packed=packed)
-    return unembed(h[:, -1], wte, packed=packed and packed_weights_available()), cache
+    return unembed(h[:, -1], wte, packed=packed), cache

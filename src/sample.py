@@ -36,7 +36,7 @@ def nucleus_threshold(logits, p):
 
     In the original's terms: sort the probabilities in descending order, count the running totals that stay
     within p, and take the logit at that count - 1 (at 0 if none)."""
-    batch, vocab = model.shape_list(logits)
+    batch = model.shape_list(logits)[0]
     unmasked = logits > MASKED / 2  # top-k may have masked some already; they have probability 0
     top = tf.reduce_max(logits, axis=-1, keepdims=True)
     bottom = tf.reduce_min(tf.where(unmasked, logits, tf.broadcast_to(top, tf.shape(logits))), axis=-1,
@@ -154,7 +154,8 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
         batch, context_len = model.shape_list(context)
         scope = model.read_once_scope()
         # At one row, oneDNN multiplies without reordering the weights anyway: packing would only cost memory.
-        packed = (frozen_weights and isinstance(batch, int) and batch > 1 and model.packed_weights_available())
+        # (Where the packed kernel is missing, the model falls back to plain products.)
+        packed = frozen_weights and isinstance(batch, int) and batch > 1
 
         # Step 0 feeds the whole prompt at positions 0 .. context_len - 1; each later step feeds the token drawn
         # before it at the next position. One loop body for both keeps the graph half the size, and so start-up.
