@@ -206,7 +206,7 @@ def table(rows):
 
 def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=3, top_k=40, top_p=1.0,
          temperature=1.0, n_layer=12, n_embd=768, n_head=12, script_length=256, script=True, profile=False,
-         quick=False):
+         distinct_prompts=False, quick=False):
     """Benchmark sampling on a random-weight GPT-2 and print a table and one JSON line per configuration.
 
     batch_sizes: batch sizes to measure, e.g. --batch_sizes=1,8
@@ -222,6 +222,7 @@ def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=
     script_length: tokens generate_unconditional_samples.py samples when its start-up is measured
     script: measure the real script's start-up too (if it exists)
     profile: also print each configuration's milliseconds per decode step by op type (one traced run)
+    distinct_prompts: a different random prompt for each row; by default all rows share one, as in the scripts
     quick: fewer and shorter runs: prompts of 1 and 64 tokens, 32 tokens, 2 repeats, script length 32
     """
     if quick:
@@ -242,12 +243,12 @@ def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=
         for prompt in prompt_lengths:
             settings = {'model_dir': str(model_dir), 'batch_size': batch, 'prompt_len': prompt,
                         'decode_tokens': decode_tokens, 'repeats': repeats, 'top_k': top_k, 'top_p': top_p,
-                        'temperature': temperature, 'profile': profile}
+                        'temperature': temperature, 'profile': profile, 'distinct_prompts': distinct_prompts}
             result = measure_config(settings)
             if batch == 1:
                 result['of_ceiling'] = f'{result["decode_tokens_per_s"] / ceiling:.0%}'
             row = {'model': name, 'batch_size': batch, 'prompt_len': prompt, 'decode_tokens': decode_tokens,
-                   'top_k': top_k, 'top_p': top_p, **result}
+                   'top_k': top_k, 'top_p': top_p, 'distinct_prompts': distinct_prompts, **result}
             print(json.dumps(row), flush=True)
             rows.append(row)
 
@@ -259,7 +260,8 @@ def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=
                       'first_token_s': first and round(first, 3), 'peak_rss_mb': round(rss)}
         print(json.dumps(script_row), flush=True)
 
-    print(f'\n{name} random weights, top_k {top_k}, top_p {top_p}, {decode_tokens} tokens per run, '
+    prompts = 'a different prompt for each row' if distinct_prompts else 'one prompt for all rows'
+    print(f'\n{name} random weights, top_k {top_k}, top_p {top_p}, {prompts}, {decode_tokens} tokens per run, '
           f'median of {repeats}; read bandwidth {bandwidth / 1e9:.1f} GB/s -> batch-1 ceiling {ceiling:.0f} tok/s')
     print(table(rows))
     if script_row:

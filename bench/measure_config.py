@@ -24,16 +24,18 @@ class TokenClock:
 
 
 def build(settings, clock):
-    """The sampling graph, as the scripts build it: context placeholder [batch, None] -> tokens."""
+    """The sampling graph, as the interactive script builds it: one prompt for every row, context placeholder
+    [1, None] -> tokens. With distinct_prompts, each row its own prompt: context [batch, None]."""
     import model
     import sample
     import tensorflow.compat.v1 as tf
 
     hparams = model.default_hparams()
     hparams.override_from_dict(json.loads((Path(settings['model_dir']) / 'hparams.json').read_text()))
-    context = tf.placeholder(tf.int32, [settings['batch_size'], None])
+    context = tf.placeholder(tf.int32, [settings['batch_size'] if settings['distinct_prompts'] else 1, None])
     tf.set_random_seed(1)
     tokens = sample.sample_sequence(hparams=hparams, length=settings['decode_tokens'], context=context,
+                                    batch_size=settings['batch_size'],
                                     temperature=settings['temperature'], top_k=settings['top_k'],
                                     top_p=settings['top_p'], on_token=clock, frozen_weights=True)
     return hparams, context, tokens
@@ -91,7 +93,7 @@ def measure(settings):
     restored = time.time()
 
     rng = np.random.default_rng(0)
-    feed = {context: rng.integers(0, hparams.n_vocab, (settings['batch_size'], settings['prompt_len']))}
+    feed = {context: rng.integers(0, hparams.n_vocab, (context.shape[0], settings['prompt_len']))}
     run_once(sess, tokens, feed, clock)
     first_token = clock.times[0]
 

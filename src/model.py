@@ -356,18 +356,24 @@ def model(hparams, X, past=None, scope='model', reuse=False):
 # Incremental decoding, for sampling
 #
 # The same blocks and weights as model(), with the cache kept differently: per layer, a key buffer and a value
-# buffer allocated once at the full length of the sample. Each buffer is the layout above for one layer and one of
-# k, v, with its first three axes flattened into rows: [batch * head * total_len, head_dim], row
-# (b * n_head + h) * total_len + position. A step writes its positions' rows with InplaceUpdate, which (unlike
+# buffer allocated once at the full length of the sample. Each buffer holds one layer's k or v with the heads
+# first, all axes but head_dim flattened into rows: [head * batch * total_len, head_dim], row
+# (h * batch + b) * total_len + slot. A step writes its positions' rows with InplaceUpdate, which (unlike
 # tensor_scatter_nd_update, which copies the whole buffer when it runs inside a tf.while_loop) changes the buffer
-# itself, then attends over a [batch, head, total_len, head_dim] view of it, the positions not yet written masked
+# itself, then attends over a [head * batch, total_len, head_dim] view of it, the slots not yet written masked
 # out. So no step copies the cache. The price: a buffer belongs to one chain of steps; a cache passed to
 # decode_step must not be used again except through the cache decode_step returns.
+#
+# A shared prefix: when every row continues the same prompt (as the scripts' samples do), the prompt can be run
+# once, at batch 1, and its cache (prefix_len slots per head) shared by all rows: the rows' own cache then holds
+# only the positions after it, slot = position - prefix_len. Attention reads the prompt's keys and values once
+# per step for all rows (one product of [batch, head_dim] by [head_dim, prefix_len] per head) instead of once
+# per row: at batch 8 after a 512-token prompt, 38 MB a step instead of 300 MB.
 # ---------------------------------------------------------------------------------------------------------------
 
 def empty_cache(hparams, batch_size, total_len):
-    """n_layer pairs (k, v) of zeroed buffers [batch * head * total_len, head_dim]."""
-    shape = tf.stack([batch_size * hparams.n_head * total_len, hparams.n_embd // hparams.n_head])
+    """n_layer pairs (k, v) of zeroed buffers [head * batch * total_len, head_dim]."""
+    shape = tf.stack([hparams.n_head * batch_size * total_len, hparams.n_embd // hparams.n_head])
     # Empty, unlike tf.zeros, is never constant-folded, so every buffer is its own memory, fresh on each run.
     # Zeroed (init) because a masked score is w * 0 - 1e10, which stays NaN if w is NaN from garbage memory.
     return [tuple(tf.raw_ops.Empty(shape=shape, dtype=tf.float32, init=True) for _ in 'kv')
@@ -392,61 +398,104 @@ def read_once_scope(scope='model'):
         return vs
 
 
-def cache_rows(batch_size, n_head, total_len, positions):
-    """[batch * head * seq] rows of the buffers for the positions [seq], in the order (batch, head, seq)."""
-    first = tf.range(batch_size * n_head) * total_len  # [batch * head]: row of position 0 of each (b, h)
-    return tf.reshape(first[:, tf.newaxis] + positions[tf.newaxis, :], [-1])
+def heads_first(x, n_head):
+    """[batch, seq, n_embd] -> [head, batch, seq, head_dim]"""
+    return tf.transpose(split_states(x, n_head), [2, 0, 1, 3])
+
+
+def merge_heads_first(x):
+    """[head, batch, seq, head_dim] -> [batch, seq, n_embd]"""
+    return merge_states(tf.transpose(x, [1, 2, 0, 3]))
+
+
+def cache_rows(n_head, batch_size, total_len, slots):
+    """[head * batch * seq] rows of the buffers for the slots [seq], in the order (head, batch, seq)."""
+    first = tf.range(n_head * batch_size) * total_len  # [head * batch]: row of slot 0 of each (h, b)
+    return tf.reshape(first[:, tf.newaxis] + slots[tf.newaxis, :], [-1])
 
 
 def write_cache(buf, rows, new):
-    """buf [batch * head * total_len, head_dim], new [batch, head, seq, head_dim] -> buf, with new at rows."""
+    """buf [head * batch * total_len, head_dim], new [head, batch, seq, head_dim] -> buf, with new at rows."""
     return tf.raw_ops.InplaceUpdate(x=buf, i=rows, v=tf.reshape(new, [-1, shape_list(new)[-1]]))
 
 
-def cached_attn(x, scope, n_state, *, cache, rows, mask, hparams):
-    """x [batch, seq, n_embd] at the positions of rows -> a [batch, seq, n_embd], the updated (k, v) buffers"""
+def cached_attn(x, scope, n_state, *, cache, rows, mask, prefix, hparams):
+    """x [batch, seq, n_embd] at the slots of rows -> a [batch, seq, n_embd], the updated (k, v) buffers"""
     with tf.variable_scope(scope):
-        q, k, v = qkv(x, n_state, hparams.n_head)
+        c = conv1d(x, 'c_attn', n_state * 3)
+        q, k, v = [heads_first(t, hparams.n_head) for t in tf.split(c, 3, axis=2)]
         k_buf, v_buf = (write_cache(buf, rows, new) for buf, new in zip(cache, (k, v)))
-        return conv1d(merge_heads(split_attn(q, k_buf, v_buf, mask)), 'c_proj', n_state), (k_buf, v_buf)
+        a = split_attn(q, k_buf, v_buf, mask, prefix)
+        return conv1d(merge_heads_first(a), 'c_proj', n_state), (k_buf, v_buf)
 
 
-def split_attn(q, k_buf, v_buf, mask):
-    """q [batch, head, seq, head_dim], the buffers [batch * head * total_len, head_dim] -> like q.
+def split_attn(q, k_buf, v_buf, mask, prefix=None):
+    """q [head, batch, seq, head_dim], the buffers [head * batch * total_len, head_dim], mask [seq, total_len],
+    prefix None or the shared prompt's buffers (k, v) [head * prefix_len, head_dim] -> like q.
 
-    multihead_attn over MATMUL_SPLITS groups of (batch, head) blocks, side by side. Each op runs on one thread
-    (see sample.session_config), and reading the cache is most of the work: at batch 8 after 512 positions,
-    14 MB a product, 34 of 73 ms a step unsplit (bench/bench_sample.py --profile). The groups' rows are
-    consecutive in the buffers, so their views are not copies."""
-    batch_size, n_head, _, head_dim = shape_list(q)
-    if not isinstance(batch_size, int):
-        view = [batch_size, n_head, -1, head_dim]  # [batch, head, total_len, head_dim], no copy
-        return multihead_attn(q, tf.reshape(k_buf, view), tf.reshape(v_buf, view), mask)
-    groups = [g for g in halves(batch_size * n_head) if g]
-    qs = tf.split(tf.reshape(q, [batch_size * n_head, -1, head_dim]), groups)
-    total_len = shape_list(k_buf)[0] // (batch_size * n_head)
-    rows = [g * total_len for g in groups]
-    ks, vs = tf.split(k_buf, tf.stack(rows), num=len(rows)), tf.split(v_buf, tf.stack(rows), num=len(rows))
-    a = [multihead_attn(qg, tf.reshape(kg, [g, -1, head_dim]), tf.reshape(vg, [g, -1, head_dim]), mask)
-         for g, qg, kg, vg in zip(groups, qs, ks, vs)]
-    return tf.reshape(tf.concat(a, axis=0), [batch_size, n_head, -1, head_dim])
+    Attention over MATMUL_SPLITS groups of heads, side by side. Each op runs on one thread (see
+    sample.session_config), and reading the cache is most of the work: at batch 8 after 512 positions, 14 MB a
+    product, 34 of 73 ms a step unsplit (bench/bench_sample.py --profile). A group's rows are consecutive in the
+    buffers, so their views are not copies."""
+    n_head, batch_size, seq, head_dim = shape_list(q)
+    groups = [g for g in halves(n_head) if g]
+    per_head = shape_list(k_buf)[0] // n_head  # batch * total_len
+    views = [split_rows(buf, [g * per_head for g in groups]) for buf in (k_buf, v_buf)]
+    if prefix is None:
+        prefixes = [None] * len(groups)
+    else:
+        prefix_len = shape_list(prefix[0])[0] // n_head
+        prefixes = zip(*(split_rows(buf, [g * prefix_len for g in groups]) for buf in prefix))
+    a = [group_attn(qg, kg, vg, mask, pg)
+         for qg, kg, vg, pg in zip(tf.split(q, groups), *views, prefixes)]
+    return tf.concat(a, axis=0)
 
 
-def decode_hidden(hparams, X, cache, position, scope='model', *, packed=False):
+def split_rows(x, sizes, axis=0):
+    """tf.split, for sizes that may be tensors."""
+    return tf.split(x, tf.stack(sizes), num=len(sizes), axis=axis)
+
+
+def group_attn(q, k, v, mask, prefix):
+    """q [heads, batch, seq, head_dim], k and v [heads * batch * total_len, head_dim], prefix None or (k, v)
+    [heads * prefix_len, head_dim] -> like q: multihead_attn, with the prefix's positions before the rows' own."""
+    heads, batch_size, seq, head_dim = shape_list(q)
+    blocks = [heads * batch_size, -1, head_dim]
+    q, k, v = (tf.reshape(t, blocks) for t in (q, k, v))
+    if prefix is None:
+        return tf.reshape(multihead_attn(q, k, v, mask), [heads, batch_size, seq, head_dim])
+    # The prefix's scores: per head, every row's queries at once against the one copy of its keys.
+    per_head = [heads, -1, head_dim]
+    pk, pv = (tf.reshape(t, per_head) for t in prefix)
+    prefix_len = shape_list(pk)[1]
+    w_prefix = tf.reshape(tf.matmul(tf.reshape(q, per_head), pk, transpose_b=True), [heads * batch_size, seq, -1])
+    w = tf.concat([w_prefix, tf.matmul(q, k, transpose_b=True)], axis=-1)  # [heads * batch, seq, prefix + total]
+    w = w * tf.rsqrt(tf.cast(head_dim, w.dtype))
+    w = softmax(mask_attn_weights(w, tf.pad(tf.cast(mask, w.dtype), [[0, 0], [prefix_len, 0]], constant_values=1)))
+    w_prefix, w_own = split_rows(w, [prefix_len, -1], axis=-1)
+    a = tf.reshape(tf.matmul(tf.reshape(w_prefix, [heads, -1, prefix_len]), pv), blocks) + tf.matmul(w_own, v)
+    return tf.reshape(a, [heads, batch_size, seq, head_dim])
+
+
+def decode_hidden(hparams, X, cache, position, scope='model', *, packed=False, prefix=None):
     """X [batch, seq] tokens at positions position .. position + seq - 1, cache from empty_cache() or the last
     step -> the final hidden states [batch, seq, n_embd] (after ln_f), the updated cache, and wte.
 
     packed: steps of one token per row use packed_matmul (see "Packed weights"); the weights must not change
-    between the runs of this graph in one session."""
+    between the runs of this graph in one session.
+    prefix: the cache of a prompt run at batch 1, shared by every row, which then continue it: position counts
+    from the prompt's start, and the cache holds the positions after the prompt."""
     with tf.variable_scope(scope):
         wpe, wte = embeddings(hparams)
         X = tf.convert_to_tensor(X, dtype=tf.int32)
         batch_size, seq = shape_list(X)
         positions = position + tf.range(seq)
         h = tf.gather(wte, X) + tf.gather(wpe, positions)[tf.newaxis]
+        prefix_len = 0 if prefix is None else shape_list(prefix[0][0])[0] // hparams.n_head
+        slots = positions - prefix_len
         total_len = shape_list(cache[0][0])[0] // (batch_size * hparams.n_head)
-        mask = tf.range(total_len)[tf.newaxis, :] <= positions[:, tf.newaxis]  # [seq, total_len]
-        rows = cache_rows(batch_size, hparams.n_head, total_len, positions)
+        mask = tf.range(total_len)[tf.newaxis, :] <= slots[:, tf.newaxis]  # [seq, total_len]
+        rows = cache_rows(hparams.n_head, batch_size, total_len, slots)
 
         # With packed weights, a step of one token per row takes the packed products, a prompt the plain ones.
         if not (packed and packed_weights_available()):
@@ -458,23 +507,24 @@ def decode_hidden(hparams, X, cache, position, scope='model', *, packed=False):
         new_cache = []
         with packed_products(plain_rows):
             for layer, layer_cache in enumerate(cache):
+                layer_prefix = None if prefix is None else prefix[layer]
                 attention = lambda h, name, n: cached_attn(h, name, n, cache=layer_cache, rows=rows, mask=mask,
-                                                           hparams=hparams)
+                                                           prefix=layer_prefix, hparams=hparams)
                 h, layer_cache = residual_block(h, f'h{layer}', attention)
                 new_cache.append(layer_cache)
         return norm(h, 'ln_f'), new_cache, wte
 
 
-def decode_step(hparams, X, cache, position, scope='model'):
+def decode_step(hparams, X, cache, position, scope='model', *, prefix=None):
     """Like decode_hidden -> logits [batch, seq, n_vocab], the updated cache."""
-    h, cache, wte = decode_hidden(hparams, X, cache, position, scope)
+    h, cache, wte = decode_hidden(hparams, X, cache, position, scope, prefix=prefix)
     return unembed(h, wte), cache
 
 
-def decode_last(hparams, X, cache, position, scope='model', *, packed=False):
+def decode_last(hparams, X, cache, position, scope='model', *, packed=False, prefix=None):
     """Like decode_step, but only the last position's logits [batch, n_vocab], which is all sampling needs:
     after a prompt of 512 tokens, the logits of all positions would cost 512 times the work and memory.
     packed: as in decode_hidden; the logits' product always has batch rows, so it is packed at every step."""
     packed = packed and packed_weights_available()
-    h, cache, wte = decode_hidden(hparams, X, cache, position, scope, packed=packed)
+    h, cache, wte = decode_hidden(hparams, X, cache, position, scope, packed=packed, prefix=prefix)
     return unembed(h[:, -1], wte, packed=packed), cache

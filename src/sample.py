@@ -128,6 +128,8 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens.
 
     Give exactly one of start_token (an unconditional sample starts from it) or context [batch, context_len].
+    A context of one row with batch_size above 1 is one prompt for every row: the prompt goes through the model
+    once, and the rows share its cache (see model.py, "A shared prefix"), which is faster than repeating it.
     temperature 0 is greedy decoding. With stop_token, the loop ends early once every row has produced it, and
     the result is shorter. on_token(tokens), if given, is called with each step's new tokens (a [batch] array) as
     they are drawn.
@@ -145,22 +147,43 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     context = tf.convert_to_tensor(context, dtype=tf.int32)
     if length < 1:
         raise ValueError(f'length must be at least 1, got {length}')
+    rows, context_len = model.shape_list(context)
+    shared = isinstance(batch_size, int) and batch_size > 1 and rows == 1
+    if isinstance(batch_size, int) and isinstance(rows, int) and rows not in (1, batch_size):
+        raise ValueError(f'context has {rows} rows and batch_size is {batch_size}; give one row, or batch_size rows')
+    batch = batch_size if shared else rows
     choose = lambda logits: report(draw(logits, temperature=temperature, top_k=top_k, top_p=top_p), on_token)
 
     def finished(done, token):
         return done if stop_token is None else tf.logical_or(done, tf.equal(token, stop_token))
 
     with tf.name_scope('sample_sequence'):
-        batch, context_len = model.shape_list(context)
         scope = model.read_once_scope()
         # At one row, oneDNN multiplies without reordering the weights anyway: packing would only cost memory.
         # (Where the packed kernel is missing, the model falls back to plain products.)
         packed = frozen_weights and isinstance(batch, int) and batch > 1
+        output = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
+        not_done = tf.zeros([batch], tf.bool)
+        if shared:
+            # The prompt once, at batch 1; every row draws its first token from its logits, then goes on alone.
+            logits, prefix = model.decode_last(hparams, context, model.empty_cache(hparams, 1, context_len), 0,
+                                               scope=scope)
+            token = choose(tf.tile(logits, [batch, 1]))
+            # The rows' own cache: every drawn token but the last (at least one slot, so the shapes are valid).
+            loop_vars = [tf.constant(1), token[:, tf.newaxis], context_len, model.empty_cache(hparams, batch, max(
+                length - 1, 1)), finished(not_done, token), output.write(0, token)]
+            context = tf.tile(context, [batch, 1])
+        else:
+            # Step 0 feeds the whole prompt at positions 0 .. context_len - 1; each later step feeds the token drawn
+            # before it at the next position. One loop body for both keeps the graph half the size, and so
+            # start-up. Every position but the last drawn token's goes through the model: the cache's length.
+            prefix = None
+            loop_vars = [tf.constant(0), context, tf.constant(0),
+                         model.empty_cache(hparams, batch, context_len + length - 1), not_done, output]
 
-        # Step 0 feeds the whole prompt at positions 0 .. context_len - 1; each later step feeds the token drawn
-        # before it at the next position. One loop body for both keeps the graph half the size, and so start-up.
         def body(i, tokens, position, cache, done, output):
-            logits, cache = model.decode_last(hparams, tokens, cache, position, scope=scope, packed=packed)
+            logits, cache = model.decode_last(hparams, tokens, cache, position, scope=scope, packed=packed,
+                                              prefix=prefix)
             token = choose(logits)
             return (i + 1, token[:, tf.newaxis], position + tf.shape(tokens)[1], cache, finished(done, token),
                     output.write(i, token))
@@ -168,15 +191,12 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
         def cond(i, tokens, position, cache, done, output):
             return tf.logical_and(i < length, tf.logical_not(tf.reduce_all(done)))
 
-        # Every position but the last drawn token's goes through the model, so that is the cache's length.
-        cache = model.empty_cache(hparams, batch, context_len + length - 1)
-        output = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
-        loop_vars = [tf.constant(0), context, tf.constant(0), cache, tf.zeros([batch], tf.bool), output]
         # Only the tokens fed change shape: [batch, context_len] at step 0, [batch, 1] after; with a prompt of one
-        # token (as unconditional samples have) the shape is fixed, and so are the shapes in the loop body.
-        fed = 1 if isinstance(context_len, int) and context_len == 1 else None
+        # token (as unconditional samples have), or a shared prompt, the shape is fixed, and so are the shapes in
+        # the loop body.
+        fed = 1 if shared or (isinstance(context_len, int) and context_len == 1) else None
         invariants = [tf.TensorShape([]), tf.TensorShape([context.shape[0], fed]), tf.TensorShape([]),
-                      [(k.shape, v.shape) for k, v in cache], tf.TensorShape([context.shape[0]]),
+                      [(k.shape, v.shape) for k, v in loop_vars[3]], tf.TensorShape([context.shape[0]]),
                       tf.TensorShape(None)]
         output = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants, back_prop=False,
                                parallel_iterations=1)[-1]

@@ -192,3 +192,32 @@ def test_packed_decode_last_logits_equal_straightforward_model(tiny_model):
     expected_ops = 4 * (4 * hparams.n_layer + 1) * model.MATMUL_SPLITS if model.packed_weights_available() else 0
     assert len(packed) == expected_ops
     np.testing.assert_allclose(got, expected[:, 3:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('splits', [2, 3])
+def test_rows_continuing_a_shared_prefix_equal_the_numpy_reference(tiny_model, monkeypatch, splits):
+    """A prompt run once at batch 1, its cache shared by three rows that go on with different tokens: each row's
+    logits at each step are those of the NumPy forward pass over prompt + that row's tokens."""
+    monkeypatch.setattr(model, 'MATMUL_SPLITS', splits)
+    rng = np.random.default_rng(10)
+    prompt = rng.integers(0, tiny_model.hparams['n_vocab'], size=5)
+    rows = rng.integers(0, tiny_model.hparams['n_vocab'], size=(3, 4))
+    with tf.Graph().as_default():
+        hparams = tiny_model.hparams_object()
+        scope = model.read_once_scope()
+        prompt_logits, prefix = model.decode_step(hparams, prompt[np.newaxis], model.empty_cache(hparams, 1, 5),
+                                                  position=0, scope=scope)
+        cache = model.empty_cache(hparams, 3, 6)  # longer than used: the slots after each step's are masked
+        pieces = []
+        for t in range(rows.shape[1]):
+            logits, cache = model.decode_step(hparams, rows[:, t:t + 1], cache, position=5 + t, scope=scope,
+                                              prefix=prefix)
+            pieces.append(logits)
+        with tf.Session() as sess:
+            restore(sess, tiny_model)
+            got_prompt, got = sess.run([prompt_logits, tf.concat(pieces, axis=1)])
+    np.testing.assert_allclose(got_prompt[0], reference.logits(tiny_model.params, tiny_model.hparams, prompt),
+                               atol=1e-5, rtol=1e-5)
+    for row, tokens in enumerate(rows):
+        expected = reference.logits(tiny_model.params, tiny_model.hparams, np.concatenate([prompt, tokens]))
+        np.testing.assert_allclose(got[row], expected[5:], atol=1e-5, rtol=1e-5)

@@ -283,3 +283,53 @@ def test_frozen_weights_fall_back_to_plain_products_when_the_kernel_is_not_right
         assert got == [reference.greedy(tiny_model.params, tiny_model.hparams, p, 4) for p in prompts]
     finally:
         model.packed_weights_available.cache_clear()
+
+
+@pytest.mark.parametrize('frozen', [False, True])
+def test_one_prompt_for_every_row_equals_the_reference(tiny_model, frozen):
+    """A one-row context with batch_size 3: the prompt runs once and the rows share its cache. Greedy rows are the
+    NumPy greedy tokens, over prompts of other lengths in one session, with and without packed weights."""
+    with tf.Graph().as_default() as graph:
+        context = tf.placeholder(tf.int32, [1, None])
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=context, batch_size=3, length=6,
+                                     top_k=1, frozen_weights=frozen)
+        assert bool(packed_ops(graph)) == (frozen and model.packed_weights_available())
+        with tf.Session(config=sample.session_config()) as sess:
+            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            for prompt in ([9, 3, 4, 1], [2], [7, 7]):
+                got = sess.run(out, {context: [prompt]}).tolist()
+                assert got == [reference.greedy(tiny_model.params, tiny_model.hparams, prompt, 6)] * 3
+
+
+def test_rows_sharing_a_prompt_are_drawn_independently(tiny_model):
+    """Each row draws its own tokens from the first one on, and is its own sequence from then on: a row's tokens
+    are all allowed by top-k 3 of the NumPy logits of that row's sequence."""
+    prompt, k = [5, 1, 8], 3
+    out = sample_tokens(tiny_model, [prompt], seed=3, length=8, batch_size=6, top_k=k)
+    assert out.shape == (6, 11)
+    assert (out[:, :3] == prompt).all()
+    assert len({tuple(row) for row in out[:, 3:5].tolist()}) > 1  # not one draw copied to every row
+    for row in out:
+        logits = reference.logits(tiny_model.params, tiny_model.hparams, row[:-1])
+        for t in range(3, 11):
+            assert row[t] in np.argsort(logits[t - 1])[-k:]
+
+
+def test_shared_prompt_length_one_stop_token_and_on_token(tiny_model):
+    greedy = reference.greedy(tiny_model.params, tiny_model.hparams, [4, 2], 10)
+    out = sample_tokens(tiny_model, [[4, 2]], length=1, batch_size=2, top_k=1)
+    assert out.tolist() == [greedy[:3]] * 2
+    seen = []
+    stop = greedy[5]
+    out = sample_tokens(tiny_model, [[4, 2]], length=10, batch_size=2, top_k=1, stop_token=stop,
+                        on_token=lambda t: seen.append(t.tolist()))
+    first_stop = greedy.index(stop, 2)
+    assert out.tolist() == [greedy[:first_stop + 1]] * 2
+    assert np.array(seen).T.tolist() == out[:, 2:].tolist()
+
+
+def test_context_rows_must_be_one_or_batch_size():
+    hparams = model.default_hparams().override_from_dict({'n_vocab': 10, 'n_ctx': 8, 'n_embd': 4, 'n_head': 1,
+                                                           'n_layer': 1})
+    with tf.Graph().as_default(), pytest.raises(ValueError, match='context has 2 rows and batch_size is 3'):
+        sample.sample_sequence(hparams=hparams, length=2, context=[[1], [2]], batch_size=3)
