@@ -49,6 +49,16 @@ def shape_list(x):
     return [dynamic[i] if s is None else s for i, s in enumerate(static)]
 
 
+def reshape(x, shape):
+    """tf.reshape to shape, whose dimensions are ints or scalar tensors; one unknown one is given as -1, which
+    saves building the shape at run time (a few hundred small ops per decoding step)."""
+    shape = [tf.compat.dimension_value(d) for d in shape]  # ints, and dimensions of static shapes as ints
+    unknown = [i for i, d in enumerate(shape) if not isinstance(d, int)]
+    if len(unknown) == 1:
+        shape = [-1 if i == unknown[0] else d for i, d in enumerate(shape)]
+    return tf.reshape(x, shape)
+
+
 def softmax(x, axis=-1):
     x = x - tf.reduce_max(x, axis=axis, keepdims=True)
     ex = tf.exp(x)
@@ -75,13 +85,13 @@ def norm(x, scope, *, axis=-1, epsilon=1e-5):
 def split_states(x, n):
     """[..., m] -> [..., n, m // n]"""
     *start, m = shape_list(x)
-    return tf.reshape(x, start + [n, m // n])
+    return reshape(x, start + [n, m // n])
 
 
 def merge_states(x):
     """[..., a, b] -> [..., a * b]"""
     *start, a, b = shape_list(x)
-    return tf.reshape(x, start + [a * b])
+    return reshape(x, start + [a * b])
 
 
 # Each matrix product is computed as MATMUL_SPLITS products over slices of the shared dimension, summed (for the
@@ -195,7 +205,7 @@ def conv1d(x, scope, nf, *, w_init_stdev=0.02):
         *start, nx = shape_list(x)
         w = tf.get_variable('w', [1, nx, nf], initializer=tf.random_normal_initializer(stddev=w_init_stdev))
         b = tf.get_variable('b', [nf], initializer=tf.constant_initializer(0))
-        c = tf.reshape(linear(tf.reshape(x, [-1, nx]), tf.reshape(w, [-1, nf]), b), start + [nf])
+        c = reshape(linear(tf.reshape(x, [-1, nx]), tf.reshape(w, [-1, nf]), b), start + [nf])
         return c
 
 
@@ -331,7 +341,7 @@ def unembed(h, wte, *, packed=False):
                   for part in parts]
     else:
         logits = [tf.matmul(h, part, transpose_b=True) for part in parts]
-    return tf.reshape(tf.concat(logits, axis=1), start + [wte.shape[0]])
+    return reshape(tf.concat(logits, axis=1), start + [shape_list(wte)[0]])
 
 
 def model(hparams, X, past=None, scope='model', reuse=False):
@@ -479,7 +489,7 @@ def group_attn(q, k, v, mask, prefix):
     blocks = [heads * batch_size, -1, head_dim]
     q, k, v = (tf.reshape(t, blocks) for t in (q, k, v))
     if prefix is None:
-        return tf.reshape(multihead_attn(q, k, v, mask), [heads, batch_size, seq, head_dim])
+        return reshape(multihead_attn(q, k, v, mask), [heads, batch_size, seq, head_dim])
     # The prefix's scores: per head, every row's queries at once against the one copy of its keys.
     per_head = [heads, -1, head_dim]
     pk, pv = (tf.reshape(t, per_head) for t in prefix)
@@ -490,7 +500,7 @@ def group_attn(q, k, v, mask, prefix):
     w = softmax(mask_attn_weights(w, tf.pad(tf.cast(mask, w.dtype), [[0, 0], [prefix_len, 0]], constant_values=1)))
     w_prefix, w_own = split_rows(w, [prefix_len, -1], axis=-1)
     a = tf.reshape(tf.matmul(tf.reshape(w_prefix, [heads, -1, prefix_len]), pv), blocks) + tf.matmul(w_own, v)
-    return tf.reshape(a, [heads, batch_size, seq, head_dim])
+    return reshape(a, [heads, batch_size, seq, head_dim])
 
 
 def decode_hidden(hparams, X, cache, position, scope='model', *, packed=False, prefix=None):
