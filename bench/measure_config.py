@@ -23,22 +23,19 @@ class TokenClock:
         self.times.append(time.time())
 
 
-def build(settings, clock):
+def build(settings, hparams, clock):
     """The sampling graph, as the interactive script builds it: one prompt for every row, context placeholder
     [1, None] -> tokens. With distinct_prompts, each row its own prompt: context [batch, None]."""
-    import model
     import sample
     import tensorflow.compat.v1 as tf
 
-    hparams = model.default_hparams()
-    hparams.override_from_dict(json.loads((Path(settings['model_dir']) / 'hparams.json').read_text()))
     context = tf.placeholder(tf.int32, [settings['batch_size'] if settings['distinct_prompts'] else 1, None])
     tf.set_random_seed(1)
     tokens = sample.sample_sequence(hparams=hparams, length=settings['decode_tokens'], context=context,
                                     batch_size=settings['batch_size'],
                                     temperature=settings['temperature'], top_k=settings['top_k'],
                                     top_p=settings['top_p'], on_token=clock, frozen_weights=True)
-    return hparams, context, tokens
+    return context, tokens
 
 
 def run_once(sess, fetch, feed, clock, **kwargs):
@@ -78,18 +75,24 @@ def op_profile(sess, fetch, feed, clock):
 def measure(settings):
     launched = settings['launched']
     sys.path.insert(0, str(SRC))
+    import cli  # first, as in the scripts: it loads TensorFlow quietly
     import numpy as np
     import tensorflow.compat.v1 as tf
 
+    import model
     import sample
     tf.disable_v2_behavior()
     imported = time.time()
 
+    # As the scripts do: the weights are restored on another thread while the sampling graph is built.
+    model_dir = Path(settings['model_dir'])
+    hparams = model.default_hparams().override_from_dict(json.loads((model_dir / 'hparams.json').read_text()))
     clock = TokenClock()
-    hparams, context, tokens = build(settings, clock)
-    built = time.time()
     sess = tf.Session(config=sample.session_config())
-    tf.train.Saver().restore(sess, tf.train.latest_checkpoint(settings['model_dir']))
+    wait_for_restore = cli.start_restore(sess, model_dir, hparams)
+    context, tokens = build(settings, hparams, clock)
+    built = time.time()
+    wait_for_restore()
     restored = time.time()
 
     rng = np.random.default_rng(0)
@@ -100,7 +103,7 @@ def measure(settings):
     prefills, rates = zip(*(run_once(sess, tokens, feed, clock) for _ in range(settings['repeats'])))
     step_rate = statistics.median(rates)
     result = {
-        'import_s': imported - launched, 'build_s': built - imported, 'restore_s': restored - built,
+        'import_s': imported - launched, 'build_s': built - imported, 'restore_wait_s': restored - built,
         'startup_s': restored - launched, 'first_token_s': first_token - launched,
         'prefill_s': statistics.median(prefills),
         'decode_tokens_per_s': step_rate * settings['batch_size'], 'decode_step_ms': 1000 / step_rate,

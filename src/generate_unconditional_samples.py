@@ -27,10 +27,11 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
         np.random.seed(seed)
         tf.set_random_seed(seed)
         # A fixed batch size, which the fast paths need (see cli.print_samples); a smaller last batch uses n rows.
+        restored = cli.start_restore(sess, model_dir, hparams)  # meanwhile, build the sampling graph
         output = sample.sample_sequence(hparams=hparams, length=length, start_token=endoftext,
                                         batch_size=batch_size, temperature=temperature, top_k=top_k, top_p=top_p,
                                         stop_token=printer.stop_token, on_token=printer.on_token, frozen_weights=True)
-        cli.restore(sess, model_dir)
+        restored()
         # Each row starts with the start token, which is not part of the sample.
         run_batch = lambda n: sess.run(output)[:n, 1:]
         cli.print_samples(run_batch, printer, nsamples=nsamples, batch_size=batch_size)

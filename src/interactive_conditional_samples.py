@@ -58,13 +58,14 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
     with tf.Graph().as_default(), tf.Session(config=sample.session_config()) as sess:
         np.random.seed(seed)
         tf.set_random_seed(seed)
+        restored = cli.start_restore(sess, model_dir, hparams)  # meanwhile, build the sampling graph
         # One prompt for every row, run once; a fixed batch size (see cli.print_samples).
         context = tf.placeholder(tf.int32, [1, None])
         output = sample.sample_sequence(hparams=hparams, length=length, context=context, batch_size=batch_size,
                                         temperature=temperature, top_k=top_k, top_p=top_p,
                                         stop_token=printer.stop_token, on_token=printer.on_token,
                                         frozen_weights=True)
-        cli.restore(sess, model_dir)
+        restored()
         while (text := read_prompt()) is not None:
             tokens = fit_prompt(enc.encode(text), hparams.n_ctx - length)
             run_batch = lambda n: sess.run(output, {context: [tokens]})[:n, len(tokens):]

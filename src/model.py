@@ -378,7 +378,7 @@ def model(hparams, X, past=None, scope='model', reuse=False):
 # once, at batch 1, and its cache (prefix_len slots per head) shared by all rows: the rows' own cache then holds
 # only the positions after it, slot = position - prefix_len. Attention reads the prompt's keys and values once
 # per step for all rows (one product of [batch, head_dim] by [head_dim, prefix_len] per head) instead of once
-# per row: at batch 8 after a 512-token prompt, 38 MB a step instead of 300 MB.
+# per row: at batch 8 after a 512-token prompt, 38 MB a step instead of 302 MB.
 # ---------------------------------------------------------------------------------------------------------------
 
 def empty_cache(hparams, batch_size, total_len):
