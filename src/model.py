@@ -374,7 +374,7 @@ def model(hparams, X, past=None, scope='model', reuse=False):
 # out. So no step copies the cache. The price: a buffer belongs to one chain of steps; a cache passed to
 # decode_step must not be used again except through the cache decode_step returns.
 #
-# A shared prefix: when every row continues the same prompt (as the scripts' samples do), the prompt can be run
+# A shared prefix: when every row continues the same prompt (as in the interactive script), the prompt can be run
 # once, at batch 1, and its cache (prefix_len slots per head) shared by all rows: the rows' own cache then holds
 # only the positions after it, slot = position - prefix_len. Attention reads the prompt's keys and values once
 # per step for all rows (one product of [batch, head_dim] by [head_dim, prefix_len] per head) instead of once
@@ -455,6 +455,11 @@ def cached_attn(x, scope, n_state, *, cache, rows, mask, prefix, hparams):
         return conv1d(merge_heads_first(a), 'c_proj', n_state), (k_buf, v_buf)
 
 
+def split_rows(x, sizes, axis=0):
+    """tf.split, for sizes that may be tensors."""
+    return tf.split(x, tf.stack(sizes), num=len(sizes), axis=axis)
+
+
 def split_attn(q, k_buf, v_buf, mask, prefix=None):
     """q [head, batch, seq, head_dim], the buffers [head * batch * total_len, head_dim], mask [seq, total_len],
     prefix None or the shared prompt's buffers (k, v) [head * prefix_len, head_dim] -> like q.
@@ -475,11 +480,6 @@ def split_attn(q, k_buf, v_buf, mask, prefix=None):
     a = [group_attn(qg, kg, vg, mask, pg)
          for qg, kg, vg, pg in zip(tf.split(q, groups), *views, prefixes)]
     return tf.concat(a, axis=0)
-
-
-def split_rows(x, sizes, axis=0):
-    """tf.split, for sizes that may be tensors."""
-    return tf.split(x, tf.stack(sizes), num=len(sizes), axis=axis)
 
 
 def group_attn(q, k, v, mask, prefix):
