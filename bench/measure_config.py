@@ -79,6 +79,7 @@ def measure(settings):
     import numpy as np
     import tensorflow.compat.v1 as tf
 
+    import checkpoint
     import model
     import sample
     tf.disable_v2_behavior()
@@ -86,7 +87,7 @@ def measure(settings):
 
     # As the scripts do: the weights are restored on another thread while the sampling graph is built.
     model_dir = Path(settings['model_dir'])
-    hparams = model.default_hparams().override_from_dict(json.loads((model_dir / 'hparams.json').read_text()))
+    hparams = model.default_hparams().override_from_dict(checkpoint.read_hparams(model_dir))
     clock = TokenClock()
     sess = tf.Session(config=sample.session_config())
     wait_for_restore = cli.start_restore(sess, model_dir, hparams)

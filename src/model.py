@@ -241,12 +241,16 @@ def mask_attn_weights(w, b):
     return w * b - tf.cast(1e10, w.dtype) * (1 - b)
 
 
+def attn_weights(w, mask, head_dim):
+    """Scores q . k [..., dst, src] -> attention weights: scaled by 1 / sqrt(head_dim), masked, softmax over src."""
+    w = w * tf.rsqrt(tf.cast(head_dim, w.dtype))
+    w = mask_attn_weights(w, mask)
+    return softmax(w)
+
+
 def multihead_attn(q, k, v, mask):
     """q [batch, head, dst, head_dim], k and v [batch, head, src, head_dim], mask [dst, src] -> like q."""
-    w = tf.matmul(q, k, transpose_b=True)
-    w = w * tf.rsqrt(tf.cast(v.shape[-1], w.dtype))
-    w = mask_attn_weights(w, mask)
-    w = softmax(w)
+    w = attn_weights(tf.matmul(q, k, transpose_b=True), mask, v.shape[-1])
     return tf.matmul(w, v)
 
 
@@ -496,8 +500,7 @@ def group_attn(q, k, v, mask, prefix):
     prefix_len = shape_list(pk)[1]
     w_prefix = tf.reshape(tf.matmul(tf.reshape(q, per_head), pk, transpose_b=True), [heads * batch_size, seq, -1])
     w = tf.concat([w_prefix, tf.matmul(q, k, transpose_b=True)], axis=-1)  # [heads * batch, seq, prefix + total]
-    w = w * tf.rsqrt(tf.cast(head_dim, w.dtype))
-    w = softmax(mask_attn_weights(w, tf.pad(tf.cast(mask, w.dtype), [[0, 0], [prefix_len, 0]], constant_values=1)))
+    w = attn_weights(w, tf.pad(tf.cast(mask, w.dtype), [[0, 0], [prefix_len, 0]], constant_values=1), head_dim)
     w_prefix, w_own = split_rows(w, [prefix_len, -1], axis=-1)
     a = tf.reshape(tf.matmul(tf.reshape(w_prefix, [heads, -1, prefix_len]), pv), blocks) + tf.matmul(w_own, v)
     return reshape(a, [heads, batch_size, seq, head_dim])

@@ -170,16 +170,17 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
                                                scope=scope)
             token = choose(tf.tile(logits, [batch, 1]))
             # The rows' own cache: every drawn token but the last (at least one slot, so the shapes are valid).
-            loop_vars = [tf.constant(1), token[:, tf.newaxis], context_len, model.empty_cache(hparams, batch, max(
-                length - 1, 1)), finished(not_done, token), output.write(0, token)]
+            cache = model.empty_cache(hparams, batch, max(length - 1, 1))
+            loop_vars = [tf.constant(1), token[:, tf.newaxis], context_len, cache, finished(not_done, token),
+                         output.write(0, token)]
             context = tf.tile(context, [batch, 1])
         else:
             # Step 0 feeds the whole prompt at positions 0 .. context_len - 1; each later step feeds the token drawn
             # before it at the next position. One loop body for both keeps the graph half the size, and so
             # start-up. Every position but the last drawn token's goes through the model: the cache's length.
             prefix = None
-            loop_vars = [tf.constant(0), context, tf.constant(0),
-                         model.empty_cache(hparams, batch, context_len + length - 1), not_done, output]
+            cache = model.empty_cache(hparams, batch, context_len + length - 1)
+            loop_vars = [tf.constant(0), context, tf.constant(0), cache, not_done, output]
 
         def body(i, tokens, position, cache, done, output):
             logits, cache = model.decode_last(hparams, tokens, cache, position, scope=scope, packed=packed,
@@ -196,7 +197,7 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
         # the loop body.
         fed = 1 if shared or (isinstance(context_len, int) and context_len == 1) else None
         invariants = [tf.TensorShape([]), tf.TensorShape([context.shape[0], fed]), tf.TensorShape([]),
-                      [(k.shape, v.shape) for k, v in loop_vars[3]], tf.TensorShape([context.shape[0]]),
+                      [(k.shape, v.shape) for k, v in cache], tf.TensorShape([context.shape[0]]),
                       tf.TensorShape(None)]
         output = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants, back_prop=False,
                                parallel_iterations=1)[-1]
