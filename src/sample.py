@@ -1,12 +1,18 @@
 """Sampling from GPT-2 inside the TensorFlow graph: one tf.while_loop, one new token per step."""
+import dataclasses
 import os
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
+import checkpoint
+import decoding
 import model
+import products
 
+# Host-side by design: the callback (a Python function), the token array (int32, which has no GPU TensorArray).
+HOST = '/CPU:0'
 # Logits of tokens ruled out by top-k or top-p, as in the original: exp(-1e10 - max) is exactly 0 in float32.
 MASKED = -1e10
 
@@ -45,23 +51,24 @@ def nucleus_threshold(logits, p):
     probs = tf.exp(logits - log_total)
 
     # Bin 0 holds the largest logits; equal logits share a bin, so a cut inside a bin is a cut in sorted order.
+    # Counts and bins of [batch, vocab] are int64 or float: TensorFlow keeps int32 on the host next to a GPU.
     scale = NUCLEUS_BINS / tf.maximum(top - bottom, 1e-30)
-    bins = tf.cast(tf.minimum((top - logits) * scale, NUCLEUS_BINS - 1), tf.int32)  # clip first: masked ones overflow
-    row_bins = bins + tf.range(batch)[:, tf.newaxis] * NUCLEUS_BINS
+    bins = tf.cast(tf.minimum((top - logits) * scale, NUCLEUS_BINS - 1), tf.int64)  # clip first: masked ones overflow
+    row_bins = bins + tf.range(batch, dtype=tf.int64)[:, tf.newaxis] * NUCLEUS_BINS
     mass = tf.reshape(tf.math.unsorted_segment_sum(probs, row_bins, batch * NUCLEUS_BINS), [batch, NUCLEUS_BINS])
     through = tf.cumsum(mass, axis=-1)  # probability of the bins up to and including each
-    cut = tf.minimum(tf.reduce_sum(tf.cast(through <= p, tf.int32), axis=-1, keepdims=True), NUCLEUS_BINS - 1)
+    cut = tf.minimum(tf.reduce_sum(tf.cast(through <= p, tf.int64), axis=-1, keepdims=True), NUCLEUS_BINS - 1)
     before_cut = tf.gather(tf.pad(through, [[0, 0], [1, 0]]), cut, batch_dims=1)  # [batch, 1]
 
     # The bins before the cut are kept whole. Sort the cut bin's logits and keep those whose running total,
     # counted on from before_cut, stays within p.
     in_cut = tf.equal(bins, cut)
-    size = tf.reduce_sum(tf.cast(in_cut, tf.int32), axis=-1)
+    size = tf.reduce_sum(tf.cast(in_cut, tf.int64), axis=-1)
     masked = tf.fill(tf.shape(logits), tf.cast(-np.inf, logits.dtype))
-    members = tf.nn.top_k(tf.where(in_cut, logits, masked), k=tf.reduce_max(size)).values
+    members = tf.nn.top_k(tf.where(in_cut, logits, masked), k=tf.cast(tf.reduce_max(size), tf.int32)).values
     running = before_cut + tf.cumsum(tf.exp(members - log_total), axis=-1)
-    real = tf.range(tf.shape(members)[1])[tf.newaxis, :] < size[:, tf.newaxis]
-    kept_in_cut = tf.reduce_sum(tf.cast(tf.logical_and(real, running <= p), tf.int32), axis=-1)
+    real = tf.range(tf.shape(members, out_type=tf.int64)[1])[tf.newaxis, :] < size[:, tf.newaxis]
+    kept_in_cut = tf.reduce_sum(tf.cast(tf.logical_and(real, running <= p), tf.int64), axis=-1)
 
     last_in_cut = tf.gather(members, tf.maximum(kept_in_cut - 1, 0), batch_dims=1)
     before = bins < cut
@@ -82,7 +89,7 @@ def top_k_nucleus_threshold(logits, values, p):
     scaled = tf.exp(values - values[:, :1])
     total = tf.reduce_sum(scaled, axis=-1, keepdims=True) + tied_beyond * scaled[:, -1:]
     running = tf.cumsum(scaled / total, axis=-1)
-    kept = tf.reduce_sum(tf.cast(running <= p, tf.int32), axis=-1)
+    kept = tf.reduce_sum(tf.cast(running <= p, tf.int64), axis=-1)
     return tf.gather(values, tf.maximum(kept - 1, 0), batch_dims=1)[:, tf.newaxis]
 
 
@@ -113,81 +120,120 @@ def draw(logits, *, temperature, top_k, top_p):
     return tf.random.categorical(logits, num_samples=1, dtype=tf.int32)[:, 0]
 
 
-def report(tokens, on_token):
-    """Hand each step's tokens [batch] to a Python callback; the returned tokens wait until it has run, so the
-    callbacks run in step order."""
-    if on_token is None:
-        return tokens
-    done = tf.numpy_function(lambda t: (on_token(t), t)[1], [tokens], tf.int32, stateful=True)
-    with tf.control_dependencies([done]):
-        return tf.identity(tokens)
+def record(output, step, tokens, on_token):
+    """Hand one step's tokens [batch] to the host: to on_token, if given, then into the token array output
+    -> the array. Host work, out of the model's way: the next step does not wait for it, only the next record
+    does (through the array), so the callbacks run in step order."""
+    with tf.device(HOST):
+        if on_token is not None:
+            with tf.control_dependencies([output.flow]):
+                tokens = tf.numpy_function(lambda t: (on_token(t), t)[1], [tokens], tf.int32, stateful=True)
+        return output.write(step, tokens)
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# Devices
+# ---------------------------------------------------------------------------------------------------------------
+
+def default_device():
+    """'/GPU:0' when TensorFlow lists a GPU, else '/CPU:0'."""
+    return '/GPU:0' if tf.config.list_physical_devices('GPU') else '/CPU:0'
+
+
+def on_cpu(device):
+    return tf.DeviceSpec.from_string(device).device_type == 'CPU'
+
+
+def weight_bytes(hparams):
+    """Bytes of the model's float32 weights."""
+    return 4 * sum(int(np.prod(shape)) for shape in checkpoint.variable_shapes(hparams).values())
+
+
+def products_for(device, *, batch, frozen_weights, hparams):
+    """How the sampling loop multiplies on device: see products.py. The split and packed products are for a CPU;
+    a GPU gets one plain product per layer."""
+    if not on_cpu(device):
+        return products.Products()
+    # At one row, oneDNN multiplies without reordering the weights anyway: packing would only cost memory.
+    packed = (frozen_weights and isinstance(batch, int) and batch > 1 and products.packed_kernel_works()
+              and products.room_for_packed_copy(weight_bytes(hparams)))
+    return products.Products(splits=products.CPU_SPLITS, packed=packed)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The sampling loop
+# ---------------------------------------------------------------------------------------------------------------
 
 def sample_sequence(*, hparams, length, start_token=None, batch_size=None, context=None, temperature=1, top_k=0,
-                    top_p=1, stop_token=None, on_token=None, frozen_weights=False):
+                    top_p=1, stop_token=None, on_token=None, frozen_weights=False, device=None):
     """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens.
 
     Give exactly one of start_token (an unconditional sample starts from it) or context [batch, context_len].
     A context of one row with batch_size above 1 is one prompt for every row: the prompt goes through the model
-    once, and the rows share its cache (see model.py, "A shared prefix"), which is faster than repeating it.
+    once, and the rows share its cache (see decoding.py, "A shared prefix"), which is faster than repeating it.
     temperature 0 is greedy decoding. With stop_token, the loop ends early once every row has produced it, and
     the result is shorter. on_token(tokens), if given, is called with each step's new tokens (a [batch] array) as
     they are drawn.
 
     frozen_weights=True promises that the model's variables keep their values for the rest of the session (as in
-    the sampling scripts, which restore once). At a batch size above 1 that lets the matrix products keep the
-    weights in oneDNN's layout between steps: about 1.6 times the tokens/s at batch 8 (124M, 2 cores), for one
-    more copy of the weights in memory (see model.py, "Packed weights"). Leave it False when the weights change
-    between runs, as when sampling while training: the packed copy would go on using the first values.
+    the sampling scripts, which restore once). On a CPU at a batch size above 1 that lets the matrix products keep
+    the weights in oneDNN's layout between steps, for one more copy of the weights in memory (see products.py,
+    "Packed"). Leave it False when the weights change between runs, as when sampling while training: the packed
+    copy would go on using the first values.
+
+    device: the device the sampling graph is built for; None: '/GPU:0' when TensorFlow lists a GPU, else
+    '/CPU:0'. Run the graph in a session with soft placement (session_config()).
     """
     if (start_token is None) == (context is None):
         raise ValueError('give exactly one of start_token and context')
-    if context is None:
-        context = tf.fill([batch_size, 1], start_token)
-    context = tf.convert_to_tensor(context, dtype=tf.int32)
     if length < 1:
         raise ValueError(f'length must be at least 1, got {length}')
-    rows, context_len = model.shape_list(context)
-    shared = isinstance(batch_size, int) and batch_size > 1 and rows == 1
-    if isinstance(batch_size, int) and isinstance(rows, int) and rows not in (1, batch_size):
-        raise ValueError(f'context has {rows} rows and batch_size is {batch_size}; give one row, or batch_size rows')
-    batch = batch_size if shared else rows
-    choose = lambda logits: report(draw(logits, temperature=temperature, top_k=top_k, top_p=top_p), on_token)
+    device = device or default_device()
+    with tf.name_scope('sample_sequence'), tf.device(device):
+        if context is None:
+            context = tf.fill([batch_size, 1], start_token)
+        context = tf.convert_to_tensor(context, dtype=tf.int32)
+        rows, context_len = model.shape_list(context)
+        shared = isinstance(batch_size, int) and batch_size > 1 and rows == 1
+        if isinstance(batch_size, int) and isinstance(rows, int) and rows not in (1, batch_size):
+            raise ValueError(f'context has {rows} rows and batch_size is {batch_size}; give one row, or '
+                             f'batch_size rows')
+        batch = batch_size if shared else rows
+        plan = products_for(device, batch=batch, frozen_weights=frozen_weights, hparams=hparams)
+        choose = lambda logits: draw(logits, temperature=temperature, top_k=top_k, top_p=top_p)
 
-    def finished(done, token):
-        return done if stop_token is None else tf.logical_or(done, tf.equal(token, stop_token))
+        def finished(done, token):
+            return done if stop_token is None else tf.logical_or(done, tf.equal(token, stop_token))
 
-    with tf.name_scope('sample_sequence'):
-        scope = model.read_once_scope()
-        # At one row, oneDNN multiplies without reordering the weights anyway: packing would only cost memory.
-        # (Where the packed kernel is missing, the model falls back to plain products.)
-        packed = frozen_weights and isinstance(batch, int) and batch > 1
-        output = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
+        scope = decoding.read_once_scope()
+        with tf.device(HOST):
+            output = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
         not_done = tf.zeros([batch], tf.bool)
         if shared:
-            # The prompt once, at batch 1; every row draws its first token from its logits, then goes on alone.
-            logits, prefix = model.decode_last(hparams, context, model.empty_cache(hparams, 1, context_len), 0,
-                                               scope=scope)
+            # The prompt once, at batch 1 (never packed: the packed products are for the loop's batch of rows);
+            # every row draws its first token from its logits, then goes on alone.
+            logits, prefix = decoding.decode_last(hparams, context, decoding.empty_cache(hparams, 1, context_len),
+                                                  0, scope=scope, products=dataclasses.replace(plan, packed=False))
             token = choose(tf.tile(logits, [batch, 1]))
             # The rows' own cache: every drawn token but the last (at least one slot, so the shapes are valid).
-            cache = model.empty_cache(hparams, batch, max(length - 1, 1))
+            cache = decoding.empty_cache(hparams, batch, max(length - 1, 1))
             loop_vars = [tf.constant(1), token[:, tf.newaxis], context_len, cache, finished(not_done, token),
-                         output.write(0, token)]
+                         record(output, 0, token, on_token)]
             context = tf.tile(context, [batch, 1])
         else:
             # Step 0 feeds the whole prompt at positions 0 .. context_len - 1; each later step feeds the token drawn
             # before it at the next position. One loop body for both keeps the graph half the size, and so
             # start-up. Every position but the last drawn token's goes through the model: the cache's length.
             prefix = None
-            cache = model.empty_cache(hparams, batch, context_len + length - 1)
+            cache = decoding.empty_cache(hparams, batch, context_len + length - 1)
             loop_vars = [tf.constant(0), context, tf.constant(0), cache, not_done, output]
 
         def body(i, tokens, position, cache, done, output):
-            logits, cache = model.decode_last(hparams, tokens, cache, position, scope=scope, packed=packed,
-                                              prefix=prefix)
+            logits, cache = decoding.decode_last(hparams, tokens, cache, position, scope=scope, products=plan,
+                                                 prefix=prefix)
             token = choose(logits)
             return (i + 1, token[:, tf.newaxis], position + tf.shape(tokens)[1], cache, finished(done, token),
-                    output.write(i, token))
+                    record(output, i, token, on_token))
 
         def cond(i, tokens, position, cache, done, output):
             return tf.logical_and(i < length, tf.logical_not(tf.reduce_all(done)))
@@ -199,21 +245,27 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
         invariants = [tf.TensorShape([]), tf.TensorShape([context.shape[0], fed]), tf.TensorShape([]),
                       [(k.shape, v.shape) for k, v in cache], tf.TensorShape([context.shape[0]]),
                       tf.TensorShape(None)]
+        # On a CPU the step keeps every core busy: one step at a time. On a GPU the next step may start while the
+        # host still hands the last one's tokens to the callback.
         output = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants, back_prop=False,
-                               parallel_iterations=1)[-1]
-        return tf.concat([context, tf.transpose(output.stack())], axis=1)
+                               parallel_iterations=1 if on_cpu(device) else 2)[-1]
+        with tf.device(HOST):
+            return tf.concat([context, tf.transpose(output.stack())], axis=1)
 
 
 def session_config():
-    """Session settings for sampling; the scripts and the benchmark use the same.
+    """Session settings for sampling, on a CPU or a GPU; the scripts and the benchmark use the same.
 
-    Each op gets cores / model.MATMUL_SPLITS threads, so that the split matrix products running side by side
-    use every core once (see model.MATMUL_SPLITS); TensorFlow's default decodes 15% slower at batch 1. Grappler,
-    TensorFlow's graph optimizer, makes one pass instead of two: the first token comes about 0.3 s sooner and
-    decoding is as fast within the noise (bench/bench_sample.py, 2 cores). Turning grappler off altogether is
-    0.1 s sooner still but decodes 5% slower and peaks 130 MB higher.
+    Ops that a GPU has no kernel for run on the host (soft placement), and TensorFlow takes GPU memory as it needs
+    it rather than all at once. On a CPU, each op gets cores / products.CPU_SPLITS threads, so that the split
+    products running side by side use every core once (see products.py): TensorFlow's default decodes slower at
+    batch 1. Grappler, TensorFlow's graph optimizer, makes one pass instead of two: the first token comes sooner
+    and decoding is as fast within the noise (bench/bench_sample.py). Turning grappler off altogether starts
+    sooner still but decodes slower and peaks higher.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
-    config = tf.ConfigProto(intra_op_parallelism_threads=max(1, cores // model.MATMUL_SPLITS))
+    config = tf.ConfigProto(intra_op_parallelism_threads=max(1, cores // products.CPU_SPLITS),
+                            allow_soft_placement=True)
+    config.gpu_options.allow_growth = True
     config.graph_options.rewrite_options.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE
     return config

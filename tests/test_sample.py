@@ -3,10 +3,10 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import model
+import products
 import reference
 import sample
-
-tf.disable_v2_behavior()
+from conftest import restore
 
 
 def sample_tokens(tiny_model, context, seed=0, **kwargs):
@@ -15,7 +15,7 @@ def sample_tokens(tiny_model, context, seed=0, **kwargs):
         out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=tf.constant(context, tf.int32),
                                      **kwargs)
         with tf.Session() as sess:
-            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            restore(sess, tiny_model)
             return sess.run(out)
 
 
@@ -45,7 +45,7 @@ def test_start_token_gives_unconditional_samples(tiny_model):
         out = sample.sample_sequence(hparams=tiny_model.hparams_object(), length=4, start_token=7, batch_size=2,
                                      top_k=1)
         with tf.Session() as sess:
-            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            restore(sess, tiny_model)
             tokens = sess.run(out)
     expected = reference.greedy(tiny_model.params, tiny_model.hparams, [7], 4)
     assert tokens.tolist() == [expected, expected]
@@ -189,7 +189,7 @@ def test_repeated_runs_in_one_session_equal_the_reference(tiny_model):
         context = tf.placeholder(tf.int32, [1, None])
         out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=context, length=5, top_k=1)
         with tf.Session(config=sample.session_config()) as sess:
-            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            restore(sess, tiny_model)
             for prompt in ([9, 3, 4, 1], [2], [7, 7]):
                 got = sess.run(out, {context: [prompt]})[0].tolist()
                 assert got == reference.greedy(tiny_model.params, tiny_model.hparams, prompt, 5)
@@ -201,7 +201,7 @@ def test_length_one_draws_from_the_prompt_alone(tiny_model):
 
 
 def packed_ops(graph):
-    return [op for op in graph.get_operations() if op.type == model.PACKED_OP]
+    return [op for op in graph.get_operations() if op.type == products.PACKED_OP]
 
 
 @pytest.mark.parametrize('prompts', [[[4], [9]], [[9, 3, 4, 1], [2, 2, 5, 0]]])
@@ -212,9 +212,9 @@ def test_frozen_weights_at_batch_above_one_equal_the_reference(tiny_model, promp
         context = tf.placeholder(tf.int32, [2, None])
         out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=context, length=6, top_k=1,
                                      frozen_weights=True)
-        assert bool(packed_ops(graph)) == model.packed_weights_available()
+        assert bool(packed_ops(graph)) == products.packed_kernel_works()
         with tf.Session(config=sample.session_config()) as sess:
-            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            restore(sess, tiny_model)
             for batch in (prompts, [[3, 1, 4], [1, 5, 9]], prompts):
                 got = sess.run(out, {context: batch}).tolist()
                 assert got == [reference.greedy(tiny_model.params, tiny_model.hparams, p, 6) for p in batch]
@@ -225,15 +225,15 @@ def test_frozen_weights_unconditional_at_batch_two_equal_the_reference(tiny_mode
     with tf.Graph().as_default() as graph:
         out = sample.sample_sequence(hparams=tiny_model.hparams_object(), start_token=3, batch_size=2, length=6,
                                      top_k=1, frozen_weights=True)
-        assert bool(packed_ops(graph)) == model.packed_weights_available()
+        assert bool(packed_ops(graph)) == products.packed_kernel_works()
         with tf.Session(config=sample.session_config()) as sess:
-            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            restore(sess, tiny_model)
             got = sess.run(out).tolist()
     assert got == [reference.greedy(tiny_model.params, tiny_model.hparams, [3], 6)] * 2
 
 
 def test_packed_products_only_with_frozen_weights_and_more_than_one_row(tiny_model):
-    for batch, frozen, expected in ((2, False, False), (1, True, False), (2, True, model.packed_weights_available())):
+    for batch, frozen, expected in ((2, False, False), (1, True, False), (2, True, products.packed_kernel_works())):
         with tf.Graph().as_default() as graph:
             sample.sample_sequence(hparams=tiny_model.hparams_object(), start_token=0, batch_size=batch, length=2,
                                    frozen_weights=frozen)
@@ -248,7 +248,7 @@ def test_without_frozen_weights_new_values_are_used_in_the_same_session(tiny_mod
         out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=tf.constant(prompts), length=6,
                                      top_k=1)
         with tf.Session(config=sample.session_config()) as sess:
-            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            restore(sess, tiny_model)
             first = sess.run(out).tolist()
             for variable in tf.global_variables():
                 variable.load(changed[variable.op.name], sess)
@@ -258,31 +258,29 @@ def test_without_frozen_weights_new_values_are_used_in_the_same_session(tiny_mod
     assert first != second
 
 
-@pytest.mark.parametrize('breakage', ['unknown op', 'no oneDNN kernel', 'wrong products'])
-def test_frozen_weights_fall_back_to_plain_products_when_the_kernel_is_not_right(tiny_model, monkeypatch, breakage):
-    """The packed kernel is internal to TensorFlow; if a release drops or changes it, sampling stays right."""
-    packed_type = model.PACKED_OP
-    if breakage == 'unknown op':
-        monkeypatch.setattr(model, 'PACKED_OP', 'NoSuchOpAnywhere')
-    elif breakage == 'no oneDNN kernel':
-        monkeypatch.setattr(model, 'PACKED_OP', 'MatMul')
+@pytest.mark.parametrize('why', ['no packed kernel', 'no room for the packed copy'])
+def test_frozen_weights_fall_back_to_plain_products(tiny_model, monkeypatch, capsys, why):
+    """Without the packed kernel (see test_products.py for the ways it can be missing or wrong), or without
+    memory for its copy of the weights, sampling with frozen weights takes the plain products and stays right."""
+    if why == 'no packed kernel':
+        monkeypatch.setattr(products, 'packed_kernel_works', lambda: False)
     else:
-        real = model.packed_matmul
-        monkeypatch.setattr(model, 'packed_matmul', lambda *args, **kwargs: real(*args, **kwargs) * 1.01)
-    model.packed_weights_available.cache_clear()
-    try:
-        assert not model.packed_weights_available()
-        prompts = [[4, 2], [7, 1]]
-        with tf.Graph().as_default() as graph:
-            out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=tf.constant(prompts), length=4,
-                                         top_k=1, frozen_weights=True)
-            assert not [op for op in graph.get_operations() if op.type == packed_type]
-            with tf.Session() as sess:
-                tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
-                got = sess.run(out).tolist()
-        assert got == [reference.greedy(tiny_model.params, tiny_model.hparams, p, 4) for p in prompts]
-    finally:
-        model.packed_weights_available.cache_clear()
+        monkeypatch.setattr(products, 'packed_kernel_works', lambda: True)
+        monkeypatch.setattr(products, 'available_memory', lambda: 1000)
+    prompts = [[4, 2], [7, 1]]
+    with tf.Graph().as_default() as graph:
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=tf.constant(prompts), length=4,
+                                     top_k=1, frozen_weights=True, device='/CPU:0')
+        assert not packed_ops(graph)
+        with tf.Session() as sess:
+            restore(sess, tiny_model)
+            got = sess.run(out).tolist()
+    assert got == [reference.greedy(tiny_model.params, tiny_model.hparams, p, 4) for p in prompts]
+    notes = capsys.readouterr().err.splitlines()
+    if why == 'no packed kernel':
+        assert notes == []
+    else:
+        assert len(notes) == 1 and notes[0].startswith('note: ') and 'packed copy of the weights' in notes[0]
 
 
 @pytest.mark.parametrize('frozen', [False, True])
@@ -293,9 +291,9 @@ def test_one_prompt_for_every_row_equals_the_reference(tiny_model, frozen):
         context = tf.placeholder(tf.int32, [1, None])
         out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=context, batch_size=3, length=6,
                                      top_k=1, frozen_weights=frozen)
-        assert bool(packed_ops(graph)) == (frozen and model.packed_weights_available())
+        assert bool(packed_ops(graph)) == (frozen and products.packed_kernel_works())
         with tf.Session(config=sample.session_config()) as sess:
-            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+            restore(sess, tiny_model)
             for prompt in ([9, 3, 4, 1], [2], [7, 7]):
                 got = sess.run(out, {context: [prompt]}).tolist()
                 assert got == [reference.greedy(tiny_model.params, tiny_model.hparams, prompt, 6)] * 3
