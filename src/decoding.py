@@ -193,7 +193,7 @@ def decode_hidden(hparams, X, cache, position, scope='model', *, products=PLAIN,
         batch_size, seq = model.shape_list(X)
         prefix_len = 0 if prefix is None else model.shape_list(prefix[0][0])[0] // hparams.n_head
         total_len = model.shape_list(cache[0][0])[0] // (batch_size * hparams.n_head)
-        with tf.device(HOST):
+        with tf.name_scope('cache_index'), tf.device(HOST):
             positions = position + tf.range(seq)
             slots = positions - prefix_len
             mask = cache_mask(position - prefix_len, seq, total_len)

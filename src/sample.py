@@ -124,7 +124,7 @@ def record(output, step, tokens, on_token):
     """Hand one step's tokens [batch] to the host: to on_token, if given, then into the token array output
     -> the array. Host work, out of the model's way: the next step does not wait for it, only the next record
     does (through the array), so the callbacks run in step order."""
-    with tf.device(HOST):
+    with tf.name_scope('record'), tf.device(HOST):
         if on_token is not None:
             with tf.control_dependencies([output.flow]):
                 tokens = tf.numpy_function(lambda t: (on_token(t), t)[1], [tokens], tf.int32, stateful=True)
