@@ -109,6 +109,7 @@ def measure(settings):
         'prefill_s': statistics.median(prefills),
         'decode_tokens_per_s': step_rate * settings['batch_size'], 'decode_step_ms': 1000 / step_rate,
         'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        'device': sample.default_device(),
     }
     if settings.get('profile'):
         result['ms_per_step_by_op'] = op_profile(sess, tokens, feed, clock)

@@ -29,8 +29,9 @@ import model
 import products as products_lib
 
 PLAIN = products_lib.Products()
-# Index arithmetic (positions, slots, rows, the mask) is int32, which TensorFlow keeps on the host even when the
-# graph runs on a GPU (and has no GPU kernel for int32 tf.range): it is placed there, a few hundred bytes a step.
+# The host, where the decoder's index arithmetic runs (positions, slots, rows, the mask): it is int32, which
+# TensorFlow keeps on the host even when the graph runs on a GPU (and has no GPU kernel for int32 tf.range), so it
+# is placed there on purpose; a few hundred bytes a step cross. Sampling's host work runs there too (sample.py).
 HOST = '/CPU:0'
 
 

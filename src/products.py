@@ -120,7 +120,8 @@ def packed_kernel_works(op=PACKED_OP):
             return False
         x, w, b = (np.arange(n, dtype=np.float32).reshape(shape) / 7
                    for n, shape in ((6, [2, 3]), (12, [3, 4]), (4, [4])))
-        with tf.Graph().as_default(), tf.device('/CPU:0'), tf.Session() as sess:
+        cpu_only = tf.ConfigProto(device_count={'GPU': 0})  # a GPU's memory stays untouched
+        with tf.Graph().as_default(), tf.device('/CPU:0'), tf.Session(config=cpu_only) as sess:
             got = sess.run([packed_matmul(tf.constant(x), tf.constant(w), tf.constant(b), op=op),
                             packed_matmul(tf.constant(x), tf.constant(w.T), tf.constant(b), transpose_b=True,
                                           op=op)])

@@ -11,8 +11,6 @@ import decoding
 import model
 import products
 
-# Host-side by design: the callback (a Python function), the token array (int32, which has no GPU TensorArray).
-HOST = '/CPU:0'
 # Logits of tokens ruled out by top-k or top-p, as in the original: exp(-1e10 - max) is exactly 0 in float32.
 MASKED = -1e10
 
@@ -31,13 +29,14 @@ def top_k_logits(logits, k):
 
 
 # Nucleus sampling needs the logits in order only as far as the nucleus reaches. Sorting all 50257 every step
-# costs 4.4 ms (batch 1, one thread), a sixth of a step. Instead each row's probabilities are summed into
-# NUCLEUS_BINS bins of equal width between its largest and smallest logit, so the running total over whole bins
-# tells which bin the cut falls in; only that bin's logits are sorted (0.6 ms, wide or narrow nucleus alike).
+# costs a large part of a step (bench/bench_sample.py --top_p 0.9 --profile; figures in the README). Instead each
+# row's probabilities are summed into `bins` bins of equal width between its largest and smallest logit, so the
+# running total over whole bins tells which bin the cut falls in; only that bin's logits are sorted, wide or
+# narrow nucleus alike.
 NUCLEUS_BINS = 1024
 
 
-def nucleus_threshold(logits, p):
+def nucleus_threshold(logits, p, bins=NUCLEUS_BINS):
     """[batch, vocab] -> [batch, 1]: the smallest logit each row keeps under top_p (see top_p_logits).
 
     In the original's terms: sort the probabilities in descending order, count the running totals that stay
@@ -52,17 +51,17 @@ def nucleus_threshold(logits, p):
 
     # Bin 0 holds the largest logits; equal logits share a bin, so a cut inside a bin is a cut in sorted order.
     # Counts and bins of [batch, vocab] are int64 or float: TensorFlow keeps int32 on the host next to a GPU.
-    scale = NUCLEUS_BINS / tf.maximum(top - bottom, 1e-30)
-    bins = tf.cast(tf.minimum((top - logits) * scale, NUCLEUS_BINS - 1), tf.int64)  # clip first: masked ones overflow
-    row_bins = bins + tf.range(batch, dtype=tf.int64)[:, tf.newaxis] * NUCLEUS_BINS
-    mass = tf.reshape(tf.math.unsorted_segment_sum(probs, row_bins, batch * NUCLEUS_BINS), [batch, NUCLEUS_BINS])
+    scale = bins / tf.maximum(top - bottom, 1e-30)
+    in_bin = tf.cast(tf.minimum((top - logits) * scale, bins - 1), tf.int64)  # clip first: masked ones overflow
+    row_bins = in_bin + tf.range(batch, dtype=tf.int64)[:, tf.newaxis] * bins
+    mass = tf.reshape(tf.math.unsorted_segment_sum(probs, row_bins, batch * bins), [batch, bins])
     through = tf.cumsum(mass, axis=-1)  # probability of the bins up to and including each
-    cut = tf.minimum(tf.reduce_sum(tf.cast(through <= p, tf.int64), axis=-1, keepdims=True), NUCLEUS_BINS - 1)
+    cut = tf.minimum(tf.reduce_sum(tf.cast(through <= p, tf.int64), axis=-1, keepdims=True), bins - 1)
     before_cut = tf.gather(tf.pad(through, [[0, 0], [1, 0]]), cut, batch_dims=1)  # [batch, 1]
 
     # The bins before the cut are kept whole. Sort the cut bin's logits and keep those whose running total,
     # counted on from before_cut, stays within p.
-    in_cut = tf.equal(bins, cut)
+    in_cut = tf.equal(in_bin, cut)
     size = tf.reduce_sum(tf.cast(in_cut, tf.int64), axis=-1)
     masked = tf.fill(tf.shape(logits), tf.cast(-np.inf, logits.dtype))
     members = tf.nn.top_k(tf.where(in_cut, logits, masked), k=tf.cast(tf.reduce_max(size), tf.int32)).values
@@ -71,7 +70,7 @@ def nucleus_threshold(logits, p):
     kept_in_cut = tf.reduce_sum(tf.cast(tf.logical_and(real, running <= p), tf.int64), axis=-1)
 
     last_in_cut = tf.gather(members, tf.maximum(kept_in_cut - 1, 0), batch_dims=1)
-    before = bins < cut
+    before = in_bin < cut
     last_before = tf.reduce_min(tf.where(before, logits, -masked), axis=-1)
     # Nothing kept in the cut bin: the last kept is the smallest logit before it, or, if there is none either,
     # the largest logit (always keep one), which is the cut bin's first.
@@ -93,13 +92,13 @@ def top_k_nucleus_threshold(logits, values, p):
     return tf.gather(values, tf.maximum(kept - 1, 0), batch_dims=1)[:, tf.newaxis]
 
 
-def top_p_logits(logits, p):
+def top_p_logits(logits, p, *, bins=NUCLEUS_BINS):
     """[batch, vocab] -> the same, keeping per row the most likely tokens whose cumulative probability stays
     within p (always at least the most likely one), and any tokens tied with the last one kept. p = 1 keeps
     everything."""
     if p == 1:
         return logits
-    return mask_below(logits, nucleus_threshold(logits, p))
+    return mask_below(logits, nucleus_threshold(logits, p, bins))
 
 
 def filter_logits(logits, *, top_k, top_p):
@@ -124,7 +123,7 @@ def record(output, step, tokens, on_token):
     """Hand one step's tokens [batch] to the host: to on_token, if given, then into the token array output
     -> the array. Host work, out of the model's way: the next step does not wait for it, only the next record
     does (through the array), so the callbacks run in step order."""
-    with tf.name_scope('record'), tf.device(HOST):
+    with tf.name_scope('record'), tf.device(decoding.HOST):
         if on_token is not None:
             with tf.control_dependencies([output.flow]):
                 tokens = tf.numpy_function(lambda t: (on_token(t), t)[1], [tokens], tf.int32, stateful=True)
@@ -206,7 +205,7 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
             return done if stop_token is None else tf.logical_or(done, tf.equal(token, stop_token))
 
         scope = decoding.read_once_scope()
-        with tf.device(HOST):
+        with tf.device(decoding.HOST):
             output = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
         not_done = tf.zeros([batch], tf.bool)
         if shared:
@@ -249,7 +248,7 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
         # host still hands the last one's tokens to the callback.
         output = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants, back_prop=False,
                                parallel_iterations=1 if on_cpu(device) else 2)[-1]
-        with tf.device(HOST):
+        with tf.device(decoding.HOST):
             return tf.concat([context, tf.transpose(output.stack())], axis=1)
 
 
