@@ -121,8 +121,9 @@ def draw(logits, *, temperature, top_k, top_p):
 
 def record(output, step, tokens, on_token):
     """Hand one step's tokens [batch] to the host: to on_token, if given, then into the token array output
-    -> the array. Host work, out of the model's way: the next step does not wait for it, only the next record
-    does (through the array), so the callbacks run in step order."""
+    -> the array. Host work, off the model's path: the next step's model does not depend on it (so on a GPU,
+    where two steps may be in flight, it need not wait for Python), only the next record does, through the
+    array, so the callbacks run in step order."""
     with tf.name_scope('record'), tf.device(decoding.HOST):
         if on_token is not None:
             with tf.control_dependencies([output.flow]):
