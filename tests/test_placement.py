@@ -77,6 +77,8 @@ def build(tiny_model, batch_size, *, prompt, filters):
 @pytest.mark.parametrize('prompt', [False, True])
 def test_every_op_of_the_loop_runs_on_the_gpu_or_is_host_work_on_the_cpu(tiny_model, batch_size, prompt,
                                                                           filters):
+    assert any(k.device_type == 'GPU' for k in kernels.get_registered_kernels_for_op('MatMul').kernel), \
+        'this TensorFlow is a CPU-only build: the check needs a CUDA build, such as the Linux x86_64 wheel'
     with tf.Graph().as_default() as graph:
         build(tiny_model, batch_size, prompt=prompt, filters=filters)
     loop = [op for op in graph.get_operations() if op.name.startswith(LOOP)]
