@@ -5,6 +5,8 @@ from pathlib import Path
 
 import regex
 
+from checkpoint import ENDOFTEXT
+
 
 @functools.lru_cache()
 def bytes_to_unicode():
@@ -30,6 +32,9 @@ def bytes_to_unicode():
 # a run of whitespace not followed by a non-space (so the last space before a word is left to join that word);
 # and any other whitespace. \p{L} and \p{N} need the `regex` package: the standard `re` lacks them.
 PRETOKENIZE = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+
+# The strings that encode(..., allowed_special=...) may map to a single id of their own. GPT-2 has one.
+SPECIAL_TOKENS = frozenset({ENDOFTEXT})
 
 # Distinct pieces whose BPE result is remembered; bounds memory on long or varied input.
 BPE_CACHE_SIZE = 1 << 16
@@ -67,7 +72,33 @@ class Encoder:
             word = tuple(merged)
         return word
 
-    def encode(self, text):
+    def encode(self, text, *, allowed_special=frozenset()):
+        """text -> token ids. By default text is text: a literal '<|endoftext|>' is nine ordinary tokens, as the
+        original encoder gave. allowed_special (a set of strings from SPECIAL_TOKENS, or 'all') names the special
+        tokens whose literal occurrences become their own single id instead, e.g. to join documents with
+        '<|endoftext|>' in a training file."""
+        specials = self._special_ids(allowed_special)
+        if not specials:
+            return self._encode_ordinary(text)
+        tokens = []
+        split = regex.compile('(' + '|'.join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)) + ')')
+        for n, part in enumerate(split.split(text)):
+            tokens.extend([specials[part]] if n % 2 else self._encode_ordinary(part))
+        return tokens
+
+    def _special_ids(self, allowed_special):
+        """allowed_special -> {special token string: its id}; a string that is no special token is an error."""
+        if allowed_special == 'all':
+            allowed_special = SPECIAL_TOKENS & self.encoder.keys()
+        if isinstance(allowed_special, str):
+            raise TypeError(f"allowed_special must be a set of strings or 'all', not the string {allowed_special!r}")
+        unknown = set(allowed_special) - (SPECIAL_TOKENS & self.encoder.keys())
+        if unknown:
+            raise ValueError(f'not a special token of this vocabulary: {sorted(unknown)!r}; '
+                             f'known: {sorted(SPECIAL_TOKENS & self.encoder.keys())!r}')
+        return {s: self.encoder[s] for s in allowed_special}
+
+    def _encode_ordinary(self, text):
         tokens = []
         for piece in PRETOKENIZE.findall(text):
             piece = ''.join(self.byte_encoder[b] for b in piece.encode('utf-8'))

@@ -1,6 +1,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import checkpoint
 import conftest
 import encoder
 
@@ -83,3 +84,19 @@ def test_get_encoder_reads_the_model_folder(tiny_model):
     enc = encoder.get_encoder(tiny_model.name, tiny_model.models_dir)
     assert enc.encode(' the hello') == [258, ord(' '), 257, 263, ord('o')]
     assert enc.encoder['<|endoftext|>'] == tiny_model.endoftext
+
+
+def test_endoftext_is_ordinary_text_unless_allowed(enc):
+    eot = conftest.tiny_vocabulary()[checkpoint.ENDOFTEXT]
+    as_text = [ord('a')] + [ord(c) for c in '<|endoftext|>'] + [ord('b')]  # no tiny merge applies inside it
+    assert enc.encode('a<|endoftext|>b') == as_text
+    assert enc.encode('a<|endoftext|>b', allowed_special={checkpoint.ENDOFTEXT}) == [ord('a'), eot, ord('b')]
+    assert enc.encode('<|endoftext|><|endoftext|> the', allowed_special='all') == [eot, eot, 258]
+    assert enc.decode([ord('a'), eot, ord('b')]) == 'a<|endoftext|>b'
+
+
+def test_allowed_special_rejects_unknown_tokens(enc):
+    with pytest.raises(ValueError, match='<|startoftext|>'):
+        enc.encode('x', allowed_special={'<|startoftext|>'})
+    with pytest.raises(TypeError, match='allowed_special'):
+        enc.encode('x', allowed_special='<|endoftext|>')
