@@ -1,5 +1,6 @@
 import json
 import random
+import re
 import unicodedata
 
 import pytest
@@ -254,3 +255,90 @@ def test_tiktoken_is_used_only_where_it_gives_gpt2s_ids(merges, words, rng):
     pieces = [words[0]] + ['Ġ' + word for word in words[1:]]  # how GPT-2 cuts ' '.join(words)
     expected = [vocab[symbol] for piece in pieces for symbol in gpt2_bpe(piece, odd.bpe_ranks)]
     assert odd.encode(' '.join(words), fast=True) == expected
+
+
+# --- the same ids whatever `regex` is installed
+
+def assigned_code_points():
+    """Every code point Python's Unicode tables assign, surrogates aside, plus every one tiktoken's engine
+    counts as a letter, number or space (its tables may be newer or older than Python's)."""
+    return [chr(c) for c in range(0x110000)
+            if unicodedata.category(chr(c)) not in ('Cn', 'Cs') or c in TIKTOKEN_CLASSES]
+
+
+TIKTOKEN_CLASSES = frozenset(c for ranges in (encoder.encoder_classes.LETTERS, encoder.encoder_classes.NUMBERS,
+                                             encoder.encoder_classes.WHITESPACE) for a, b in ranges
+                             for c in range(a, b + 1))
+
+
+def classes_disagree(c):
+    """Python's own Unicode tables (whatever version this Python has) class c differently from the checked-in
+    table's: the code points where an engine's Unicode version shows."""
+    category = unicodedata.category(chr(c))[0]
+    return (category == 'L') != (c in TABLE_LETTERS) or (category == 'N') != (c in TABLE_NUMBERS)
+
+
+TABLE_LETTERS = frozenset(c for a, b in encoder.encoder_classes.LETTERS for c in range(a, b + 1))
+TABLE_NUMBERS = frozenset(c for a, b in encoder.encoder_classes.NUMBERS for c in range(a, b + 1))
+
+
+@pytest.mark.parametrize('context', ['{c}', "{c}'s", "{c}'ll", 'x{c}', ' {c}', '{c}1', '1{c}'])
+def test_every_code_point_gets_tiktokens_ids_in_every_context(gpt2, tiktoken_gpt2, context):
+    """The pre-tokenizer's letters, numbers and spaces are tiktoken's, not the installed regex's: each code point in
+    each context, one per line (a newline never joins the piece before or after it). The readable path, slower,
+    takes every 11th code point and every one whose class differs between Unicode versions."""
+    code_points = assigned_code_points()
+    lines = [context.format(c=c) for c in code_points]
+    text = '\n'.join(lines)
+    assert gpt2.encode(text, fast=True) == tiktoken_gpt2.encode_ordinary(text)
+    text = '\n'.join(line for n, (c, line) in enumerate(zip(code_points, lines))
+                      if n % 11 == 0 or classes_disagree(ord(c)))
+    assert gpt2.encode(text, fast=False) == tiktoken_gpt2.encode_ordinary(text)
+
+
+def test_pythons_re_reads_the_classes_as_tiktoken_does():
+    everything = ''.join(chr(c) for c in range(0x110000) if not 0xd800 <= c <= 0xdfff)
+    for table, regex_class in [(encoder.encoder_classes.LETTERS, encoder.L), (encoder.encoder_classes.NUMBERS,
+                               encoder.N), (encoder.encoder_classes.WHITESPACE, encoder.S)]:
+        assert [ord(c) for c in re.findall(regex_class, everything)] == [
+            c for a, b in table for c in range(a, b + 1)]
+
+
+# --- odd input
+
+@pytest.mark.parametrize('text, replaced', [
+    ('a\ud83db', 'a\ufffdb'),
+    ('\udcff', '\ufffd'),
+    ('\ud83d\ude00 pair', '😀 pair'),  # a surrogate pair in a str is the character it encodes
+    ('x\udc80y\ud800', 'x\ufffdy\ufffd'),
+])
+@pytest.mark.parametrize('fast', [False, True])
+def test_lone_surrogates_become_replacement_characters(gpt2, tiktoken_gpt2, text, replaced, fast):
+    assert gpt2.encode(text, fast=fast) == gpt2.encode(replaced, fast=fast) == tiktoken_gpt2.encode_ordinary(text)
+
+
+@pytest.mark.parametrize('bad', ['5', 3.0, True, None, b'5', [5]])
+def test_decode_rejects_ids_that_are_not_integers(enc, bad):
+    with pytest.raises(TypeError, match=f'not {bad!r}'.replace('[', r'\[').replace(']', r'\]')):
+        enc.decode([ord('a'), bad])
+
+
+@pytest.mark.parametrize('bad', [-1, 10**6])
+def test_decode_rejects_ids_outside_the_vocabulary(enc, bad):
+    with pytest.raises(ValueError, match=f'token id {bad} is not in the vocabulary'):
+        enc.decode([bad])
+
+
+def test_decode_takes_numpy_integers(enc):
+    import numpy as np
+    assert enc.decode(np.array([259, 258], dtype=np.int32)) == 'in the'
+    assert enc.decode([np.int64(259)]) == 'in'
+
+
+def test_endoftext_on_the_released_vocabulary(gpt2, tiktoken_gpt2):
+    text = 'a<|endoftext|>b <|endoftext|>\n<|endoftext|>'
+    assert gpt2.encode(text) == tiktoken_gpt2.encode_ordinary(text)  # text is text
+    allowed = {checkpoint.ENDOFTEXT}
+    for fast in (False, True):
+        assert gpt2.encode(text, allowed_special=allowed, fast=fast) == tiktoken_gpt2.encode(text, allowed_special=allowed)
+    assert gpt2.encode('a<|endoftext|>b', allowed_special=allowed) == [64, 50256, 65]
