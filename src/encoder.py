@@ -43,27 +43,19 @@ def bytes_to_unicode():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def char_class(ranges, negate=False):
-    """((0x41, 0x5a), ...) -> '[\\u0041-\\u005a...]', written so that both Python's re and tiktoken's Rust regex
-    read it the same way."""
-    def escape(c):
-        return f'\\u{c:04x}' if c <= 0xffff else f'\\U{c:08x}'
-    return '[' + '^' * negate + ''.join(f'{escape(a)}-{escape(b)}' for a, b in ranges) + ']'
-
-
-L = char_class(encoder_classes.LETTERS)
-N = char_class(encoder_classes.NUMBERS)
-S = char_class(encoder_classes.WHITESPACE)
-NOT_S = char_class(encoder_classes.WHITESPACE, negate=True)
-OTHER = char_class(encoder_classes.LETTERS + encoder_classes.NUMBERS + encoder_classes.WHITESPACE, negate=True)
+L = f'[{encoder_classes.LETTERS}]'
+N = f'[{encoder_classes.NUMBERS}]'
+S = f'[{encoder_classes.WHITESPACE}]'
+NOT_S = f'[^{encoder_classes.WHITESPACE}]'
+OTHER = f'[^{encoder_classes.LETTERS}{encoder_classes.NUMBERS}{encoder_classes.WHITESPACE}]'
 
 # Before BPE, text is cut into pieces that are encoded one at a time, so a merge never crosses a piece boundary.
 # In order of preference: the English contraction endings; a run of letters, of digits, or of other non-space
 # symbols, each with at most one leading space (so " world" is one piece and the space belongs to the word);
 # a run of whitespace not followed by a non-space (so the last space before a word is left to join that word);
 # and any other whitespace. GPT-2 wrote it with \p{L}, \p{N} and \s; here those classes are spelled out as the
-# code point ranges the pinned tiktoken uses (encoder_classes.py), because every regex release has its own Unicode
-# tables and the ids of a text must not depend on which one is installed.
+# code point ranges the pinned tiktoken uses (encoder_classes.py, made by tools/make_encoder_classes.py), because
+# every regex release has its own Unicode tables and the ids of a text must not depend on which one is installed.
 PRETOKENIZE_PATTERN = rf"""'s|'t|'re|'ve|'m|'ll|'d| ?{L}+| ?{N}+| ?{OTHER}+|{S}+(?!{NOT_S})|{S}+"""
 PRETOKENIZE = re.compile(PRETOKENIZE_PATTERN)
 # The same pattern as GPT-2 wrote it, for tiktoken: its regex engine is built into its wheel, so in the release
@@ -146,8 +138,7 @@ class Encoder:
         self.errors = errors  # how to handle bytes that are not valid UTF-8 when decoding
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {v: k for k, v in self.byte_encoder.items()}
-        self.bpe_merges = [tuple(merge) for merge in bpe_merges]
-        self.bpe_ranks = {merge: rank for rank, merge in enumerate(self.bpe_merges)}
+        self.bpe_ranks = {tuple(merge): rank for rank, merge in enumerate(bpe_merges)}
         self.piece_ids = functools.lru_cache(maxsize=BPE_CACHE_SIZE)(self._piece_ids)
 
     # --- text -> ids
@@ -265,7 +256,7 @@ def tiktoken_ranks(enc):
                 reachable[token] = token_id
     if len(set(reachable.values())) != len(reachable) or not set(enc.byte_encoder.values()) <= reachable.keys():
         return None
-    merges = [(a, b) for a, b in enc.bpe_merges if a + b in reachable]
+    merges = [(a, b) for a, b in sorted(enc.bpe_ranks, key=enc.bpe_ranks.get) if a + b in reachable]
     made = [reachable[a + b] for a, b in merges]
     if len(set(made)) != len(made) or made != sorted(made):
         return None

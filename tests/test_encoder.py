@@ -1,6 +1,7 @@
 import json
 import random
 import re
+import sys
 import unicodedata
 
 import pytest
@@ -10,6 +11,9 @@ from hypothesis import given, settings, strategies as st
 import checkpoint
 import conftest
 import encoder
+
+sys.path.insert(0, str(conftest.REPO / 'tools'))
+import make_encoder_classes  # noqa: E402
 
 GPT2_VOCAB = conftest.REPO / 'tests' / 'data' / 'gpt2_vocab'
 # tiktoken's own spelling of GPT-2's pre-tokenizer (its r50k/gpt2 encodings), read by tiktoken's regex engine.
@@ -259,16 +263,17 @@ def test_tiktoken_is_used_only_where_it_gives_gpt2s_ids(merges, words, rng):
 
 # --- the same ids whatever `regex` is installed
 
+EVERYTHING = ''.join(chr(c) for c in range(0x110000) if not 0xd800 <= c <= 0xdfff)
+TABLE_LETTERS = frozenset(map(ord, re.findall(encoder.L, EVERYTHING)))
+TABLE_NUMBERS = frozenset(map(ord, re.findall(encoder.N, EVERYTHING)))
+TABLE_WHITESPACE = frozenset(map(ord, re.findall(encoder.S, EVERYTHING)))
+
+
 def assigned_code_points():
-    """Every code point Python's Unicode tables assign, surrogates aside, plus every one tiktoken's engine
-    counts as a letter, number or space (its tables may be newer or older than Python's)."""
-    return [chr(c) for c in range(0x110000)
-            if unicodedata.category(chr(c)) not in ('Cn', 'Cs') or c in TIKTOKEN_CLASSES]
-
-
-TIKTOKEN_CLASSES = frozenset(c for ranges in (encoder.encoder_classes.LETTERS, encoder.encoder_classes.NUMBERS,
-                                             encoder.encoder_classes.WHITESPACE) for a, b in ranges
-                             for c in range(a, b + 1))
+    """Every code point Python's Unicode tables assign, surrogates aside, plus every one the pre-tokenizer's table
+    counts as a letter, number or space (tiktoken's Unicode version may be newer than Python's)."""
+    classed = TABLE_LETTERS | TABLE_NUMBERS | TABLE_WHITESPACE
+    return [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) not in ('Cn', 'Cs') or c in classed]
 
 
 def classes_disagree(c):
@@ -276,10 +281,6 @@ def classes_disagree(c):
     table's: the code points where an engine's Unicode version shows."""
     category = unicodedata.category(chr(c))[0]
     return (category == 'L') != (c in TABLE_LETTERS) or (category == 'N') != (c in TABLE_NUMBERS)
-
-
-TABLE_LETTERS = frozenset(c for a, b in encoder.encoder_classes.LETTERS for c in range(a, b + 1))
-TABLE_NUMBERS = frozenset(c for a, b in encoder.encoder_classes.NUMBERS for c in range(a, b + 1))
 
 
 @pytest.mark.parametrize('context', ['{c}', "{c}'s", "{c}'ll", 'x{c}', ' {c}', '{c}1', '1{c}'])
@@ -296,12 +297,9 @@ def test_every_code_point_gets_tiktokens_ids_in_every_context(gpt2, tiktoken_gpt
     assert gpt2.encode(text, fast=False) == tiktoken_gpt2.encode_ordinary(text)
 
 
-def test_pythons_re_reads_the_classes_as_tiktoken_does():
-    everything = ''.join(chr(c) for c in range(0x110000) if not 0xd800 <= c <= 0xdfff)
-    for table, regex_class in [(encoder.encoder_classes.LETTERS, encoder.L), (encoder.encoder_classes.NUMBERS,
-                               encoder.N), (encoder.encoder_classes.WHITESPACE, encoder.S)]:
-        assert [ord(c) for c in re.findall(regex_class, everything)] == [
-            c for a, b in table for c in range(a, b + 1)]
+def test_pythons_re_reads_the_classes_as_tiktoken_reads_its_own():
+    for table, pattern in [(TABLE_LETTERS, r'\p{L}'), (TABLE_NUMBERS, r'\p{N}'), (TABLE_WHITESPACE, r'\s')]:
+        assert sorted(table) == make_encoder_classes.matching_code_points(pattern)
 
 
 # --- odd input
