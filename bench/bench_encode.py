@@ -78,19 +78,29 @@ def timed(fn, texts):
     return time.perf_counter() - start, ids
 
 
+def side_by_side(fns, texts, rounds):
+    """-> ([seconds of each round] for each fn), [ids of each text] for each fn). Each text goes through every fn
+    in turn, so that a change of load falls on all of them alike."""
+    seconds, ids = [[0.0] * rounds for _ in fns], [[] for _ in fns]
+    for r in range(rounds):
+        for text in texts:
+            for n, fn in enumerate(fns):
+                start = time.perf_counter()
+                result = fn(text)
+                seconds[n][r] += time.perf_counter() - start
+                if r == 0:
+                    ids[n].append(result)
+    return seconds, ids
+
+
 def bulk(enc, reference, texts, size, rounds, readable_mb):
-    print(f'corpus: {len(texts)} files, {size / 1e6:.1f} MB of UTF-8; {rounds} alternating rounds')
-    seconds = {'encoder.encode (default)': [], 'tiktoken': []}
-    for _ in range(rounds):
-        ours, our_ids = timed(enc.encode, texts)
-        theirs, their_ids = timed(reference.encode_ordinary, texts)
-        seconds['encoder.encode (default)'].append(ours)
-        seconds['tiktoken'].append(theirs)
-    differ = sum(a != b for a, b in zip(our_ids, their_ids))
-    for name, times in seconds.items():
+    print(f'corpus: {len(texts)} files, {size / 1e6:.1f} MB of UTF-8; {rounds} rounds, one call per file, '
+          f'the two encoders alternating file by file')
+    seconds, (our_ids, their_ids) = side_by_side([enc.encode, reference.encode_ordinary], texts, rounds)
+    for name, times in zip(['encoder.encode (default)', 'tiktoken'], seconds):
         print(f'  {name:28s} {size / 1e6 / statistics.median(times):6.2f} MB/s  (median of {rounds}; '
               f'{", ".join(f"{t:.2f}" for t in times)} s)')
-    print(f'  files whose ids differ from tiktoken\'s: {differ}')
+    print(f'  files whose ids differ from tiktoken\'s: {sum(a != b for a, b in zip(our_ids, their_ids))}')
     some, some_size = [], 0
     for text in texts:
         if some_size >= readable_mb * 1e6:
@@ -124,14 +134,14 @@ def startup(runs):
           f'of {runs} fresh processes')
 
 
-def main(megabytes: float = 10.0, rounds: int = 3, readable_mb: float = 1.0, long_lengths: str = '1000,10000,100000',
+def main(megabytes: float = 10.0, rounds: int = 3, readable_mb: float = 1.0, long_lengths=(1000, 10_000, 100_000),
          startup_runs: int = 7):
     """Encoding throughput (MB/s) of this encoder beside tiktoken's, long pieces, and start-up time.
 
     megabytes: how much text to gather for the corpus.
     rounds: alternating rounds over the corpus; the median is reported.
     readable_mb: how much of the corpus to encode also through the readable pure-Python path (slow).
-    long_lengths: comma-separated lengths of the single long pieces to time.
+    long_lengths: lengths of the single long pieces to time, e.g. 1000,10000 (or one number).
     startup_runs: fresh processes timed for start-up.
     """
     print(f'load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}; '
@@ -144,7 +154,7 @@ def main(megabytes: float = 10.0, rounds: int = 3, readable_mb: float = 1.0, lon
     reference = tiktoken_reference()
     texts, size = corpus(megabytes)
     bulk(enc, reference, texts, size, rounds, readable_mb)
-    long_pieces(enc, reference, [int(n) for n in str(long_lengths).split(',')])
+    long_pieces(enc, reference, long_lengths if isinstance(long_lengths, (tuple, list)) else [long_lengths])
     print(f'load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}')
 
 
