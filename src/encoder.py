@@ -204,8 +204,8 @@ class Encoder:
         if ranks is None:
             return None
         same_tables = tiktoken.__version__ == encoder_classes.TIKTOKEN_VERSION
-        return tiktoken.Encoding('gpt2-from-model-folder', pat_str=TIKTOKEN_PATTERN if same_tables else PRETOKENIZE_PATTERN,
-                                 mergeable_ranks=ranks, special_tokens={})
+        pattern = TIKTOKEN_PATTERN if same_tables else PRETOKENIZE_PATTERN
+        return tiktoken.Encoding('gpt2-from-model-folder', pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
 
     # --- ids -> text
 
@@ -237,18 +237,18 @@ def tiktoken_ranks(enc):
     """enc's vocabulary as tiktoken's mergeable_ranks ({token bytes: id}), or None if tiktoken's BPE could give
     different ids from bpe_merge's.
 
-    tiktoken has no list of merges: it merges the leftmost pair of adjacent tokens whose concatenation is the
-    lowest id in the vocabulary, one pair at a time. That gives GPT-2's ids when
-    - only tokens that GPT-2's BPE makes from their own bytes are offered. A symbol t in a longer piece went
-      through the same merges as t alone, so when GPT-2's BPE has x and y side by side with x + y = t, and t
-      alone comes out as [t], t's own merge is (x, y): tiktoken finds no pair that GPT-2 lacks. Tokens BPE never
-      makes (unreachable merges, special tokens) are left out; then tiktoken cannot make them either.
-    - ids follow vocab.bpe's order, because tiktoken's priority is the id and GPT-2's the line in vocab.bpe;
-    - each token's id is above its two parts' ids: then a merge only creates pairs that rank later, so both
-      merge in order of rank, and tiktoken, too, merges every occurrence of a pair (a, b) before anything else...
-    - ...unless (a + b) + a is a token that ranks before a + b and a b a b can meet before (a, b) merges:
-      then tiktoken would join the first a + b to the second a before merging that.
-    The released vocabulary meets all of them (and tests/test_encoder.py shows the ids agree).
+    tiktoken has no list of merges: one at a time, it merges the leftmost adjacent pair whose concatenation has the
+    lowest id. That gives bpe_merge's ids when
+    - only tokens that bpe_merge makes from their own bytes are offered (the others, such as unreachable merges
+      and special tokens, are left out: bpe_merge never makes them either). A symbol in a longer piece went
+      through the same merges as its bytes alone, so whenever bpe_merge has x and y side by side and x + y is
+      offered, (x, y) is that token's own merge: tiktoken finds no pair that GPT-2 lacks;
+    - ids follow vocab.bpe's order: tiktoken's priority is the id, GPT-2's the line in vocab.bpe;
+    - each token's id is above its parts': a merge then only creates pairs that come later, so tiktoken too
+      merges every occurrence of a pair before any pair those merges create...
+    - ...but one: if (a + b) + a is a token numbered before a + b, and a b a b can stand side by side when (a, b)
+      is merged, tiktoken would join the first a + b to the second a before merging the second (a, b).
+    The released vocabulary meets them all; tests/test_encoder.py checks them on random merge lists.
     """
     reachable = {}
     for token, token_id in enc.encoder.items():
@@ -263,7 +263,7 @@ def tiktoken_ranks(enc):
         return None
     for a, b in merges:
         ab = reachable[a + b]
-        if max(reachable[a], reachable[b]) >= ab:
+        if max(reachable.get(a, ab), reachable.get(b, ab)) >= ab:
             return None
         if reachable.get(a + b + a, ab) < ab:
             earlier = {pair: rank for pair, rank in enc.bpe_ranks.items() if rank < enc.bpe_ranks[a, b]}
