@@ -45,20 +45,24 @@ def read_text(path):
 
 
 def corpus(megabytes):
-    """Texts of readable files under CORPUS_ROOTS, in sorted order, until `megabytes` of UTF-8 are gathered."""
-    texts, size = [], 0
+    """Texts of readable files, an equal share of `megabytes` (in UTF-8) from each of CORPUS_ROOTS, each root's
+    files in sorted order. -> (texts, bytes, {root: files})"""
+    texts, size, files = [], 0, {}
     for root in CORPUS_ROOTS:
+        share, files[root] = 0, 0
         for path in sorted(p for p in root.rglob('*') if p.is_file() and not p.is_symlink()):
+            if share >= megabytes * 1e6 / len(CORPUS_ROOTS):
+                break
             try:
                 text = read_text(path)
             except (OSError, EOFError, gzip.BadGzipFile):
                 continue
             if text:
                 texts.append(text)
-                size += len(text.encode('utf-8'))
-                if size >= megabytes * 1e6:
-                    return texts, size
-    return texts, size
+                share += len(text.encode('utf-8'))
+                files[root] += 1
+        size += share
+    return texts, size, files
 
 
 def tiktoken_reference():
@@ -152,7 +156,8 @@ def main(megabytes: float = 10.0, rounds: int = 3, readable_mb: float = 1.0, lon
     assert enc.tiktoken_encoding is not None
     print(f'building the fast path (checks + tiktoken tables, once per Encoder): {time.perf_counter() - start:.2f} s')
     reference = tiktoken_reference()
-    texts, size = corpus(megabytes)
+    texts, size, files = corpus(megabytes)
+    print('corpus files: ' + ', '.join(f'{n} from {root}' for root, n in files.items()))
     bulk(enc, reference, texts, size, rounds, readable_mb)
     long_pieces(enc, reference, long_lengths if isinstance(long_lengths, (tuple, list)) else [long_lengths])
     print(f'load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}')
