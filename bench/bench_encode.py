@@ -138,7 +138,7 @@ def startup(runs):
           f'of {runs} fresh processes')
 
 
-def main(megabytes: float = 10.0, rounds: int = 3, readable_mb: float = 1.0, long_lengths=(1000, 10_000, 100_000),
+def main(megabytes: float = 10.0, rounds: int = 3, readable_mb: float = 1.0, long_lengths=(1000, 4000, 10_000, 100_000),
          startup_runs: int = 7):
     """Encoding throughput (MB/s) of this encoder beside tiktoken's, long pieces, and start-up time.
 
