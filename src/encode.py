@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Encode a fine-tuning dataset once into a .npz of token ids, which src/train.py --dataset then reads at once.
+
+The .npz holds one uint16 array per chunk (arr_0, arr_1, ...), the format nshepperd's encode.py and
+gpt-2-simple write and read. It is written as it is encoded, so that a text larger than memory can be encoded:
+the tokens go to an anonymous temporary file, then into the .npz (stored, not compressed: token ids hardly
+compress), under a temporary name that is renamed only when complete.
+"""
+import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
+
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import fire
+import numpy as np
+
+import load_dataset
+
+COPY_SIZE = 1 << 20  # bytes copied at a time from the temporary token file into the .npz
+
+
+@cli.script(
+    'Encode a dataset into a .npz of token ids for src/train.py --dataset.',
+    dataset='the text to encode: a text file, a folder (all files in it, recursively), or a glob in quotes.',
+    out='the .npz file to write; its folder must exist. An existing file is replaced when the new one is complete.',
+    model_name='the model whose vocabulary encodes the text, a folder in models_dir: 124M, 355M, 774M or 1558M '
+               '(all four share one vocabulary).',
+    combine='files are gathered into chunks of at least this many characters (50000); training windows never '
+            'cross a chunk boundary.',
+    encoding='the text encoding of the files (utf-8).')
+def encode(dataset, out, model_name='124M', models_dir='models', combine=50000, encoding='utf-8'):
+    out = check_out(out)
+    cli.whole_number('combine', combine, 0)
+    try:
+        encoding = load_dataset.check_encoding(encoding)
+    except ValueError as err:
+        raise cli.UsageError(err) from None
+    _, _, enc = cli.load_model(model_name, models_dir)
+    try:
+        files = load_dataset.dataset_files(str(dataset))
+        stream = load_dataset.token_stream(enc, files, combine=combine, encoding=encoding)
+        chunks = write_npz(stream, out, load_dataset.token_dtype(len(enc.encoder)))
+    except load_dataset.DatasetError as err:
+        cli.fail(err, code=1)
+    except KeyboardInterrupt:
+        cli.fail(f'interrupted; {out} was not written', code=130)
+    print(f'{out}: {chunks} chunks', flush=True)
+
+
+def check_out(out):
+    out = Path(str(out))
+    if out.suffix != load_dataset.NPZ_SUFFIX:
+        raise cli.UsageError(f'the output must be a .npz file, got {str(out)!r}')
+    if not out.parent.is_dir():
+        raise cli.UsageError(f'the folder of {out} does not exist; create it first')
+    if out.is_dir():
+        raise cli.UsageError(f'{out} is a folder; name a .npz file')
+    return out
+
+
+def write_npz(stream, out, dtype):
+    """Write the chunks of a token_stream to out as arr_0.npy, arr_1.npy, ... -> the number of chunks.
+    Only one piece of tokens is in memory at a time."""
+    # Anonymous (O_TMPFILE): it vanishes whenever the process ends, even on SIGKILL.
+    with tempfile.TemporaryFile(dir=out.parent) as tokens:
+        lengths = write_tokens(stream, tokens, dtype)
+        if not lengths:
+            raise load_dataset.DatasetError('the dataset holds no text; give it at least one non-empty file')
+        tokens.seek(0)
+        fd, partial = tempfile.mkstemp(dir=out.parent, prefix=f'.{out.name}.', suffix='.tmp')
+        try:
+            with os.fdopen(fd, 'wb') as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as npz:
+                for number, length in enumerate(lengths):
+                    write_array(npz, f'arr_{number}.npy', tokens, length, dtype)
+            os.replace(partial, out)
+        except BaseException:
+            os.unlink(partial)
+            raise
+    return len(lengths)
+
+
+def write_tokens(stream, f, dtype):
+    """Append the stream's arrays to f as raw dtype values -> the length of each chunk."""
+    lengths, length = [], 0
+    for array in stream:
+        if array is None:
+            lengths.append(length)
+            length = 0
+        else:
+            f.write(array.astype(dtype, copy=False).tobytes())
+            length += len(array)
+    return lengths
+
+
+def write_array(npz, name, tokens, length, dtype):
+    """One entry of the .npz: a .npy header for a 1-D array of `length` dtype values, then the values, copied
+    from the file `tokens` (at its current position) in pieces."""
+    header = {'descr': np.lib.format.dtype_to_descr(np.dtype(dtype)), 'fortran_order': False, 'shape': (length,)}
+    with npz.open(name, 'w', force_zip64=True) as entry:
+        np.lib.format.write_array_header_1_0(entry, header)
+        shutil.copyfileobj(LimitedReader(tokens, length * np.dtype(dtype).itemsize), entry, COPY_SIZE)
+
+
+class LimitedReader:
+    """The next `size` bytes of a file, as a file to read from."""
+
+    def __init__(self, f, size):
+        self.f, self.left = f, size
+
+    def read(self, n=-1):
+        n = self.left if n < 0 else min(n, self.left)
+        data = self.f.read(n)
+        self.left -= len(data)
+        return data
+
+
+if __name__ == '__main__':
+    fire.Fire(encode)
