@@ -6,10 +6,9 @@ gpt-2-simple write and read. It is written as it is encoded, so that a text larg
 the tokens go to an anonymous temporary file, then into the .npz (stored, not compressed: token ids hardly
 compress), under a temporary name that is renamed only when complete.
 """
-import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
-
 import os
 import shutil
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -17,47 +16,88 @@ from pathlib import Path
 import fire
 import numpy as np
 
+import checkpoint
+import encoder
 import load_dataset
 
 COPY_SIZE = 1 << 20  # bytes copied at a time from the temporary token file into the .npz
 
 
-@cli.script(
-    'Encode a dataset into a .npz of token ids for src/train.py --dataset.',
-    dataset='the text to encode: a text file, a folder (all files in it, recursively), or a glob in quotes.',
-    out='the .npz file to write; its folder must exist. An existing file is replaced when the new one is complete.',
-    model_name='the model whose vocabulary encodes the text, a folder in models_dir: 124M, 355M, 774M or 1558M '
-               '(all four share one vocabulary).',
-    combine='files are gathered into chunks of at least this many characters (50000); training windows never '
-            'cross a chunk boundary.',
-    encoding='the text encoding of the files (utf-8).')
+class UsageError(Exception):
+    """A flag out of range or of the wrong type (exit status 2)."""
+
+
 def encode(dataset, out, model_name='124M', models_dir='models', combine=50000, encoding='utf-8'):
+    """Encode a dataset into a .npz of token ids for src/train.py --dataset.
+
+    Args:
+      dataset: the text to encode: a text file, a folder (all files in it, recursively), or a glob in quotes.
+      out: the .npz file to write; its folder must exist. An existing file is replaced only once the new one is
+        complete.
+      model_name: the model whose vocabulary encodes the text, a folder in models_dir: 124M, 355M, 774M or 1558M
+        (all four share one vocabulary). Only its encoder.json and vocab.bpe are read.
+      models_dir: the folder holding the model folders; a relative path is looked up in the working directory,
+        then in the repository.
+      combine: files are gathered into chunks of at least this many characters; training windows never cross a
+        chunk boundary.
+      encoding: the text encoding of the files.
+    """
+    try:
+        chunks, out = encode_dataset(dataset, out, model_name, models_dir, combine, encoding)
+    except UsageError as err:
+        fail(err, code=2)
+    except (checkpoint.ModelError, load_dataset.DatasetError) as err:
+        fail(err, code=1)
+    except KeyboardInterrupt:
+        fail(f'interrupted; {out} was not written', code=130)
+    print(f'{out}: {chunks} chunks', flush=True)
+
+
+def fail(message, code):
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(code)
+
+
+def encode_dataset(dataset, out, model_name, models_dir, combine, encoding):
+    """-> (the number of chunks written, the output path)."""
     out = check_out(out)
-    cli.whole_number('combine', combine, 0)
+    if not isinstance(combine, int) or isinstance(combine, bool) or combine < 0:
+        raise UsageError(f'--combine must be a whole number 0 or more, got {combine!r}')
     try:
         encoding = load_dataset.check_encoding(encoding)
     except ValueError as err:
-        raise cli.UsageError(err) from None
-    _, _, enc = cli.load_model(model_name, models_dir)
+        raise UsageError(err) from None
+    enc = load_vocabulary(model_name, models_dir)
+    files = load_dataset.dataset_files(str(dataset))
+    stream = load_dataset.token_stream(enc, files, combine=combine, encoding=encoding)
+    return write_npz(stream, out, load_dataset.token_dtype(len(enc.encoder))), out
+
+
+def load_vocabulary(model_name, models_dir):
+    """The encoder of a model folder. Only its encoder.json and vocab.bpe are read: encoding needs no weights
+    (and no TensorFlow, which would take 600 MB and seconds to load; cli.load_model imports it)."""
+    if not isinstance(model_name, str) or not model_name or os.sep in model_name:
+        raise UsageError(f'--model_name must be a folder name such as 124M, got {model_name!r}')
+    models_dir = checkpoint.resolve_models_dir(models_dir)
     try:
-        files = load_dataset.dataset_files(str(dataset))
-        stream = load_dataset.token_stream(enc, files, combine=combine, encoding=encoding)
-        chunks = write_npz(stream, out, load_dataset.token_dtype(len(enc.encoder)))
-    except load_dataset.DatasetError as err:
-        cli.fail(err, code=1)
-    except KeyboardInterrupt:
-        cli.fail(f'interrupted; {out} was not written', code=130)
-    print(f'{out}: {chunks} chunks', flush=True)
+        enc = encoder.get_encoder(model_name, models_dir)
+    except (OSError, ValueError) as err:
+        raise checkpoint.ModelError(f'cannot read the vocabulary of {models_dir / model_name} ({err}); '
+                                    f'{checkpoint.download_hint(model_name)}') from None
+    if checkpoint.ENDOFTEXT not in enc.encoder:
+        raise checkpoint.ModelError(f'encoder.json in {models_dir / model_name} has no {checkpoint.ENDOFTEXT} '
+                                    f'token; {checkpoint.download_hint(model_name)}')
+    return enc
 
 
 def check_out(out):
     out = Path(str(out))
     if out.suffix != load_dataset.NPZ_SUFFIX:
-        raise cli.UsageError(f'the output must be a .npz file, got {str(out)!r}')
+        raise UsageError(f'the output must be a .npz file, got {str(out)!r}')
     if not out.parent.is_dir():
-        raise cli.UsageError(f'the folder of {out} does not exist; create it first')
+        raise UsageError(f'the folder of {out} does not exist; create it first')
     if out.is_dir():
-        raise cli.UsageError(f'{out} is a folder; name a .npz file')
+        raise UsageError(f'{out} is a folder; name a .npz file')
     return out
 
 

@@ -84,8 +84,9 @@ def test_npz_is_stored_uncompressed_and_numpy_reads_it_as_savez_would(tiny_model
     with zipfile.ZipFile(tmp_path / 'out.npz') as z:
         assert [i.filename for i in z.infolist()] == ['arr_0.npy']
         assert z.infolist()[0].compress_type == zipfile.ZIP_STORED
-    np.savez(tmp_path / 'ref.npz', np.array([ord('t'), 257, ord(' '), ord('e'), ord('n'), ord('d'), tiny_model.endoftext],
-                                             dtype=np.uint16))  # t he, then ' ' e n d: no merge makes 'Ġe'
+    # 'the end': t he, then ' ' e n d (no merge makes 'Ġe'), then the end of the file.
+    expected = [ord('t'), 257, ord(' '), ord('e'), ord('n'), ord('d'), tiny_model.endoftext]
+    np.savez(tmp_path / 'ref.npz', np.array(expected, dtype=np.uint16))
     with np.load(tmp_path / 'out.npz') as ours, np.load(tmp_path / 'ref.npz') as ref:
         assert ours['arr_0'].dtype == ref['arr_0'].dtype and list(ours['arr_0']) == list(ref['arr_0'])
     assert folder_listing(tmp_path) == [Path('a.txt'), Path('out.npz'), Path('ref.npz')]
@@ -181,3 +182,22 @@ def test_existing_output_is_replaced_only_when_the_new_one_is_complete(tiny_mode
     assert code == 0
     with np.load(tmp_path / 'out.npz') as npz:
         assert list(npz['arr_0']) == [ord('t'), 257, tiny_model.endoftext]
+
+
+def test_real_vocabulary_without_weights_gives_token_50256(tmp_path):
+    """encode.py needs only a model's encoder.json and vocab.bpe: tests/data/gpt2_vocab holds OpenAI's two."""
+    write(tmp_path / 'a.txt', 'Hi<|endoftext|>there')
+    done = subprocess.run([sys.executable, str(REPO / 'src' / 'encode.py'), tmp_path / 'a.txt', tmp_path / 'o.npz',
+                           '--model_name', 'gpt2_vocab', '--models_dir', REPO / 'tests' / 'data'],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with np.load(tmp_path / 'o.npz') as npz:
+        assert list(npz['arr_0']) == [17250, 50256, 8117, 50256]  # 'Hi', <|endoftext|>, 'there', the file's end
+
+
+def test_encode_script_does_not_load_tensorflow():
+    """TensorFlow would add about 600 MB and seconds of start-up to a script that only tokenizes."""
+    code = 'import sys; import encode; print("tensorflow" in sys.modules)'
+    done = subprocess.run([sys.executable, '-c', code], cwd=REPO / 'src', capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == 'False', done.stderr
