@@ -115,11 +115,19 @@ def write_npz(stream, out, dtype):
             with os.fdopen(fd, 'wb') as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as npz:
                 for number, length in enumerate(lengths):
                     write_array(npz, f'arr_{number}.npy', tokens, length, dtype)
+            os.chmod(partial, new_file_mode())  # mkstemp made it private
             os.replace(partial, out)
         except BaseException:
             os.unlink(partial)
             raise
     return len(lengths)
+
+
+def new_file_mode():
+    """The permissions open() gives a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_tokens(stream, f, dtype):

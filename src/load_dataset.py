@@ -129,13 +129,10 @@ def text_pieces(path, encoding, progress):
         yield pending
 
 
-def encode_file(enc, path, encoding, dtype, progress):
-    """-> (the file's tokens as arrays, one per piece, its number of characters)."""
-    arrays, characters = [], 0
+def file_tokens(enc, path, encoding, dtype, progress):
+    """The tokens of a text file, as one array per piece of text -> yields (array, characters of its text)."""
     for piece in text_pieces(path, encoding, progress):
-        arrays.append(np.asarray(encode_text(enc, piece), dtype=dtype))
-        characters += len(piece)
-    return arrays, characters
+        yield np.asarray(encode_text(enc, piece), dtype=dtype), len(piece)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -192,14 +189,16 @@ def token_stream(enc, files, *, combine, encoding):
                         yield None
                 progress.update(os.path.getsize(path))
                 continue
-            arrays, length = encode_file(enc, path, encoding, dtype, progress)
-            arrays = [a for a in arrays if a.size]
-            if not arrays:
+            last = None
+            for tokens, length in file_tokens(enc, path, encoding, dtype, progress):
+                characters += length
+                if tokens.size:
+                    yield tokens
+                    last = tokens[-1]
+            if last is None:
                 continue
-            yield from arrays
-            if arrays[-1][-1] != endoftext:
+            if last != endoftext:
                 yield np.array([endoftext], dtype=dtype)
-            characters += length
             if characters >= combine:
                 yield None
                 characters = 0

@@ -201,3 +201,11 @@ def test_encode_script_does_not_load_tensorflow():
     done = subprocess.run([sys.executable, '-c', code], cwd=REPO / 'src', capture_output=True, text=True,
                           timeout=120)
     assert done.stdout.strip() == 'False', done.stderr
+
+
+def test_output_has_the_permissions_of_any_new_file(tiny_model, tmp_path, capsys):
+    write(tmp_path / 'a.txt', 'the')
+    (tmp_path / 'plain').write_text('')
+    code, _ = call_encode(tiny_model, capsys, tmp_path / 'a.txt', tmp_path / 'out.npz')
+    assert code == 0
+    assert (tmp_path / 'out.npz').stat().st_mode == (tmp_path / 'plain').stat().st_mode
