@@ -24,20 +24,29 @@ import checkpoint
 # Bytes read at a time. A piece of text is encoded at once, so this bounds the text held in memory.
 BLOCK_SIZE = 1 << 20
 
-# Where text may be cut into pieces that are encoded one at a time with the same ids as the whole text: just
-# before the last character of a run of spaces, tabs and line breaks that has a letter, mark, digit, punctuation
-# or symbol on each side ("word|\nWord", "end.\r|\nNext", "one  | two"). Why that is safe, with GPT-2's
-# pre-tokenizer (encoder.PRETOKENIZE), whose pieces never span such a cut:
-# - No pre-token runs from a non-space character into the whitespace after it (only `' ?'` lets a token hold a
-#   space, and only at its start), so the run starts a new pre-token.
-# - `\s+(?!\S)` takes all of the run but its last character (which is followed by a non-space), both in the whole
-#   text and at the end of the first piece, where nothing follows. Cutting right AFTER the run would be wrong:
-#   alone at the end of a piece, "x \n" is one pre-token " \n", but followed by "Y" it is " " then "\n".
-# - The last character starts the next pre-token (" Word" or "\n", then "Word"), which depends only on what
-#   follows, so the second piece starts the same.
-# The characters around the run are ones that no definition of whitespace includes (every engine agrees on them,
-# unlike '\x1c' or '\x85'), and a literal <|endoftext|> holds no whitespace, so it is never cut.
-CUT = regex.compile(r'[\p{L}\p{M}\p{N}\p{P}\p{S}][ \t\r\n]+[\p{L}\p{M}\p{N}\p{P}\p{S}]', flags=regex.REVERSE)
+# Where text may be cut into pieces that are encoded one at a time with the same ids as the whole text. GPT-2's
+# pre-tokenizer (encoder.PRETOKENIZE) cuts text into pre-tokens that BPE never merges across; a cut is safe where
+# the whole text has a pre-token boundary and the pre-tokens on each side come out the same from each piece alone.
+# Two kinds of place, written as the character that starts the second piece:
+# 1. The last character of a run of spaces, tabs and line breaks that has a letter, mark, digit, punctuation or
+#    symbol on each side ("word| Word", "end.\r|\nNext", "one  | two"):
+#    - no pre-token runs from a non-space character into the whitespace after it (`' ?'` lets a pre-token hold a
+#      space only at its start), so the run starts a new pre-token;
+#    - `\s+(?!\S)` takes all of the run but its last character (followed by a non-space), in the whole text and
+#      at the end of the first piece alike. Cutting AFTER the run would be wrong: at the end of a piece, "x \n"
+#      is one pre-token " \n", but followed by "Y" it is " " then "\n";
+#    - the last character starts the next pre-token (" Word", or "\n" then "Word"), which depends only on what
+#      follows it.
+#    The characters around the run are ones that no definition of whitespace includes (every engine agrees on
+#    them, unlike '\x1c' or '\x85').
+# 2. An ASCII punctuation mark or symbol after an ASCII letter or digit ("abc|.def", "x|'s", "12|,5"): runs of
+#    letters and of digits end at punctuation, and punctuation starts a pre-token of its own (or a contraction).
+#    ASCII only, because which other characters are letters depends on the Unicode tables of the installed
+#    `regex`. This lets text without whitespace (minified code, base64) be cut too.
+#    Not before '|': "<|endoftext|>" must stay whole, and 't|' is the only such place in it (it has no spaces).
+CUT = regex.compile(r"(?|[\p{L}\p{M}\p{N}\p{P}\p{S}][ \t\r\n]*([ \t\r\n])[\p{L}\p{M}\p{N}\p{P}\p{S}]"
+                    r"|[A-Za-z0-9]([!-/:-@\[-`{}~]))", flags=regex.REVERSE)
+WHITESPACE = ' \t\r\n'  # the whitespace of CUT
 
 NPZ_SUFFIX = '.npz'
 
@@ -99,10 +108,10 @@ def encode_text(enc, text):
     return enc.encode(text, allowed_special={checkpoint.ENDOFTEXT})
 
 
-def last_cut(text):
-    """-> the index of the last place where text may be cut (see CUT), or 0 if there is none."""
-    match = CUT.search(text)
-    return match.end() - 2 if match else 0
+def last_cut(text, start=0):
+    """-> the index of the last place in text[start:] where text may be cut (see CUT), or 0 if there is none."""
+    match = CUT.search(text, start)
+    return match.start(1) if match else 0
 
 
 def text_pieces(path, encoding, progress):
@@ -112,6 +121,9 @@ def text_pieces(path, encoding, progress):
     with open(path, 'rb') as f:
         while True:
             block = f.read(BLOCK_SIZE)
+            # A cut needs a character of the new text, and the non-space character before it (see CUT), so a
+            # text without cuts is searched once, not once per block.
+            searched = max(len(pending.rstrip(WHITESPACE)) - 1, 0)
             try:
                 pending += decoder.decode(block, final=not block)
             except UnicodeDecodeError as err:
@@ -121,7 +133,7 @@ def text_pieces(path, encoding, progress):
             progress.update(len(block))
             if not block:
                 break
-            cut = last_cut(pending)
+            cut = last_cut(pending, searched)
             if cut:
                 yield pending[:cut]
                 pending = pending[cut:]

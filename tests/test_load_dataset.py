@@ -186,11 +186,18 @@ def pieces_at(text, cuts):
     ('one   two', 5),
     ('x \n\tY z', 5),
     ('<|endoftext|>\nNext', 13),
+    ('abc.def', 3),  # punctuation after a letter
+    ("it's", 2),
+    ('{"a":1,"b":[2]}', 13),  # minified JSON: before ']', the last mark after a letter or digit
+    ('x<|endoftext|>', 1),  # before the special token, never inside it
+    ('<|endoftext|>', 0),
     ('nothing', 0),
     ('trailing  ', 0),
     ('  leading', 0),
+    ('日本 語', 2),
+    ('日本。語', 0),  # '。' is punctuation, but only ASCII counts after a letter
 ])
-def test_last_cut_is_before_the_last_character_of_the_last_inner_whitespace_run(text, cut):
+def test_last_cut_is_at_the_last_safe_place(text, cut):
     assert load_dataset.last_cut(text) == cut
 
 
@@ -208,7 +215,7 @@ def test_cutting_after_a_whitespace_run_would_change_the_pre_tokens():
 TRICKY = st.lists(st.sampled_from([
     ' ', '  ', '\n', '\r\n', '\t', '\x0b', '\x0c', '\x1c', '\x1f', '\x85', '\xa0', '\u2028', '\u3000', '\u200b',
     'a', 'Z', 'é', 'e\u0301', '日本', '7', '42', '٣', "'", "'s", "'ll", '!', '.', '$', '😀', '\x00', '-',
-    '<|endoftext|>', '<|', 'endoftext', '|>',
+    '<|endoftext|>', '<|', 'endoftext', '|>', '|', '"', ',', ':', '(', ')', '+', '/', '=', '_', '`', '\\',
 ]), max_size=40).map(''.join)
 
 
@@ -226,6 +233,20 @@ def test_encoding_of_pieces_is_the_encoding_of_the_whole_text(real, text):
     pieces = pieces_at(text, all_cuts(text))
     encode = lambda t: load_dataset.encode_text(real, t)
     assert [i for p in pieces for i in encode(p)] == encode(text)
+
+
+@pytest.mark.parametrize('text', [
+    'some words\n' * 300,
+    '{"key":"value","n":[1,2,3]}' * 300,  # no whitespace at all
+    'QUJDRA+/' * 300,  # base64
+])
+def test_pieces_stay_small_when_the_text_can_be_cut(tmp_path, monkeypatch, text):
+    write(tmp_path / 'a.txt', text)
+    monkeypatch.setattr(load_dataset, 'BLOCK_SIZE', 16)
+    progress = type('Progress', (), {'update': lambda self, n: None})()
+    pieces = list(load_dataset.text_pieces(tmp_path / 'a.txt', 'utf-8', progress))
+    assert ''.join(pieces) == text
+    assert max(map(len, pieces)) <= 2 * 16
 
 
 def test_file_read_in_tiny_blocks_encodes_as_the_whole_text(real, tmp_path, monkeypatch):
