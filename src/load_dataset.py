@@ -70,7 +70,7 @@ def dataset_files(path):
         if not files:
             raise DatasetError(f'dataset folder {path} holds no files; put text files (or .npz files) in it')
         return files
-    if not glob.has_magic(path):
+    if not any(c in path for c in '*?['):
         raise DatasetError(f'dataset {path} not found; pass a text file, a folder, a glob or a .npz')
     files = []
     for match in sorted(glob.glob(path, recursive=True)):
@@ -141,24 +141,36 @@ def text_pieces(path, encoding, progress):
         yield pending
 
 
-def file_tokens(enc, path, encoding, dtype, progress):
-    """The tokens of a text file, as one array per piece of text -> yields (array, characters of its text)."""
-    for piece in text_pieces(path, encoding, progress):
-        yield np.asarray(encode_text(enc, piece), dtype=dtype), len(piece)
+def file_tokens(enc, path, encoding, dtype, endoftext, progress):
+    """Yields the tokens of a text file as arrays, one per piece of text, then <|endoftext|> unless the text
+    ended with it. -> the number of characters (0 for a file without text, which yields nothing)."""
+    characters, last = 0, None
+    try:
+        for piece in text_pieces(path, encoding, progress):
+            tokens = np.asarray(encode_text(enc, piece), dtype=dtype)
+            characters += len(piece)
+            yield tokens
+            last = tokens[-1]
+    except OSError as err:
+        raise DatasetError(f'cannot read {path} ({err.strerror or err}); check that it is a readable file') from None
+    if last is not None and last != endoftext:
+        yield np.array([endoftext], dtype=dtype)
+    return characters
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pre-encoded .npz files
 # ---------------------------------------------------------------------------------------------------------------
 
-def npz_chunks(path, vocab_size):
+def npz_chunks(path, vocab_size, dtype):
     """The arrays of a .npz, each a chunk, in the order they were written; checked to be token ids."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             for name in npz.files:
                 chunk = npz[name]
                 check_tokens(chunk, path, name, vocab_size)
-                yield chunk
+                if chunk.size:
+                    yield chunk.astype(dtype, copy=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise DatasetError(f'cannot read {path} as a .npz of token ids ({err}); encode the text again with '
                            f'src/encode.py') from None
@@ -195,23 +207,13 @@ def token_stream(enc, files, *, combine, encoding):
                 if characters:
                     yield None
                     characters = 0
-                for chunk in npz_chunks(path, vocab_size):
-                    if chunk.size:
-                        yield chunk
-                        yield None
+                for chunk in npz_chunks(path, vocab_size, dtype):
+                    yield chunk
+                    yield None
                 progress.update(os.path.getsize(path))
                 continue
-            last = None
-            for tokens, length in file_tokens(enc, path, encoding, dtype, progress):
-                characters += length
-                if tokens.size:
-                    yield tokens
-                    last = tokens[-1]
-            if last is None:
-                continue
-            if last != endoftext:
-                yield np.array([endoftext], dtype=dtype)
-            if characters >= combine:
+            characters += yield from file_tokens(enc, path, encoding, dtype, endoftext, progress)
+            if characters and characters >= combine:
                 yield None
                 characters = 0
     if characters:

@@ -91,6 +91,7 @@ def test_npz_arrays_are_chunks_in_order(tiny, tmp_path, save):
     save(tmp_path / 'data.npz', *arrays)  # as nshepperd's encode.py and gpt-2-simple write them
     chunks = load_dataset.load_dataset(tiny, tmp_path / 'data.npz')
     assert [list(c) for c in chunks] == [list(a) for a in arrays]
+    assert all(c.dtype == np.uint16 for c in chunks)  # as text is loaded, whatever dtype the file has
 
 
 def test_npz_in_a_folder_beside_text(tiny, tmp_path):
