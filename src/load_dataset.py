@@ -230,7 +230,8 @@ def load_dataset(enc, path, *, combine=50000, encoding='utf-8'):
     chunks, pieces = [], []
     for array in token_stream(enc, dataset_files(path), combine=combine, encoding=encoding):
         if array is None:
-            chunks.append(np.concatenate(pieces))
+            # A chunk of a .npz comes whole; copying it would double the memory a large one needs.
+            chunks.append(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
             pieces = []
         else:
             pieces.append(array)
