@@ -257,6 +257,8 @@ class Sampler:
     PAD = 0
 
     def __init__(self, chunks, seq_len, seed):
+        if seq_len < 1:
+            raise ValueError(f'seq_len must be 1 or more, got {seq_len}')
         self.chunks = [np.asarray(c) for c in chunks if len(c)]
         if not self.chunks:
             raise DatasetError('the dataset holds no tokens')
