@@ -7,7 +7,8 @@ characters, as nshepperd's load_dataset did. A .npz (written by src/encode.py, n
 gpt-2-simple) holds one chunk per array. Training windows never cross a chunk boundary.
 
 Text is read and encoded in pieces (see CUT), so a file larger than memory can be encoded with memory bounded by
-its tokens, not its text.
+its tokens, not its text. (Only a stretch of text with neither whitespace between words nor ASCII punctuation after
+a letter or digit is held whole.)
 """
 import codecs
 import glob
@@ -123,7 +124,7 @@ def text_pieces(path, encoding, progress):
             block = f.read(BLOCK_SIZE)
             # A cut needs a character of the new text, and the non-space character before it (see CUT), so a
             # text without cuts is searched once, not once per block.
-            searched = max(len(pending.rstrip(WHITESPACE)) - 1, 0)
+            search_from = max(len(pending.rstrip(WHITESPACE)) - 1, 0)
             try:
                 pending += decoder.decode(block, final=not block)
             except UnicodeDecodeError as err:
@@ -133,7 +134,7 @@ def text_pieces(path, encoding, progress):
             progress.update(len(block))
             if not block:
                 break
-            cut = last_cut(pending, searched)
+            cut = last_cut(pending, search_from)
             if cut:
                 yield pending[:cut]
                 pending = pending[cut:]
