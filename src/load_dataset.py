@@ -105,8 +105,10 @@ def token_dtype(vocab_size):
 # ---------------------------------------------------------------------------------------------------------------
 
 def encode_text(enc, text):
-    """Text -> token ids, a literal <|endoftext|> becoming its token rather than five tokens of punctuation."""
-    return enc.encode(text, allowed_special={checkpoint.ENDOFTEXT})
+    """Text -> token ids, a literal <|endoftext|> becoming its token rather than five tokens of punctuation.
+    Always the bulk path (tiktoken, where it gives the same ids): a corpus of many small files would otherwise
+    stay on the readable BPE, several times slower."""
+    return enc.encode(text, allowed_special={checkpoint.ENDOFTEXT}, fast=True)
 
 
 def last_cut(text, start=0):
