@@ -348,9 +348,21 @@ def unembed(h, wte, *, packed=False):
     return reshape(tf.concat(logits, axis=1), start + [shape_list(wte)[0]])
 
 
-def model(hparams, X, past=None, scope='model', reuse=False):
+def recomputed_block(x, scope, *, hparams):
+    """block(), keeping none of its activations for the backward pass: tf.recompute_grad runs it again there, in
+    the same variable scope, so the second run must reuse the variables the first one made."""
+    def run(x):
+        with tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
+            return block(x, scope, past=None, hparams=hparams)
+    return tf.recompute_grad(run)(x)
+
+
+def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False):
     """X [batch, seq] token ids, past [batch, n_layer, 2, head, past_seq, head_dim] or None
-    -> {'logits': [batch, seq, n_vocab], 'present': [batch, n_layer, 2, head, seq, head_dim]}"""
+    -> {'logits': [batch, seq, n_vocab], 'present': [batch, n_layer, 2, head, seq, head_dim]}
+
+    recompute: for training, keep only each block's input for the backward pass and compute the rest again there
+    (less memory, one more forward pass of the blocks); needs resource variables and no past."""
     with tf.variable_scope(scope, reuse=reuse):
         wpe, wte = embeddings(hparams)
         past_length = 0 if past is None else tf.shape(past)[-2]
@@ -360,7 +372,10 @@ def model(hparams, X, past=None, scope='model', reuse=False):
         pasts = tf.unstack(past, axis=1) if past is not None else [None] * hparams.n_layer
         assert len(pasts) == hparams.n_layer
         for layer, layer_past in enumerate(pasts):
-            h, present = block(h, f'h{layer}', past=layer_past, hparams=hparams)
+            if recompute:
+                h, present = recomputed_block(h, f'h{layer}', hparams=hparams)
+            else:
+                h, present = block(h, f'h{layer}', past=layer_past, hparams=hparams)
             presents.append(present)
         h = norm(h, 'ln_f')
         return {'logits': unembed(h, wte), 'present': tf.stack(presents, axis=1)}
