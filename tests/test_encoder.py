@@ -1,13 +1,60 @@
+import json
+import random
+import unicodedata
+
 import pytest
+import tiktoken
 from hypothesis import given, settings, strategies as st
 
+import checkpoint
 import conftest
 import encoder
+
+GPT2_VOCAB = conftest.REPO / 'tests' / 'data' / 'gpt2_vocab'
+# tiktoken's own spelling of GPT-2's pre-tokenizer (its r50k/gpt2 encodings), read by tiktoken's regex engine.
+TIKTOKEN_GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 @pytest.fixture(scope='module')
 def enc():
     return encoder.Encoder(conftest.tiny_vocabulary(), conftest.TINY_MERGES)
+
+
+@pytest.fixture(scope='module')
+def gpt2():
+    """The released vocabulary, through get_encoder."""
+    return encoder.get_encoder(GPT2_VOCAB.name, GPT2_VOCAB.parent)
+
+
+@pytest.fixture(scope='module')
+def tiktoken_gpt2():
+    """The reference for real ids: tiktoken (the version requirements.txt pins) with its own pattern, and ranks
+    written from encoder.json and conftest's byte table, as tiktoken's gpt2 encoding has them."""
+    unbyte = {c: b for b, c in conftest.byte_table().items()}
+    vocab = json.loads((GPT2_VOCAB / 'encoder.json').read_text(encoding='utf-8'))
+    ranks = {bytes(unbyte[c] for c in token): i for token, i in vocab.items() if token != checkpoint.ENDOFTEXT}
+    return tiktoken.Encoding('gpt2 reference', pat_str=TIKTOKEN_GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={checkpoint.ENDOFTEXT: vocab[checkpoint.ENDOFTEXT]})
+
+
+def gpt2_bpe(word, ranks):
+    """GPT-2's own merge loop (quadratic, as released): merge every occurrence of the best-ranked pair, rescan."""
+    word = tuple(word)
+    while len(word) > 1:
+        pairs = set(zip(word, word[1:]))
+        pair = min(pairs, key=lambda p: ranks.get(p, float('inf')))
+        if pair not in ranks:
+            return word
+        merged, i = [], 0
+        while i < len(word):
+            if word[i:i + 2] == pair:
+                merged.append(pair[0] + pair[1])
+                i += 2
+            else:
+                merged.append(word[i])
+                i += 1
+        word = tuple(merged)
+    return word
 
 
 def test_byte_table_is_gpt2s():
@@ -37,8 +84,9 @@ def test_pretokenizer_splits_like_gpt2(text, pieces):
     ('in the', [259, 258]),
     ('\n', [ord('\n')]),
 ])
-def test_encode_gives_hand_checked_ids(enc, text, ids):
-    assert enc.encode(text) == ids
+@pytest.mark.parametrize('fast', [False, True])
+def test_encode_gives_hand_checked_ids(enc, text, ids, fast):
+    assert enc.encode(text, fast=fast) == ids
     assert enc.decode(ids) == text
 
 
@@ -75,11 +123,134 @@ def test_merges_file_with_or_without_final_newline_loses_nothing():
 def test_bpe_cache_is_bounded(monkeypatch):
     monkeypatch.setattr(encoder, 'BPE_CACHE_SIZE', 10)
     small = encoder.Encoder(conftest.tiny_vocabulary(), conftest.TINY_MERGES)
-    small.encode(' '.join(f'w{i}' for i in range(100)))
-    assert small.bpe.cache_info().currsize == 10
+    small.encode(' '.join(f'w{i}' for i in range(100)), fast=False)
+    assert small.piece_ids.cache_info().currsize == 10
 
 
 def test_get_encoder_reads_the_model_folder(tiny_model):
     enc = encoder.get_encoder(tiny_model.name, tiny_model.models_dir)
     assert enc.encode(' the hello') == [258, ord(' '), 257, 263, ord('o')]
     assert enc.encoder['<|endoftext|>'] == tiny_model.endoftext
+
+
+def test_endoftext_is_ordinary_text_unless_allowed(enc):
+    eot = conftest.tiny_vocabulary()[checkpoint.ENDOFTEXT]
+    as_text = [ord('a')] + [ord(c) for c in '<|endoftext|>'] + [ord('b')]  # no tiny merge applies inside it
+    assert enc.encode('a<|endoftext|>b') == as_text
+    assert enc.encode('a<|endoftext|>b', allowed_special={checkpoint.ENDOFTEXT}) == [ord('a'), eot, ord('b')]
+    assert enc.encode('<|endoftext|><|endoftext|> the', allowed_special='all') == [eot, eot, 258]
+    assert enc.decode([ord('a'), eot, ord('b')]) == 'a<|endoftext|>b'
+
+
+def test_allowed_special_rejects_unknown_tokens(enc):
+    with pytest.raises(ValueError, match='<|startoftext|>'):
+        enc.encode('x', allowed_special={'<|startoftext|>'})
+    with pytest.raises(TypeError, match='allowed_special'):
+        enc.encode('x', allowed_special='<|endoftext|>')
+
+
+# --- the merge loop: O(n log n), with GPT-2's ids
+
+@st.composite
+def merge_lists(draw):
+    """Any merge list over a three-letter alphabet, consistent or not: out-of-order, unreachable, repeated."""
+    tokens, merges = ['a', 'b', 'c'], []
+    for _ in range(draw(st.integers(1, 12))):
+        pair = (draw(st.sampled_from(tokens)), draw(st.sampled_from(tokens)))
+        merges.append(pair)
+        tokens.append(''.join(pair))
+    return merges
+
+
+@settings(max_examples=300, deadline=None)
+@given(merge_lists(), st.text('abc', min_size=1, max_size=30))
+def test_heap_merges_equal_gpt2s_merge_loop_on_any_merge_list(merges, word):
+    ranks = {pair: rank for rank, pair in enumerate(merges)}
+    assert encoder.bpe_merge(word, ranks) == gpt2_bpe(word, ranks)
+
+
+def test_merges_all_occurrences_of_a_pair_before_what_they_create():
+    ranks = {('aa', 'a'): 0, ('a', 'a'): 1}  # a one-at-a-time heap would give ('aaa', 'a')
+    assert encoder.bpe_merge('aaaa', ranks) == gpt2_bpe('aaaa', ranks) == ('aa', 'aa')
+
+
+def test_long_piece_gets_gpt2s_ids(gpt2, tiktoken_gpt2):
+    """The quadratic case (a run of letters with no space); bench/bench_encode.py times it."""
+    rng = random.Random(0)
+    letters = ''.join(rng.choice('abcdefghijklmnopqrstuvwxyz') for _ in range(10_000))
+    assert gpt2.encode(letters[:2000], fast=False) == [gpt2.encoder[s] for s in gpt2_bpe(letters[:2000],
+                                                                                           gpt2.bpe_ranks)]
+    assert gpt2.encode(letters, fast=False) == tiktoken_gpt2.encode_ordinary(letters)
+
+
+# --- the released vocabulary: readable path, tiktoken path, and tiktoken itself agree
+
+TORTURE = [
+    '👩‍👩‍👧‍👦 family, 🏳️‍🌈 flag, 👍🏽', '中文字符和日本語のテキスト、한국어', 'e\u0301 n\u0303 ǅ ﬁ ß ẞ İı',
+    'control \x00\x01\x1c\x1f\x7f\x85 chars\t\ttabs\u2028\u2029', 'spaces     and\n\n\n\nnewlines \r\n \u3000\u00a0 x',
+    "I'm you're they've we'll he'd it's don't I'M 'S ''s 's's", '  leading and trailing  ', '12345 ١٢٣ ½ ⅷ 𝟙𝟚',
+    'http://example.com/a?b=c&d=%20#frag', 'QmFzZTY0IGJsb2I' * 50, '\ufeffBOM \ufffd \U0010ffff \U000e0001',
+    'x' * 5000, ' ' * 300 + 'x', 'ab' * 1000, '\u0558\'s \u0558\'ll', 'Ꙭ́ 𐐷 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𓂀', '',
+]
+
+
+@pytest.mark.parametrize('text', TORTURE)
+def test_ids_equal_tiktokens_on_torture_strings(gpt2, tiktoken_gpt2, text):
+    expected = tiktoken_gpt2.encode_ordinary(text)
+    assert gpt2.encode(text, fast=False) == expected
+    assert gpt2.encode(text, fast=True) == expected
+    assert gpt2.decode(expected) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_fast_path_equals_readable_path_on_any_text(gpt2, tiktoken_gpt2, text):
+    readable = gpt2.encode(text, fast=False)
+    assert gpt2.encode(text, fast=True) == readable == tiktoken_gpt2.encode_ordinary(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 50255), min_size=1, max_size=20))
+def test_fast_path_equals_readable_path_on_text_made_of_tokens(gpt2, tiktoken_gpt2, ids):
+    """Texts made by gluing vocabulary tokens, where BPE's choices between competing merges are hardest."""
+    text = gpt2.decode(ids)
+    assert gpt2.encode(text, fast=True) == gpt2.encode(text, fast=False) == tiktoken_gpt2.encode_ordinary(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.sampled_from('ab c'), max_size=40))
+def test_fast_path_equals_readable_path_on_the_tiny_vocabulary(enc, text):
+    assert enc.encode(text, fast=True) == enc.encode(text, fast=False)
+
+
+def test_tiktoken_is_offered_only_the_tokens_bpe_can_make(enc):
+    ranks = encoder.tiktoken_ranks(enc)
+    assert ranks[b' the'] == 258 and ranks[b'or'] == 266
+    assert b' wor' not in ranks  # its merge ('Ġw', 'or') needs 'Ġw', which no merge makes
+    assert checkpoint.ENDOFTEXT.encode() not in ranks
+
+
+@pytest.mark.parametrize('merges, made, text, ids', [
+    ([('a', 'b'), ('b', 'c')], {'bc': 256, 'ab': 257}, 'abc', [257, ord('c')]),  # ids against vocab.bpe's order
+    ([('b', 'c'), ('a', 'bc'), ('a', 'b'), ('ab', 'c')], {'bc': 256, 'abc': 257, 'ab': 258}, 'abc', [257]),  # twice
+    ([('b', 'aa'), ('a', 'a')], {'baa': 256, 'aa': 257}, 'baa', [256]),  # a token numbered before its part
+])
+def test_vocabularies_tiktoken_cannot_reproduce_take_the_readable_path(merges, made, text, ids):
+    odd = encoder.Encoder({**{c: b for b, c in conftest.byte_table().items()}, **made}, merges)
+    assert encoder.tiktoken_ranks(odd) is None
+    assert odd.encode(text, fast=True) == odd.encode(text, fast=False) == ids
+
+
+@settings(max_examples=300, deadline=None)
+@given(merge_lists(), st.lists(st.text('abc', min_size=1, max_size=14), min_size=1, max_size=10),
+       st.randoms(use_true_random=False))
+def test_tiktoken_is_used_only_where_it_gives_gpt2s_ids(merges, words, rng):
+    """tiktoken_ranks's conditions are enough: whenever it accepts a merge list (in any id order), tiktoken's ids
+    are the merge loop's."""
+    made = list(dict.fromkeys(a + b for a, b in merges))
+    rng.shuffle(made)
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(list(conftest.byte_table().values()) + made))}
+    odd = encoder.Encoder(vocab, merges)
+    pieces = [words[0]] + ['Ġ' + word for word in words[1:]]  # how GPT-2 cuts ' '.join(words)
+    expected = [vocab[symbol] for piece in pieces for symbol in gpt2_bpe(piece, odd.bpe_ranks)]
+    assert odd.encode(' '.join(words), fast=True) == expected
