@@ -349,12 +349,24 @@ def unembed(h, wte, *, packed=False):
 
 
 def recomputed_block(x, scope, *, hparams):
-    """block(), keeping none of its activations for the backward pass: tf.recompute_grad runs it again there, in
-    the same variable scope, so the second run must reuse the variables the first one made."""
+    """block() without past, keeping none of its activations for the backward pass, which runs it again once the
+    gradient from above has arrived. (tf.recompute_grad would order that with `t == t`, which v1 graphs make a
+    Python True: it recomputes during the forward pass and saves nothing.)"""
+    outer = tf.get_variable_scope()
+
+    @tf.custom_gradient
     def run(x):
-        with tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
-            return block(x, scope, past=None, hparams=hparams)
-    return tf.recompute_grad(run)(x)
+        h, present = block(x, scope, past=None, hparams=hparams)
+
+        def grad(dh, dpresent, variables=None):
+            with tf.control_dependencies([dh]):
+                x_again = tf.identity(x)
+            with tf.variable_scope(outer, reuse=True):
+                again = block(x_again, scope, past=None, hparams=hparams)
+            grads = tf.gradients(again, [x_again] + variables, grad_ys=[dh, dpresent])
+            return grads[0], grads[1:]
+        return (h, present), grad
+    return run(x)
 
 
 def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False):

@@ -173,3 +173,27 @@ def test_variables_are_resource_variables_with_the_released_names(tiny_model):
 def test_seq_len_beyond_the_window_is_refused(tiny_model):
     with tf.Graph().as_default(), pytest.raises(ValueError, match='seq_len'):
         train.build_training(tiny_model.hparams_object(), batch_size=1, seq_len=33)
+
+
+def ancestors(op):
+    """Every op that must run before op, through data and control inputs."""
+    seen, stack = set(), [op]
+    while stack:
+        current = stack.pop()
+        for parent in [t.op for t in current.inputs] + list(current.control_inputs):
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
+
+
+def test_recomputation_waits_for_the_gradient_from_above(tiny_model):
+    """Memory is saved only if the backward pass's products (recomputed ones included) run after the forward pass
+    is over, not alongside it while its activations are alive: each must have the loss among its ancestors."""
+    s = Session(tiny_model, memory_saving_gradients=True)
+    products = [op for op in s.graph.get_operations()
+                if op.name.startswith('gradients') and op.type in ('MatMul', 'BatchMatMulV2')]
+    assert products
+    loss = s.training.loss_sum.op
+    for op in products:
+        assert loss in ancestors(op), op.name
