@@ -404,16 +404,19 @@ class Validation:
 
 class Samples:
     """Unconditional samples from the weights being trained, printed and written to SAMPLE_DIR/RUN_NAME/
-    samples-STEP."""
+    samples-STEP. The sampling graph is built at the first samples, not before the first step (2 s for 124M)."""
 
     def __init__(self, hparams, enc, folder, *, length, count, batch_size, top_k, top_p):
         self.enc, self.folder, self.count = enc, folder, count
         self.rows = min(count, batch_size)
-        self.output = sample.sample_sequence(hparams=hparams, length=length,
-                                             start_token=enc.encoder[checkpoint.ENDOFTEXT], batch_size=self.rows,
-                                             top_k=top_k, top_p=top_p, frozen_weights=False)
+        self.options = dict(hparams=hparams, length=length, start_token=enc.encoder[checkpoint.ENDOFTEXT],
+                            batch_size=self.rows, top_k=top_k, top_p=top_p, frozen_weights=False)
+        self.output = None
 
     def run(self, sess, step):
+        if self.output is None:
+            with sess.graph.as_default():
+                self.output = sample.sample_sequence(**self.options)
         texts = []
         while len(texts) < self.count:
             for tokens in sess.run(self.output)[:self.count - len(texts)]:
