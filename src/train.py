@@ -219,6 +219,8 @@ def checkpoint_name(step):
 
 
 class RunFolder:
+    """A run's folder, CHECKPOINT_DIR/RUN_NAME (see above); the folder need not exist yet."""
+
     def __init__(self, path):
         self.path = Path(path)
 
@@ -283,8 +285,8 @@ def checkpoint_vars(prefix):
 
 def restore(sess, training, prefix):
     """Restore what training saves from the checkpoint at prefix: from the base model only its weights (the
-    optimizer starts fresh and the step at 0), from a run's checkpoint also the optimizer state and step. The
-    run's seed is chosen before (see choose_seed), so it is not restored."""
+    optimizer starts fresh and the step at 0), from a run's checkpoint also the optimizer state and step. Not the
+    run's seed: train_main has chosen it already (--seed, else the checkpoint's, else a random one)."""
     found = checkpoint_vars(prefix)
     wanted = {v.op.name: v for v in training.saved_vars if v.op.name in found and v is not training.seed}
     tf.train.Saver(var_list=wanted).restore(sess, prefix)
@@ -300,7 +302,7 @@ class Start:
     hparams: model.HParams
     enc: object  # encoder.Encoder
     prefix: str  # the checkpoint to restore
-    seed: int  # the seed a resumed run had (it goes on with it), else None
+    seed: int | None  # the seed a resumed run had (it goes on with it), else None
 
 
 def choose_start(run, *, restore_from, overwrite, model_name, models_dir):
