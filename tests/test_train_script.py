@@ -160,6 +160,27 @@ def test_first_ctrl_c_saves_the_step_and_exits(setup):
     assert int(last.split('-')[1]) >= 3 and f'Saving {setup.run_dir() / last}' in out
 
 
+def test_second_ctrl_c_exits_at_once_without_saving(setup, tiny_model):
+    # After step 1 is saved, many samples keep the process busy long enough for both signals to arrive.
+    process = start_train(setup(steps=0, save_every=1, sample_every=1, sample_num=400, sample_length=31))
+    for line in process.stdout:
+        if line.startswith('Saving'):
+            break
+    process.send_signal(signal.SIGINT)
+    for line in process.stderr:
+        if 'Interrupted' in line:
+            break
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    finally:
+        process.kill()  # if it went on training
+        process.communicate()
+    assert process.returncode == -signal.SIGINT
+    assert state(setup.run_dir()) == ['model-1']
+    assert checkpoint.check_model_dir(setup.run_dir()) == tiny_model.hparams
+
+
 def test_sigkill_at_any_moment_of_saving_leaves_a_loadable_folder(setup, tiny_model):
     run = setup.run_dir()
     for delay in (0.0, 0.05, 0.13, 0.31):
