@@ -30,6 +30,9 @@ class UsageError(Exception):
 def encode(dataset, out, model_name='124M', models_dir='models', combine=50000, encoding='utf-8'):
     """Encode a dataset into a .npz of token ids for src/train.py --dataset.
 
+    Each file is a document and ends with the <|endoftext|> token (id 50256); a literal <|endoftext|> in a text
+    becomes that token too. Memory stays small whatever the size of the text.
+
     Args:
       dataset: the text to encode: a text file, a folder (all files in it, recursively), or a glob in quotes.
       out: the .npz file to write; its folder must exist. An existing file is replaced only once the new one is
@@ -48,6 +51,8 @@ def encode(dataset, out, model_name='124M', models_dir='models', combine=50000, 
         fail(err, code=2)
     except (checkpoint.ModelError, load_dataset.DatasetError) as err:
         fail(err, code=1)
+    except OSError as err:  # e.g. the disk is full
+        fail(f'cannot write {out} ({err.strerror or err}); nothing was written', code=1)
     except KeyboardInterrupt:
         fail(f'interrupted; {out} was not written', code=130)
     print(f'{out}: {chunks} chunks', flush=True)

@@ -43,29 +43,26 @@ def bytes_to_unicode():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def char_class(ranges, negate=False):
-    """((0x41, 0x5a), ...) -> '[\\u0041-\\u005a...]', written so that both Python's re and tiktoken's Rust regex
-    read it the same way."""
-    def escape(c):
-        return f'\\u{c:04x}' if c <= 0xffff else f'\\U{c:08x}'
-    return '[' + '^' * negate + ''.join(f'{escape(a)}-{escape(b)}' for a, b in ranges) + ']'
-
-
-L = char_class(encoder_classes.LETTERS)
-N = char_class(encoder_classes.NUMBERS)
-S = char_class(encoder_classes.WHITESPACE)
-NOT_S = char_class(encoder_classes.WHITESPACE, negate=True)
-OTHER = char_class(encoder_classes.LETTERS + encoder_classes.NUMBERS + encoder_classes.WHITESPACE, negate=True)
+L = f'[{encoder_classes.LETTERS}]'
+N = f'[{encoder_classes.NUMBERS}]'
+S = f'[{encoder_classes.WHITESPACE}]'
+NOT_S = f'[^{encoder_classes.WHITESPACE}]'
+OTHER = f'[^{encoder_classes.LETTERS}{encoder_classes.NUMBERS}{encoder_classes.WHITESPACE}]'
 
 # Before BPE, text is cut into pieces that are encoded one at a time, so a merge never crosses a piece boundary.
 # In order of preference: the English contraction endings; a run of letters, of digits, or of other non-space
 # symbols, each with at most one leading space (so " world" is one piece and the space belongs to the word);
 # a run of whitespace not followed by a non-space (so the last space before a word is left to join that word);
 # and any other whitespace. GPT-2 wrote it with \p{L}, \p{N} and \s; here those classes are spelled out as the
-# code point ranges the pinned tiktoken uses (encoder_classes.py), because every regex release has its own Unicode
-# tables and the ids of a text must not depend on which one is installed.
+# code point ranges the pinned tiktoken uses (encoder_classes.py, made by tools/make_encoder_classes.py), because
+# every regex release has its own Unicode tables and the ids of a text must not depend on which one is installed.
 PRETOKENIZE_PATTERN = rf"""'s|'t|'re|'ve|'m|'ll|'d| ?{L}+| ?{N}+| ?{OTHER}+|{S}+(?!{NOT_S})|{S}+"""
 PRETOKENIZE = re.compile(PRETOKENIZE_PATTERN)
+# The same pattern as tiktoken spells it, for tiktoken: its regex engine is built into its wheel, so in the release
+# that encoder_classes.py was measured from, \p{L}, \p{N} and \s are exactly the table's classes, and tiktoken
+# matches this spelling about 20% faster than the ranges, or than GPT-2's own 's|'t|... (python
+# bench/bench_encode.py). No contraction is the start of another, so their order does not matter.
+TIKTOKEN_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 def without_lone_surrogates(text):
@@ -142,8 +139,7 @@ class Encoder:
         self.errors = errors  # how to handle bytes that are not valid UTF-8 when decoding
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {v: k for k, v in self.byte_encoder.items()}
-        self.bpe_merges = [tuple(merge) for merge in bpe_merges]
-        self.bpe_ranks = {merge: rank for rank, merge in enumerate(self.bpe_merges)}
+        self.bpe_ranks = {tuple(merge): rank for rank, merge in enumerate(bpe_merges)}
         self.piece_ids = functools.lru_cache(maxsize=BPE_CACHE_SIZE)(self._piece_ids)
 
     # --- text -> ids
@@ -198,7 +194,7 @@ class Encoder:
 
     @functools.cached_property
     def tiktoken_encoding(self):
-        """tiktoken's encoder for this vocabulary and PRETOKENIZE_PATTERN, built on first use; None if tiktoken
+        """tiktoken's encoder for this vocabulary and the pre-tokenizer, built on first use; None if tiktoken
         cannot give this vocabulary's ids (or is not installed)."""
         try:
             import tiktoken
@@ -207,8 +203,9 @@ class Encoder:
         ranks = tiktoken_ranks(self)
         if ranks is None:
             return None
-        return tiktoken.Encoding('gpt2-from-model-folder', pat_str=PRETOKENIZE_PATTERN, mergeable_ranks=ranks,
-                                 special_tokens={})
+        same_tables = tiktoken.__version__ == encoder_classes.TIKTOKEN_VERSION
+        pattern = TIKTOKEN_PATTERN if same_tables else PRETOKENIZE_PATTERN
+        return tiktoken.Encoding('gpt2-from-model-folder', pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
 
     # --- ids -> text
 
@@ -240,18 +237,18 @@ def tiktoken_ranks(enc):
     """enc's vocabulary as tiktoken's mergeable_ranks ({token bytes: id}), or None if tiktoken's BPE could give
     different ids from bpe_merge's.
 
-    tiktoken has no list of merges: it merges the leftmost pair of adjacent tokens whose concatenation is the
-    lowest id in the vocabulary, one pair at a time. That gives GPT-2's ids when
-    - only tokens that GPT-2's BPE makes from their own bytes are offered. A symbol t in a longer piece went
-      through the same merges as t alone, so when GPT-2's BPE has x and y side by side with x + y = t, and t
-      alone comes out as [t], t's own merge is (x, y): tiktoken finds no pair that GPT-2 lacks. Tokens BPE never
-      makes (unreachable merges, special tokens) are left out; then tiktoken cannot make them either.
-    - ids follow vocab.bpe's order, because tiktoken's priority is the id and GPT-2's the line in vocab.bpe;
-    - each token's id is above its two parts' ids: then a merge only creates pairs that rank later, so both
-      merge in order of rank, and tiktoken, too, merges every occurrence of a pair (a, b) before anything else...
-    - ...unless (a + b) + a is a token that ranks before a + b and a b a b can meet before (a, b) merges:
-      then tiktoken would join the first a + b to the second a before merging that.
-    The released vocabulary meets all of them (and tests/test_encoder.py shows the ids agree).
+    tiktoken has no list of merges: one at a time, it merges the leftmost adjacent pair whose concatenation has the
+    lowest id. That gives bpe_merge's ids when
+    - only tokens that bpe_merge makes from their own bytes are offered (the others, such as unreachable merges
+      and special tokens, are left out: bpe_merge never makes them either). A symbol in a longer piece went
+      through the same merges as its bytes alone, so whenever bpe_merge has x and y side by side and x + y is
+      offered, (x, y) is that token's own merge: tiktoken finds no pair that GPT-2 lacks;
+    - ids follow vocab.bpe's order: tiktoken's priority is the id, GPT-2's the line in vocab.bpe;
+    - each token's id is above its parts': a merge then only creates pairs that come later, so tiktoken too
+      merges every occurrence of a pair before any pair those merges create...
+    - ...but one: if (a + b) + a is a token numbered before a + b, and a b a b can stand side by side when (a, b)
+      is merged, tiktoken would join the first a + b to the second a before merging the second (a, b).
+    The released vocabulary meets them all; tests/test_encoder.py checks them on random merge lists.
     """
     reachable = {}
     for token, token_id in enc.encoder.items():
@@ -260,13 +257,13 @@ def tiktoken_ranks(enc):
                 reachable[token] = token_id
     if len(set(reachable.values())) != len(reachable) or not set(enc.byte_encoder.values()) <= reachable.keys():
         return None
-    merges = [(a, b) for a, b in enc.bpe_merges if a + b in reachable]
+    merges = [(a, b) for a, b in sorted(enc.bpe_ranks, key=enc.bpe_ranks.get) if a + b in reachable]
     made = [reachable[a + b] for a, b in merges]
     if len(set(made)) != len(made) or made != sorted(made):
         return None
     for a, b in merges:
         ab = reachable[a + b]
-        if max(reachable[a], reachable[b]) >= ab:
+        if max(reachable.get(a, ab), reachable.get(b, ab)) >= ab:
             return None
         if reachable.get(a + b + a, ab) < ab:
             earlier = {pair: rank for pair, rank in enc.bpe_ranks.items() if rank < enc.bpe_ranks[a, b]}

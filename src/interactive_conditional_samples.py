@@ -42,7 +42,8 @@ def fit_prompt(tokens, room):
 
 
 @cli.script(
-    'Print samples from GPT-2 that continue the prompts you type.',
+    'Print samples from GPT-2 that continue the prompts you type. <|endoftext|> typed in a prompt is the\n'
+    'end-of-text token that separates documents, as in training, not 9 tokens of text.',
     nsamples='how many samples to print for each prompt (1 or more).',
     length="tokens per sample, 1 to the model's window less one (1023); by default half the window (512). "
            "A prompt longer than the window has room for keeps only its last tokens.")
@@ -67,7 +68,7 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
                                         frozen_weights=True)
         restored()
         while (text := read_prompt()) is not None:
-            tokens = fit_prompt(enc.encode(text), hparams.n_ctx - length)
+            tokens = fit_prompt(enc.encode(text, allowed_special={checkpoint.ENDOFTEXT}), hparams.n_ctx - length)
             run_batch = lambda n: sess.run(output, {context: [tokens]})[:n, len(tokens):]
             cli.print_samples(run_batch, printer, nsamples=nsamples, batch_size=batch_size)
             print('=' * 80, flush=True)

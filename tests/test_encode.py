@@ -170,6 +170,19 @@ def test_interrupt_while_encoding_leaves_no_file(tiny_model, tmp_path, capsys, m
     assert folder_listing(tmp_path) == [Path('in'), Path('in/a.txt'), Path('in/b.txt')]
 
 
+def test_full_disk_is_one_error_line_and_leaves_no_file(tiny_model, tmp_path, capsys, monkeypatch):
+    write(tmp_path / 'in' / 'a.txt', 'the end')
+
+    def full(npz, name, tokens, length, dtype):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(encode, 'write_array', full)
+    code, err = call_encode(tiny_model, capsys, tmp_path / 'in', tmp_path / 'out.npz')
+    lines = [line for line in err.splitlines() if line.startswith('error: ')]
+    assert code == 1 and len(lines) == 1 and 'No space left' in lines[0] and 'Traceback' not in err
+    assert folder_listing(tmp_path) == [Path('in'), Path('in/a.txt')]
+
+
 def test_existing_output_is_replaced_only_when_the_new_one_is_complete(tiny_model, tmp_path, capsys):
     write(tmp_path / 'a.txt', 'the')
     write(tmp_path / 'bad.txt', 'caf\xe9', encoding='latin-1')

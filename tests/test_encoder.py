@@ -1,5 +1,7 @@
 import json
 import random
+import re
+import sys
 import unicodedata
 
 import pytest
@@ -9,6 +11,9 @@ from hypothesis import given, settings, strategies as st
 import checkpoint
 import conftest
 import encoder
+
+sys.path.insert(0, str(conftest.REPO / 'tools'))
+import make_encoder_classes  # noqa: E402
 
 GPT2_VOCAB = conftest.REPO / 'tests' / 'data' / 'gpt2_vocab'
 # tiktoken's own spelling of GPT-2's pre-tokenizer (its r50k/gpt2 encodings), read by tiktoken's regex engine.
@@ -254,3 +259,93 @@ def test_tiktoken_is_used_only_where_it_gives_gpt2s_ids(merges, words, rng):
     pieces = [words[0]] + ['Ġ' + word for word in words[1:]]  # how GPT-2 cuts ' '.join(words)
     expected = [vocab[symbol] for piece in pieces for symbol in gpt2_bpe(piece, odd.bpe_ranks)]
     assert odd.encode(' '.join(words), fast=True) == expected
+
+
+# --- the same ids whatever `regex` is installed
+
+EVERYTHING = ''.join(chr(c) for c in range(0x110000) if not 0xd800 <= c <= 0xdfff)
+TABLE_LETTERS = frozenset(map(ord, re.findall(encoder.L, EVERYTHING)))
+TABLE_NUMBERS = frozenset(map(ord, re.findall(encoder.N, EVERYTHING)))
+TABLE_WHITESPACE = frozenset(map(ord, re.findall(encoder.S, EVERYTHING)))
+
+
+def assigned_code_points():
+    """Every code point Python's Unicode tables assign, surrogates aside, plus every one the pre-tokenizer's table
+    counts as a letter, number or space (tiktoken's Unicode version may be newer than Python's)."""
+    classed = TABLE_LETTERS | TABLE_NUMBERS | TABLE_WHITESPACE
+    return [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) not in ('Cn', 'Cs') or c in classed]
+
+
+def classes_disagree(c):
+    """Python's own Unicode tables (whatever version this Python has) class c differently from the checked-in
+    table's: the code points where an engine's Unicode version shows."""
+    category = unicodedata.category(chr(c))[0]
+    return (category == 'L') != (c in TABLE_LETTERS) or (category == 'N') != (c in TABLE_NUMBERS)
+
+
+@pytest.mark.parametrize('context', ['{c}', "{c}'s", "{c}'ll", 'x{c}', ' {c}', '{c}1', '1{c}'])
+def test_every_code_point_gets_tiktokens_ids_in_every_context(gpt2, tiktoken_gpt2, context):
+    """The pre-tokenizer's letters, numbers and spaces are tiktoken's, not the installed regex's: each code point in
+    each context, one per line (a newline never joins the piece before or after it). The readable path, slower,
+    takes every 11th code point and every one whose class differs between Unicode versions."""
+    code_points = assigned_code_points()
+    lines = [context.format(c=c) for c in code_points]
+    text = '\n'.join(lines)
+    assert gpt2.encode(text, fast=True) == tiktoken_gpt2.encode_ordinary(text)
+    text = '\n'.join(line for n, (c, line) in enumerate(zip(code_points, lines))
+                      if n % 11 == 0 or classes_disagree(ord(c)))
+    assert gpt2.encode(text, fast=False) == tiktoken_gpt2.encode_ordinary(text)
+
+
+def test_pythons_re_reads_the_classes_as_tiktoken_reads_its_own():
+    for table, pattern in [(TABLE_LETTERS, r'\p{L}'), (TABLE_NUMBERS, r'\p{N}'), (TABLE_WHITESPACE, r'\s')]:
+        assert sorted(table) == make_encoder_classes.matching_code_points(pattern)
+
+
+# --- odd input
+
+@pytest.mark.parametrize('text, replaced', [
+    ('a\ud83db', 'a\ufffdb'),
+    ('\udcff', '\ufffd'),
+    ('\ud83d\ude00 pair', '😀 pair'),  # a surrogate pair in a str is the character it encodes
+    ('x\udc80y\ud800', 'x\ufffdy\ufffd'),
+])
+@pytest.mark.parametrize('fast', [False, True])
+def test_lone_surrogates_become_replacement_characters(gpt2, tiktoken_gpt2, text, replaced, fast):
+    assert gpt2.encode(text, fast=fast) == gpt2.encode(replaced, fast=fast) == tiktoken_gpt2.encode_ordinary(text)
+
+
+@pytest.mark.parametrize('bad', ['5', 3.0, True, None, b'5', [5]])
+def test_decode_rejects_ids_that_are_not_integers(enc, bad):
+    with pytest.raises(TypeError, match=f'not {bad!r}'.replace('[', r'\[').replace(']', r'\]')):
+        enc.decode([ord('a'), bad])
+
+
+@pytest.mark.parametrize('bad', [-1, 10**6])
+def test_decode_rejects_ids_outside_the_vocabulary(enc, bad):
+    with pytest.raises(ValueError, match=f'token id {bad} is not in the vocabulary'):
+        enc.decode([bad])
+
+
+def test_decode_takes_numpy_integers(enc):
+    import numpy as np
+    assert enc.decode(np.array([259, 258], dtype=np.int32)) == 'in the'
+    assert enc.decode([np.int64(259)]) == 'in'
+
+
+def test_endoftext_on_the_released_vocabulary(gpt2, tiktoken_gpt2):
+    text = 'a<|endoftext|>b <|endoftext|>\n<|endoftext|>'
+    assert gpt2.encode(text) == tiktoken_gpt2.encode_ordinary(text)  # text is text
+    allowed = {checkpoint.ENDOFTEXT}
+    expected = tiktoken_gpt2.encode(text, allowed_special=allowed)
+    assert gpt2.encode(text, allowed_special=allowed, fast=False) == expected
+    assert gpt2.encode(text, allowed_special=allowed, fast=True) == expected
+    assert gpt2.encode('a<|endoftext|>b', allowed_special=allowed) == [64, 50256, 65]
+
+
+def test_another_tiktoken_release_gets_the_spelled_out_classes(monkeypatch, tiktoken_gpt2):
+    monkeypatch.setattr(encoder.encoder_classes, 'TIKTOKEN_VERSION', '0.0.0')
+    other = encoder.get_encoder(GPT2_VOCAB.name, GPT2_VOCAB.parent)
+    assert other.tiktoken_encoding._pat_str == encoder.PRETOKENIZE_PATTERN
+    for text in TORTURE:
+        assert other.encode(text, fast=True) == tiktoken_gpt2.encode_ordinary(text)

@@ -332,3 +332,10 @@ def test_fixed_batches_do_not_depend_on_or_disturb_the_training_stream():
 def test_sampler_of_no_tokens_is_a_dataset_error():
     with pytest.raises(DatasetError):
         Sampler([np.array([], dtype=np.uint16)], 4, seed=0)
+
+
+def test_sampler_without_seed_draws_and_window_length_must_be_positive():
+    tokens, lengths = Sampler(numbered_chunks([20]), 4, seed=None).sample(2)
+    assert tokens.shape == (2, 4) and list(lengths) == [4, 4]
+    with pytest.raises(ValueError, match='seq_len'):
+        Sampler(numbered_chunks([20]), 0, seed=0)
