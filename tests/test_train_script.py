@@ -292,3 +292,10 @@ def test_help_is_the_manual_with_a_line_per_flag():
     for flag in train.FLAGS:
         block = (done.out + done.err).split(f'--{flag}=', 1)[1].split('\n    -', 1)[0]
         assert len(block.splitlines()) >= 3, block  # the flag, its default, and a line of explanation
+
+
+def test_a_run_folder_missing_its_latest_checkpoint_says_so(setup):
+    run_train(setup(steps=1))
+    (setup.run_dir() / 'model-1.data-00000-of-00001').unlink()
+    with pytest.raises(checkpoint.ModelError, match='lacks model-1.data-00000-of-00001'):
+        checkpoint.check_model_dir(setup.run_dir())
