@@ -7,6 +7,7 @@ function needs it (through import_tensorflow), so `download_model.py` starts fas
 import contextlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +32,11 @@ MODEL_FILES = (
     'vocab.bpe',
 )
 CHECKPOINT_PREFIX = 'model.ckpt'
+# TensorFlow's checkpoint state file, which names the folder's current checkpoint: model.ckpt in a released folder,
+# the latest model-STEP in a training run's folder (see train.py).
+STATE_FILE = 'checkpoint'
+# Every model folder needs these besides its checkpoint's files.
+MODEL_INFO_FILES = ('encoder.json', 'hparams.json', 'vocab.bpe')
 # A file being downloaded is written as FILE + PARTIAL_SUFFIX and renamed only when complete.
 PARTIAL_SUFFIX = '.part'
 
@@ -140,8 +146,42 @@ def read_hparams(model_dir):
     return parse_hparams(text, source=str(path))
 
 
+def checkpoint_files(prefix):
+    """The files of the checkpoint `prefix` that restoring it reads."""
+    return (f'{prefix}.data-00000-of-00001', f'{prefix}.index')
+
+
+def read_state(model_dir):
+    """The checkpoint names in model_dir's state file, oldest first, the current one last; [] if the file is
+    missing or names none. Only the file names count: the checkpoints are the state file's neighbours wherever
+    the folder has moved to (TensorFlow may have written absolute paths)."""
+    try:
+        text = (Path(model_dir) / STATE_FILE).read_text(encoding='utf-8')
+    except (OSError, UnicodeDecodeError):
+        return []
+    current = re.findall(r'^model_checkpoint_path:\s*"(.*)"\s*$', text, re.M)
+    listed = re.findall(r'^all_model_checkpoint_paths:\s*"(.*)"\s*$', text, re.M)
+    names = [os.path.basename(p) for p in listed + current[-1:]]
+    return list(dict.fromkeys(reversed(names)))[::-1]  # each once, the current one last
+
+
+def current_checkpoint(model_dir):
+    """The file name prefix of the checkpoint that model_dir's state file names: model.ckpt in a released
+    folder, model-STEP in a training run. A state file that names none means the released layout."""
+    names = read_state(model_dir)
+    return names[-1] if names else CHECKPOINT_PREFIX
+
+
+def required_files(prefix):
+    """The files a model folder whose current checkpoint is prefix must hold."""
+    if prefix == CHECKPOINT_PREFIX:
+        return MODEL_FILES
+    return (STATE_FILE, *MODEL_INFO_FILES, *checkpoint_files(prefix))
+
+
 def check_model_dir(model_dir, model_name=None):
-    """Raise ModelError unless model_dir holds every file of a checkpoint whose variables match hparams.json.
+    """Raise ModelError unless model_dir holds every file of a checkpoint whose variables match hparams.json: the
+    checkpoint its `checkpoint` state file names (model.ckpt as released, or a training run's latest).
 
     Cheap: reads hparams.json and the checkpoint index, and compares the weights file's size with what the
     index needs; it does not read the weights. Returns the hparams dict.
@@ -150,21 +190,23 @@ def check_model_dir(model_dir, model_name=None):
     model_name = model_name or model_dir.name
     if not model_dir.is_dir():
         raise ModelError(f'model folder {model_dir} not found; {download_hint(model_name)}')
-    missing = [f for f in MODEL_FILES if not (model_dir / f).is_file()]
+    prefix = current_checkpoint(model_dir)
+    missing = [f for f in required_files(prefix) if not (model_dir / f).is_file()]
     if missing:
         partial = [f for f in missing if (model_dir / (f + PARTIAL_SUFFIX)).exists()]
         why = 'its download was interrupted' if partial else 'the folder is incomplete'
         raise ModelError(f'{model_dir} lacks {", ".join(missing)} ({why}); {download_hint(model_name)}')
     hparams = read_hparams(model_dir)
-    check_checkpoint_index(model_dir, hparams, model_name)
+    check_checkpoint_index(model_dir, hparams, model_name, prefix)
     return hparams
 
 
-def check_checkpoint_index(model_dir, hparams, model_name):
-    """The index must list exactly the expected variables with hparams' shapes, and the weights file must be as
-    long as the index says."""
+def check_checkpoint_index(model_dir, hparams, model_name, checkpoint_name=CHECKPOINT_PREFIX):
+    """The index of the checkpoint checkpoint_name in model_dir must list the expected variables (a training
+    run's also has the optimizer's) with hparams' shapes, and the weights file must be as long as the index
+    says."""
     tf = import_tensorflow()
-    prefix = str(Path(model_dir) / CHECKPOINT_PREFIX)
+    prefix = str(Path(model_dir) / checkpoint_name)
     try:
         reader = tf.train.load_checkpoint(prefix)
         found = reader.get_variable_to_shape_map()
@@ -184,7 +226,7 @@ def check_checkpoint_index(model_dir, hparams, model_name):
         raise ModelError(f'hparams.json in {model_dir} does not match the checkpoint: {n} has shape '
                          f'{list(found[n])}, hparams imply {expected[n]}')
     needed = sum(_num_elements(found[n]) * dtypes[n].size for n in expected)
-    data = Path(model_dir) / 'model.ckpt.data-00000-of-00001'
+    data = Path(model_dir) / checkpoint_files(checkpoint_name)[0]
     if os.path.getsize(data) < needed:
         raise ModelError(f'{data} is truncated ({os.path.getsize(data)} bytes, the index needs at least {needed}); '
                          f'{download_hint(model_name)}')

@@ -230,9 +230,33 @@ def unembed(h, wte):
     return reshape(logits, start + [shape_list(wte)[0]])
 
 
-def model(hparams, X, past=None, scope='model', reuse=False):
+def recomputed_block(x, scope, *, hparams):
+    """block() without past, keeping none of its activations for the backward pass, which runs it again once the
+    gradient from above has arrived. (tf.recompute_grad would order that with `t == t`, which v1 graphs make a
+    Python True: it recomputes during the forward pass and saves nothing.)"""
+    outer = tf.get_variable_scope()
+
+    @tf.custom_gradient
+    def run(x):
+        h, present = block(x, scope, past=None, hparams=hparams)
+
+        def grad(dh, dpresent, variables=None):
+            with tf.control_dependencies([dh]):
+                x_again = tf.identity(x)
+            with tf.variable_scope(outer, reuse=True):
+                again = block(x_again, scope, past=None, hparams=hparams)
+            grads = tf.gradients(again, [x_again] + variables, grad_ys=[dh, dpresent])
+            return grads[0], grads[1:]
+        return (h, present), grad
+    return run(x)
+
+
+def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False):
     """X [batch, seq] token ids, past [batch, n_layer, 2, head, past_seq, head_dim] or None
-    -> {'logits': [batch, seq, n_vocab], 'present': [batch, n_layer, 2, head, seq, head_dim]}"""
+    -> {'logits': [batch, seq, n_vocab], 'present': [batch, n_layer, 2, head, seq, head_dim]}
+
+    recompute: for training, keep only each block's input for the backward pass and compute the rest again there
+    (less memory, one more forward pass of the blocks); needs resource variables and no past."""
     with tf.variable_scope(scope, reuse=reuse):
         wpe, wte = embeddings(hparams)
         past_length = 0 if past is None else tf.shape(past)[-2]
@@ -242,7 +266,10 @@ def model(hparams, X, past=None, scope='model', reuse=False):
         pasts = tf.unstack(past, axis=1) if past is not None else [None] * hparams.n_layer
         assert len(pasts) == hparams.n_layer
         for layer, layer_past in enumerate(pasts):
-            h, present = block(h, f'h{layer}', past=layer_past, hparams=hparams)
+            if recompute:
+                h, present = recomputed_block(h, f'h{layer}', hparams=hparams)
+            else:
+                h, present = block(h, f'h{layer}', past=layer_past, hparams=hparams)
             presents.append(present)
         h = norm(h, 'ln_f')
         return {'logits': unembed(h, wte), 'present': tf.stack(presents, axis=1)}

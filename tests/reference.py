@@ -53,3 +53,16 @@ def greedy(p, hparams, tokens, length):
     for _ in range(length):
         tokens.append(int(np.argmax(logits(p, hparams, np.array(tokens))[-1])))
     return tokens
+
+
+def next_token_losses(p, hparams, tokens):
+    """tokens [seq] -> the cross-entropy of each next token [seq - 1]: -log softmax(logits[i])[tokens[i + 1]]."""
+    z = logits(p, hparams, tokens)[:-1]
+    z = z - z.max(axis=-1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return -log_probs[np.arange(len(tokens) - 1), tokens[1:]]
+
+
+def loss(p, hparams, rows):
+    """rows: token sequences, of any lengths -> the mean cross-entropy over all their next-token targets."""
+    return np.concatenate([next_token_losses(p, hparams, np.asarray(r)) for r in rows]).mean()

@@ -336,3 +336,44 @@ def test_ctrl_c_ends_promptly_and_quietly(tiny_model, script, ready):
     finally:
         proc.kill()
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A training run's folder is a model folder
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def trained_run(tiny_model, tmp_path_factory):
+    """A run folder after 3 steps of train.py -> (its models_dir, its name, its latest weights)."""
+    import tensorflow.compat.v1 as tf
+    tmp = tmp_path_factory.mktemp('train')
+    (tmp / 'data.txt').write_text('the hello and the world in hell or the and world\n' * 40)
+    done = subprocess.run([sys.executable, 'src/train.py', f'--dataset={tmp / "data.txt"}',
+                           f'--models_dir={tiny_model.models_dir}', f'--model_name={tiny_model.name}',
+                           f'--checkpoint_dir={tmp / "checkpoint"}', '--run_name=r1', '--steps=3', '--seq_len=16',
+                           '--learning_rate=0.05', '--sample_every=0', '--seed=1'],
+                          capture_output=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    reader = tf.train.load_checkpoint(str(tmp / 'checkpoint' / 'r1' / 'model-3'))
+    weights = {name: reader.get_tensor(name) for name in tiny_model.params}
+    assert not np.array_equal(weights['model/wte'], tiny_model.params['model/wte'])  # it did train
+    return tmp / 'checkpoint', 'r1', weights
+
+
+def test_unconditional_greedy_sample_from_a_run_is_the_trained_weights_continuation(tiny_model, trained_run):
+    models_dir, name, weights = trained_run
+    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, models_dir=models_dir, model_name=name, nsamples=1,
+                                          length=10, temperature=0))
+    assert done.returncode == 0, done.err
+    tokens = reference.greedy(weights, tiny_model.hparams, [tiny_model.endoftext], 10)[1:]
+    assert done.out == '=' * 40 + ' SAMPLE 1 ' + '=' * 40 + '\n' + decode(tiny_model, tokens) + '\n'
+
+
+def test_interactive_greedy_continuation_from_a_run_is_the_trained_weights(tiny_model, trained_run):
+    models_dir, name, weights = trained_run
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, models_dir=models_dir, model_name=name, length=6,
+                                        temperature=0), stdin=b' the\n')
+    assert done.returncode == 0, done.err
+    prompt = [tiny_model.vocab['Ġthe']]
+    tokens = reference.greedy(weights, tiny_model.hparams, prompt, 6)[1:]
+    assert decode(tiny_model, tokens) + '\n' + SEPARATOR in done.out

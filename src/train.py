@@ -1,0 +1,599 @@
+#!/usr/bin/env python3
+"""Fine-tune GPT-2 on a text dataset; the run folder it writes is a model folder the sampling scripts load.
+
+Sections: the training graph (build_training, which the benchmark uses too), then the run folder (checkpoints
+that survive a crash at any moment), then the training loop and its command line.
+"""
+import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
+
+import dataclasses
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import fire
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import checkpoint
+import load_dataset
+import model
+import sample
+
+OPTIMIZERS = ('adam', 'sgd')
+# The variables --only_train_transformer_layers trains: the blocks', not the embeddings' or ln_f's.
+TRANSFORMER_LAYER = re.compile(r'^model/h\d+/')
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The training graph
+# ---------------------------------------------------------------------------------------------------------------
+
+def token_losses(logits, tokens, lengths):
+    """logits [batch, seq, n_vocab], tokens [batch, seq], lengths [batch]
+    -> cross-entropy of each next token [batch, seq - 1], and where it counts [batch, seq - 1] (1.0, or 0.0 for
+    a target in a row's padding, at a position >= its length)."""
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tokens[:, 1:], logits=logits[:, :-1])
+    target_positions = tf.range(1, tf.shape(tokens)[1])  # the position of each target in its row
+    real = tf.cast(target_positions[tf.newaxis, :] < lengths[:, tf.newaxis], losses.dtype)
+    return losses, real
+
+
+def with_noise(tokens, p, n_vocab, key):
+    """[batch, seq] -> the same, each token replaced by a uniformly random one with probability p, as a
+    regulariser (nshepperd's --noise). The draw is stateless, keyed by key [2], so a resumed run draws the
+    same noise as one that never stopped."""
+    if not p:
+        return tokens
+    shape = tf.shape(tokens)
+    replace = tf.random.stateless_uniform(shape, seed=key) < p
+    random_tokens = tf.random.stateless_uniform(shape, seed=key + [0, 1 << 40], minval=0, maxval=n_vocab,
+                                                dtype=tf.int64)
+    return tf.where(replace, tf.cast(random_tokens, tokens.dtype), tokens)
+
+
+def make_optimizer(name, learning_rate):
+    if name == 'adam':
+        return tf.train.AdamOptimizer(learning_rate)
+    if name == 'sgd':
+        return tf.train.GradientDescentOptimizer(learning_rate)
+    raise ValueError(f'unknown optimizer {name!r}; known: {", ".join(OPTIMIZERS)}')
+
+
+@dataclasses.dataclass
+class Training:
+    """The ops of one training step, from build_training. Feed tokens and lengths; see run_step.
+
+    With accumulate_gradients 1, one step is `sess.run([train_op, loss], feed)`. With N > 1, a step is N runs of
+    accumulate_op (each adds one micro-batch's summed gradients and target count to the accumulators) and one
+    run of train_op (which applies their sum divided by the count and zeroes them). run_step does either."""
+    tokens: tf.Tensor  # int32 [batch, seq <= seq_len], placeholder
+    lengths: tf.Tensor  # int32 [batch], placeholder: tokens at positions >= length are padding
+    loss: tf.Tensor  # float32 []: mean cross-entropy over the batch's real targets
+    loss_sum: tf.Tensor  # float32 []: their sum
+    target_count: tf.Tensor  # float32 []: how many real targets the batch has
+    train_op: tf.Operation  # one optimizer update; adds 1 to global_step
+    accumulate_op: tf.Operation  # None with accumulate_gradients 1
+    micro_batch: tf.Tensor  # int32 [] placeholder with default 0: which micro-batch of the step (keys the noise)
+    global_step: tf.Variable  # int64: updates made, saved with the checkpoints
+    seed: tf.Variable  # int64: the run's seed, saved with the checkpoints so that a resumed run keeps it
+    train_vars: list  # the variables the optimizer changes
+    model_vars: list  # every model variable (the released checkpoint's)
+    saved_vars: list  # what a run checkpoint holds: model, optimizer state and global_step
+    accumulate_gradients: int
+
+    def run_step(self, sess, batches):
+        """One optimizer update from accumulate_gradients micro-batches [(tokens, lengths), ...]
+        -> the mean loss over all their real targets, before the update."""
+        assert len(batches) == self.accumulate_gradients, (len(batches), self.accumulate_gradients)
+        if self.accumulate_op is None:
+            tokens, lengths = batches[0]
+            _, loss = sess.run([self.train_op, self.loss], {self.tokens: tokens, self.lengths: lengths})
+            return float(loss)
+        total, count = 0.0, 0.0
+        for i, (tokens, lengths) in enumerate(batches):
+            feed = {self.tokens: tokens, self.lengths: lengths, self.micro_batch: i}
+            _, loss_sum, n = sess.run([self.accumulate_op, self.loss_sum, self.target_count], feed)
+            total, count = total + float(loss_sum), count + float(n)
+        sess.run(self.train_op)
+        return total / count
+
+
+def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_rate=2e-5, accumulate_gradients=1,
+                   only_train_transformer_layers=False, memory_saving_gradients=False, noise=0.0, seed=0):
+    """Build, in the default graph, the model and the ops of one training step -> Training.
+
+    The model's variables are resource variables with the released names (model/h0/attn/c_attn/w, ...), so the
+    base checkpoint restores into them and the sampling scripts load the run's checkpoints. Resource variables
+    also make an update wait for every read of the old value (a reference variable could change under a
+    gradient still being computed from it).
+
+    hparams: model.HParams. batch_size: rows per micro-batch. seq_len: the longest row that will be fed (at most
+    hparams.n_ctx); shorter rows are padded, and lengths says where each row's tokens end.
+    optimizer: 'adam' or 'sgd', at learning_rate.
+    The loss is the mean cross-entropy of logits[:, :-1] against tokens[:, 1:] over the real (unpadded) targets:
+    without padding, exactly the original's mean over the window.
+    accumulate_gradients N: one update from N micro-batches, the gradient of their summed loss divided by their
+    number of real targets: the same update as one batch of N times the rows.
+    only_train_transformer_layers: the embeddings (wte, wpe) and ln_f stay as they are.
+    memory_saving_gradients: recompute each block's activations in the backward pass (model.model(recompute=True)).
+    noise p: each input token (not target) replaced at random with probability p, keyed by (seed, step,
+    micro-batch), so a resumed run draws the same noise.
+    Initialise with tf.global_variables_initializer() before restoring.
+    """
+    if not 1 <= seq_len <= hparams.n_ctx:
+        raise ValueError(f'seq_len must be from 1 to n_ctx ({hparams.n_ctx}), got {seq_len}')
+    tokens = tf.placeholder(tf.int32, [batch_size, None], name='tokens')
+    lengths = tf.placeholder(tf.int32, [batch_size], name='lengths')
+    micro_batch = tf.placeholder_with_default(tf.constant(0, tf.int32), [], name='micro_batch')
+    with tf.variable_scope(tf.get_variable_scope(), use_resource=True):
+        global_step = tf.get_variable('global_step', [], tf.int64, initializer=tf.zeros_initializer(),
+                                      trainable=False)
+        seed_var = tf.get_variable('train_seed', [], tf.int64, initializer=tf.constant_initializer(seed),
+                                   trainable=False)
+        key = tf.stack([seed_var, global_step * accumulate_gradients + tf.cast(micro_batch, tf.int64)])
+        inputs = with_noise(tokens, noise, hparams.n_vocab, key)
+        logits = model.model(hparams, inputs, recompute=memory_saving_gradients)['logits']
+        losses, real = token_losses(logits, tokens, lengths)
+        loss_sum = tf.reduce_sum(losses * real)
+        target_count = tf.reduce_sum(real)
+        loss = loss_sum / target_count
+
+        model_vars = [v for v in tf.global_variables() if v.name.startswith('model/')]
+        train_vars = [v for v in model_vars if TRANSFORMER_LAYER.match(v.name) or not only_train_transformer_layers]
+        opt = make_optimizer(optimizer, learning_rate)
+        if accumulate_gradients == 1:
+            grads = opt.compute_gradients(loss, train_vars)
+            accumulate_op, accumulators = None, []
+            if memory_saving_gradients:
+                grads = after_all(grads)
+            train_op = opt.apply_gradients(grads, global_step=global_step)
+        else:
+            accumulate_op, train_op, accumulators = accumulating(opt, loss_sum, target_count, train_vars, global_step)
+    saved = [v for v in tf.global_variables() if not any(v is a for a in accumulators)]
+    return Training(tokens=tokens, lengths=lengths, loss=loss, loss_sum=loss_sum, target_count=target_count,
+                    train_op=train_op, accumulate_op=accumulate_op, micro_batch=micro_batch, global_step=global_step,
+                    seed=seed_var, train_vars=train_vars, model_vars=model_vars, saved_vars=saved,
+                    accumulate_gradients=accumulate_gradients)
+
+
+def after_all(grads_and_vars):
+    """The gradients, each available only once all are computed. With recompute, the backward pass reads the
+    weights again; without this, a weight could be updated before a recomputation still to come has read it."""
+    grads = tf.tuple([g for g, _ in grads_and_vars])
+    return [(g, v) for g, (_, v) in zip(grads, grads_and_vars)]
+
+
+def accumulating(opt, loss_sum, target_count, train_vars, global_step):
+    """-> (accumulate_op, train_op, accumulators): accumulate_op adds the gradients of loss_sum and target_count
+    to accumulators; train_op applies (summed gradients / summed count), then zeroes them."""
+    with tf.variable_scope('accumulate'):
+        sums = [tf.get_variable(v.op.name, v.shape, v.dtype, initializer=tf.zeros_initializer(), trainable=False)
+                for v in train_vars]
+        count = tf.get_variable('target_count', [], tf.float32, initializer=tf.zeros_initializer(), trainable=False)
+    grads = opt.compute_gradients(loss_sum, train_vars)
+    accumulate_op = tf.group([s.assign_add(tf.convert_to_tensor(g)) for s, (g, _) in zip(sums, grads)]
+                             + [count.assign_add(target_count)])
+    mean = [(s.read_value() / count.read_value(), v) for s, v in zip(sums, train_vars)]
+    apply_op = opt.apply_gradients(mean, global_step=global_step)
+    with tf.control_dependencies([apply_op]):
+        train_op = tf.group([s.assign(tf.zeros_like(s)) for s in sums] + [count.assign(0.0)])
+    return accumulate_op, train_op, sums + [count]
+
+
+def build_validation(hparams, batch_size):
+    """The model again, on the training graph's variables, for validation batches
+    -> (tokens [batch, None], lengths [batch] placeholders, the loss summed over real targets, their count)."""
+    tokens = tf.placeholder(tf.int32, [batch_size, None], name='val_tokens')
+    lengths = tf.placeholder(tf.int32, [batch_size], name='val_lengths')
+    logits = model.model(hparams, tokens, reuse=True)['logits']
+    losses, real = token_losses(logits, tokens, lengths)
+    return tokens, lengths, tf.reduce_sum(losses * real), tf.reduce_sum(real)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run folder
+#
+# CHECKPOINT_DIR/RUN_NAME is a model folder: hparams.json, encoder.json and vocab.bpe copied from the base model,
+# checkpoints model-STEP.index and model-STEP.data-00000-of-00001, and the state file `checkpoint` that lists the
+# kept checkpoints by file name (relative, so the folder can move), the latest last. The state file is the one
+# truth: a checkpoint it does not list is not one, and its files are removed when a run starts or saves.
+#
+# A save writes the new checkpoint's files (TensorFlow writes each under a temporary name, NAME.tempstate..., and
+# renames it when complete), then a new state file under a temporary name, renamed over the old one (an atomic
+# replace), and only then removes the files of checkpoints no longer listed. A crash or SIGKILL at any moment
+# leaves the old state file or the new one, each naming complete checkpoints.
+# ---------------------------------------------------------------------------------------------------------------
+
+CHECKPOINT_NAME = re.compile(r'^model-(\d+)$')
+CHECKPOINT_FILE = re.compile(r'^(model-\d+)\.(index|data-\d+-of-\d+|meta)$')
+TEMPORARY = '.tempstate'  # in the name of a file being written; ours and TensorFlow's
+
+
+def checkpoint_name(step):
+    return f'model-{step}'
+
+
+class RunFolder:
+    """A run's folder, CHECKPOINT_DIR/RUN_NAME (see above); the folder need not exist yet."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def checkpoints(self):
+        """The kept checkpoints' names, oldest first."""
+        return [n for n in checkpoint.read_state(self.path) if CHECKPOINT_NAME.match(n)]
+
+    def latest(self):
+        """The latest checkpoint's path prefix, or None."""
+        kept = self.checkpoints()
+        return str(self.path / kept[-1]) if kept else None
+
+    def start(self, base_dir, *, discard=False):
+        """Create the folder with the base model's hparams.json, encoder.json and vocab.bpe, or tidy an existing
+        one: remove what a killed save left. discard: forget every checkpoint (--restore_from fresh
+        --overwrite)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in checkpoint.MODEL_INFO_FILES:
+            if not (self.path / name).exists():
+                temporary = self.path / (name + TEMPORARY)
+                shutil.copyfile(Path(base_dir) / name, temporary)
+                os.replace(temporary, self.path / name)
+        if discard:
+            (self.path / checkpoint.STATE_FILE).unlink(missing_ok=True)
+        self.remove_unlisted()
+
+    def save(self, sess, saver, step, max_checkpoints):
+        """Save checkpoint model-STEP, make it the latest, and keep only the last max_checkpoints -> its path."""
+        name = checkpoint_name(step)
+        saver.save(sess, str(self.path / name), write_meta_graph=False, write_state=False)
+        kept = [n for n in self.checkpoints() if n != name] + [name]
+        self.write_state(kept[-max_checkpoints:])
+        self.remove_unlisted()
+        return self.path / name
+
+    def write_state(self, names):
+        """The state file, in TensorFlow's format, replaced atomically."""
+        text = f'model_checkpoint_path: "{names[-1]}"\n' + ''.join(f'all_model_checkpoint_paths: "{n}"\n'
+                                                                   for n in names)
+        temporary = self.path / (checkpoint.STATE_FILE + TEMPORARY)
+        with open(temporary, 'w', encoding='utf-8') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self.path / checkpoint.STATE_FILE)
+
+    def remove_unlisted(self):
+        """Remove the files of checkpoints the state file does not list, and whatever a killed save left."""
+        kept = set(self.checkpoints())
+        for path in self.path.iterdir():
+            match = CHECKPOINT_FILE.match(path.name)
+            if TEMPORARY in path.name or (match and match.group(1) not in kept):
+                path.unlink()
+            elif path.is_dir() and CHECKPOINT_NAME.match(path.name.removesuffix('_temp')):
+                shutil.rmtree(path)  # TensorFlow's sharded saves write in NAME_temp/
+
+
+def checkpoint_vars(prefix):
+    """The names of the variables the checkpoint at prefix holds."""
+    return set(tf.train.load_checkpoint(prefix).get_variable_to_shape_map())
+
+
+def restore(sess, training, prefix):
+    """Restore what training saves from the checkpoint at prefix: from the base model only its weights (the
+    optimizer starts fresh and the step at 0), from a run's checkpoint also the optimizer state and step. Not the
+    run's seed: train_main has chosen it already (--seed, else the checkpoint's, else a random one)."""
+    found = checkpoint_vars(prefix)
+    wanted = {v.op.name: v for v in training.saved_vars if v.op.name in found and v is not training.seed}
+    tf.train.Saver(var_list=wanted).restore(sess, prefix)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Where a run starts from
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Start:
+    model_dir: Path  # the model folder whose hparams.json, encoder.json and vocab.bpe the run uses
+    hparams: model.HParams
+    enc: object  # encoder.Encoder
+    prefix: str  # the checkpoint to restore
+    seed: int | None  # the seed a resumed run had (it goes on with it), else None
+
+
+def choose_start(run, *, restore_from, overwrite, model_name, models_dir):
+    """-> Start, for --restore_from latest (the run's latest checkpoint, else the base model), fresh (the base
+    model) or a checkpoint's path (a prefix such as checkpoint/run1/model-500, or a model folder)."""
+    if restore_from == 'latest' and run.latest():
+        model_dir, hparams, enc = cli.load_model(run.path.name, run.path.parent)
+        return Start(model_dir, hparams, enc, run.latest(), saved_seed(run.latest()))
+    if restore_from == 'fresh' and run.checkpoints() and not overwrite:
+        raise cli.UsageError(f'{run.path} already holds checkpoints (the latest is {run.checkpoints()[-1]}); '
+                             f'go on with --restore_from latest, start again with --overwrite, or choose another '
+                             f'--run_name')
+    model_dir, hparams, enc = cli.load_model(model_name, models_dir)
+    check_same_model(run, model_dir)
+    if restore_from in ('latest', 'fresh'):
+        return Start(model_dir, hparams, enc, str(model_dir / checkpoint.current_checkpoint(model_dir)), None)
+    prefix = checkpoint_prefix(restore_from)
+    path = Path(prefix)
+    checkpoint.check_checkpoint_index(path.parent, dataclasses.asdict(hparams), model_name, path.name)
+    return Start(model_dir, hparams, enc, prefix, saved_seed(prefix))
+
+
+def checkpoint_prefix(restore_from):
+    """--restore_from PATH -> the checkpoint's path prefix: PATH itself, or a folder's current checkpoint."""
+    path = Path(str(restore_from)).expanduser()
+    if path.is_dir():
+        path = path / checkpoint.current_checkpoint(path)
+    if not Path(f'{path}.index').is_file():
+        raise checkpoint.ModelError(f'--restore_from {restore_from}: no checkpoint there ({path}.index not found); '
+                                    f'give a checkpoint such as checkpoint/run1/model-1000, or latest, or fresh')
+    return str(path)
+
+
+def check_same_model(run, model_dir):
+    """A run folder holds one model's checkpoints; training another model into it would mix them."""
+    ours = run.path / 'hparams.json'
+    if ours.exists() and checkpoint.read_hparams(run.path) != checkpoint.read_hparams(model_dir):
+        raise checkpoint.ModelError(f'{run.path} holds a run of another model (its hparams.json differs from '
+                                    f'{model_dir}); choose another --run_name or --model_name')
+
+
+def saved_seed(prefix):
+    """The seed a run checkpoint was trained with, or None (the base model has none)."""
+    reader = tf.train.load_checkpoint(prefix)
+    return int(reader.get_tensor('train_seed')) if reader.has_tensor('train_seed') else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------------------------
+
+class StopRequest:
+    """The first Ctrl-C asks the loop to save and stop after the current step; the second ends the process at once
+    (SIGINT's default action), without saving: the run folder stays at its last checkpoint."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGINT, self.handle)
+
+    def handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        print('Interrupted: saving after this step (Ctrl-C again to stop at once, without saving)',
+              file=sys.stderr, flush=True)
+
+
+class Progress:
+    """The original's progress line, `[step | seconds since start] loss=... avg=...`, avg a moving average over
+    about the last 100 steps, plus the step's tokens per second."""
+
+    def __init__(self):
+        self.start = time.time()
+        self.total, self.weight = 0.0, 0.0
+
+    def elapsed(self):
+        return time.time() - self.start
+
+    def step(self, step, loss, tokens, seconds):
+        self.total, self.weight = self.total * 0.99 + loss, self.weight * 0.99 + 1
+        print(f'[{step} | {self.elapsed():.2f}] loss={loss:.2f} avg={self.total / self.weight:.2f} '
+              f'tokens/s={tokens / seconds:.1f}', flush=True)
+
+
+class Validation:
+    """The loss over a fixed set of windows of the validation data, chosen once, so that it is comparable over a
+    run; printed with its perplexity, exp(loss)."""
+
+    def __init__(self, hparams, chunks, *, seq_len, batch_size, batch_count, seed):
+        self.batches = load_dataset.Sampler(chunks, seq_len, seed).fixed_batches(batch_size, batch_count)
+        self.tokens, self.lengths, self.loss_sum, self.count = build_validation(hparams, batch_size)
+
+    def run(self, sess, step, progress):
+        total, count = 0.0, 0.0
+        for tokens, lengths in self.batches:
+            loss_sum, n = sess.run([self.loss_sum, self.count], {self.tokens: tokens, self.lengths: lengths})
+            total, count = total + float(loss_sum), count + float(n)
+        loss = total / count
+        print(f'[{step} | {progress.elapsed():.2f}] validation loss={loss:.4f} perplexity={np.exp(loss):.2f}',
+              flush=True)
+
+
+class Samples:
+    """Unconditional samples from the weights being trained, printed and written to SAMPLE_DIR/RUN_NAME/
+    samples-STEP. The sampling graph is built at the first samples, not before the first step (2 s for 124M)."""
+
+    def __init__(self, hparams, enc, folder, *, length, count, batch_size, top_k, top_p):
+        self.enc, self.folder, self.count = enc, folder, count
+        self.rows = min(count, batch_size)
+        self.options = dict(hparams=hparams, length=length, start_token=enc.encoder[checkpoint.ENDOFTEXT],
+                            batch_size=self.rows, top_k=top_k, top_p=top_p, frozen_weights=False)
+        self.output = None
+
+    def run(self, sess, step):
+        if self.output is None:
+            with sess.graph.as_default():
+                self.output = sample.sample_sequence(**self.options)
+        texts = []
+        while len(texts) < self.count:
+            for tokens in sess.run(self.output)[:self.count - len(texts)]:
+                texts.append(cli.sample_header(len(texts) + 1) + '\n' + cli.sample_text(self.enc, tokens[1:]))
+        text = '\n'.join(texts) + '\n'
+        print(text, end='', flush=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f'samples-{step}').write_text(text, encoding='utf-8', errors='replace')
+
+
+def train_loop(sess, training, sampler, run, saver, *, steps, save_every, max_checkpoints, sample_every, samples,
+               val_every, validation):
+    """Train until `steps` more steps are done (0: until Ctrl-C), saving every save_every steps and at the end."""
+    step = int(sess.run(training.global_step))
+    sampler.draws = step * training.accumulate_gradients  # go on with the windows a straight run would draw
+    last, saved = (step + steps if steps else None), step
+    progress, stop = Progress(), StopRequest()
+    if validation:
+        validation.run(sess, step, progress)
+    while not stop.requested and (last is None or step < last):
+        batches = [sampler.sample(training.tokens.shape[0]) for _ in range(training.accumulate_gradients)]
+        began = time.time()
+        loss = training.run_step(sess, batches)
+        step += 1
+        progress.step(step, loss, sum(int(lengths.sum()) for _, lengths in batches), time.time() - began)
+        if step % save_every == 0:
+            print(f'Saving {run.save(sess, saver, step, max_checkpoints)}', flush=True)
+            saved = step
+        if samples and step % sample_every == 0:
+            samples.run(sess, step)
+        if validation and step % val_every == 0:
+            validation.run(sess, step, progress)
+    if step != saved:
+        print(f'Saving {run.save(sess, saver, step, max_checkpoints)}', flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------------------------
+
+FLAGS = dict(
+    dataset='the training text: a text file, a folder (all files in it, recursively), a glob, or a .npz of '
+            'token arrays from encode.py. Required.',
+    model_name='the base model to fine-tune, a folder in models_dir: 124M, 355M, 774M or 1558M.',
+    models_dir=cli.COMMON_FLAGS['models_dir'],
+    combine='gather text files into chunks of at least this many characters (training windows stay within a '
+            'chunk).',
+    encoding='the text files\' encoding.',
+    batch_size='windows per step (per micro-batch with accumulate_gradients).',
+    learning_rate='the optimizer\'s learning rate, above 0.',
+    optimizer='adam or sgd.',
+    accumulate_gradients='make each step from this many batches (the same update as one batch this many times '
+                         'the size, in the memory of one).',
+    memory_saving_gradients='recompute activations in the backward pass instead of keeping them: less memory, '
+                            'slower steps.',
+    only_train_transformer_layers='keep the embeddings (wte, wpe) and the final layer norm as they are.',
+    noise='replace each input token with a random one with this probability, 0 to below 1 (a regulariser).',
+    seq_len="tokens per window, 2 to the model's window (n_ctx, the default).",
+    steps='train this many steps, then save and stop; 0 (the default) trains until Ctrl-C.',
+    seed='a whole number that makes the run repeatable; by default a random one. A resumed run keeps its seed.',
+    run_name='the run\'s name: its folder in checkpoint_dir and in sample_dir.',
+    checkpoint_dir='the folder of run folders; a relative path is looked up in the working directory, then in '
+                   'the repository. A run folder is a model folder: sample from it with --models_dir '
+                   'CHECKPOINT_DIR --model_name RUN_NAME.',
+    restore_from='latest (the run\'s latest checkpoint, else the base model), fresh (the base model), or the '
+                 'path of a checkpoint (e.g. checkpoint/run1/model-1000) or model folder.',
+    overwrite='with --restore_from fresh, discard the run\'s checkpoints instead of refusing.',
+    save_every='save a checkpoint every this many steps (and always at the end and on Ctrl-C).',
+    max_checkpoints='keep this many latest checkpoints in the run folder; older ones are removed.',
+    sample_every='print and write samples every this many steps; 0 for none.',
+    sample_length="tokens per sample, 1 to the model's window less one (the default).",
+    sample_num='samples each time.',
+    sample_dir='samples go to SAMPLE_DIR/RUN_NAME/samples-STEP; a relative path is looked up as checkpoint_dir '
+               'is.',
+    top_k='samples draw only from the k most likely tokens; 0 means no limit.',
+    top_p='samples draw only from the most likely tokens whose probabilities add up to at most top_p; 1 or 0 '
+          'means no limit.',
+    val_dataset='validation text, in any form dataset takes (give the dataset itself to validate on the training '
+                'text); needs val_every.',
+    val_every='print the validation loss and perplexity every this many steps (and at the start); 0 for never.',
+    val_batch_size='windows per validation batch.',
+    val_batch_count='validation batches; the windows are chosen once, so the loss is comparable over the run.',
+)
+
+
+def check_flags(flags):
+    """Every flag whose range does not depend on the model; UsageError names the first bad one."""
+    if flags['dataset'] is None:
+        raise cli.UsageError('--dataset is required: a text file, a folder, a glob or a .npz')
+    for name in ('batch_size', 'accumulate_gradients', 'combine', 'save_every', 'max_checkpoints', 'sample_num',
+                 'val_batch_size', 'val_batch_count'):
+        cli.whole_number(name, flags[name], 1)
+    for name in ('steps', 'sample_every', 'val_every', 'top_k'):
+        cli.whole_number(name, flags[name], 0)
+    cli.whole_number('seed', flags['seed'], 0, 2**32 - 1, allow_none=True)
+    cli.number('learning_rate', flags['learning_rate'], 0, float('inf'), low_open=True, what='a number above 0')
+    cli.number('noise', flags['noise'], 0, 1, what='a number from 0 to below 1')
+    if flags['noise'] == 1:
+        raise cli.UsageError('--noise must be a number from 0 to below 1, got 1')
+    cli.number('top_p', flags['top_p'], 0, 1, what='a number from 0 to 1 (0 and 1 keep every token)')
+    try:
+        load_dataset.check_encoding(flags['encoding'])
+    except ValueError as err:
+        raise cli.UsageError(err) from None
+    if flags['optimizer'] not in OPTIMIZERS:
+        raise cli.UsageError(f'--optimizer must be one of {", ".join(OPTIMIZERS)}, got {flags["optimizer"]!r}')
+    for name in ('memory_saving_gradients', 'only_train_transformer_layers', 'overwrite'):
+        if not isinstance(flags[name], bool):
+            raise cli.UsageError(f'--{name} takes no value (or true/false), got {flags[name]!r}')
+    for name in ('run_name', 'restore_from'):
+        if not isinstance(flags[name], str) or not flags[name] or (name == 'run_name' and os.sep in flags[name]):
+            raise cli.UsageError(f'--{name} must be a {"name" if name == "run_name" else "path"}, got '
+                                 f'{flags[name]!r}')
+    if bool(flags['val_dataset']) != bool(flags['val_every']):
+        raise cli.UsageError('--val_dataset and --val_every go together: give both to validate, or neither')
+
+
+def check_model_flags(flags, hparams):
+    """The flags whose range is the model's window -> (seq_len, sample_length)."""
+    seq_len = cli.whole_number('seq_len', flags['seq_len'], 2, hparams.n_ctx, allow_none=True) or hparams.n_ctx
+    sample_length = cli.whole_number('sample_length', flags['sample_length'], 1, hparams.n_ctx - 1,
+                                     allow_none=True) or hparams.n_ctx - 1
+    return seq_len, sample_length
+
+
+def read_dataset(enc, path, **options):
+    try:
+        return load_dataset.load_dataset(enc, path, **options)
+    except load_dataset.DatasetError as err:
+        cli.fail(err, code=1)
+
+
+@cli.script('Fine-tune GPT-2 on a dataset. The run folder CHECKPOINT_DIR/RUN_NAME is a model folder that the '
+            'sampling scripts load.', **FLAGS)
+def train_main(dataset=None, model_name='124M', models_dir='models', combine=50000, encoding='utf-8', batch_size=1,
+               learning_rate=2e-5, optimizer='adam', accumulate_gradients=1, memory_saving_gradients=False,
+               only_train_transformer_layers=False, noise=0.0, seq_len=None, steps=0, seed=None, run_name='run1',
+               checkpoint_dir='checkpoint', restore_from='latest', overwrite=False, save_every=1000,
+               max_checkpoints=5, sample_every=100, sample_length=None, sample_num=1, sample_dir='samples', top_k=40,
+               top_p=1.0, val_dataset=None, val_every=0, val_batch_size=2, val_batch_count=40):
+    flags = dict(locals())
+    check_flags(flags)
+    # Everything is checked before anything is written: the model, the flags that depend on it, the data.
+    run = RunFolder(checkpoint.resolve_models_dir(checkpoint_dir) / run_name)
+    start = choose_start(run, restore_from=restore_from, overwrite=overwrite, model_name=model_name,
+                         models_dir=models_dir)
+    seq_len, sample_length = check_model_flags(flags, start.hparams)
+    chunks = read_dataset(start.enc, dataset, combine=combine, encoding=encoding)
+    val_chunks = read_dataset(start.enc, val_dataset, combine=combine, encoding=encoding) if val_dataset else None
+    if seed is None:
+        seed = start.seed if start.seed is not None else int.from_bytes(os.urandom(4), 'little')
+
+    run.start(start.model_dir, discard=restore_from == 'fresh' and overwrite)
+    with tf.Graph().as_default():
+        tf.set_random_seed(seed)
+        training = build_training(start.hparams, batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
+                                  learning_rate=learning_rate, accumulate_gradients=accumulate_gradients,
+                                  only_train_transformer_layers=only_train_transformer_layers,
+                                  memory_saving_gradients=memory_saving_gradients, noise=noise, seed=seed)
+        validation = val_chunks and Validation(start.hparams, val_chunks, seq_len=seq_len, batch_size=val_batch_size,
+                                               batch_count=val_batch_count, seed=seed)
+        samples = sample_every and Samples(start.hparams, start.enc,
+                                           checkpoint.resolve_models_dir(sample_dir) / run_name, length=sample_length,
+                                           count=sample_num, batch_size=batch_size, top_k=top_k, top_p=top_p or 1)
+        saver = tf.train.Saver(var_list={v.op.name: v for v in training.saved_vars}, max_to_keep=None)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            restore(sess, training, start.prefix)
+            print(f'Training {run.path} from {start.prefix} at step {int(sess.run(training.global_step))}',
+                  flush=True)
+            train_loop(sess, training, load_dataset.Sampler(chunks, seq_len, seed), run, saver, steps=steps,
+                       save_every=save_every, max_checkpoints=max_checkpoints, sample_every=sample_every,
+                       samples=samples, val_every=val_every, validation=validation)
+
+
+if __name__ == '__main__':
+    cli.setup_process()
+    fire.Fire(train_main)

@@ -1,0 +1,301 @@
+"""src/train.py end to end, as subprocesses on the tiny model: the run folder, resuming, pruning, Ctrl-C, SIGKILL
+during saves, and bad input. The training graph itself is tested in test_train.py."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import checkpoint
+import conftest
+import train
+from test_scripts import assert_clean_error
+
+REPO = conftest.REPO
+PROGRESS = re.compile(r'^\[(\d+) \| [\d.]+\] loss=([\d.]+) avg=[\d.]+ tokens/s=[\d.]+$', re.M)
+# One thread per op and one op at a time: the order of float additions is fixed, so results are bit-identical.
+ONE_THREAD = {'TF_NUM_INTRAOP_THREADS': '1', 'TF_NUM_INTEROP_THREADS': '1'}
+TEXT = 'the hello and the world in hell or the and world\n' * 40
+
+
+@pytest.fixture()
+def setup(tiny_model, tmp_path):
+    """-> a function that makes the command line of a training run on the tiny model, in tmp_path."""
+    (tmp_path / 'data.txt').write_text(TEXT)
+
+    def flags(**overrides):
+        values = {'dataset': tmp_path / 'data.txt', 'models_dir': tiny_model.models_dir,
+                  'model_name': tiny_model.name, 'checkpoint_dir': tmp_path / 'ck', 'sample_dir': tmp_path / 'samples',
+                  'seq_len': 16, 'sample_every': 0, 'seed': 1, 'learning_rate': 0.01, 'steps': 2, **overrides}
+        return [f'--{k}={v}' for k, v in values.items() if v is not None]
+    flags.run_dir = lambda name='run1': tmp_path / 'ck' / name
+    flags.tmp = tmp_path
+    return flags
+
+
+def command(args):
+    return [sys.executable, str(REPO / 'src' / 'train.py'), *map(str, args)]
+
+
+def run_cli(args, env=None):
+    done = subprocess.run(command(args), capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+    done.out, done.err = done.stdout, done.stderr
+    return done
+
+
+def run_train(args, env=None):
+    done = run_cli(args, env)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def start_train(args):
+    return subprocess.Popen(command(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(process, step):
+    """Read the progress lines until step `step` is done."""
+    for line in process.stdout:
+        match = PROGRESS.match(line)
+        if match and int(match.group(1)) >= step:
+            return
+    raise AssertionError(f'the run ended before step {step}: {process.stderr.read()}')
+
+
+def losses(out):
+    return {int(step): loss for step, loss in PROGRESS.findall(out)}
+
+
+def state(run_dir):
+    return checkpoint.read_state(run_dir)
+
+
+def tensors(prefix):
+    reader = tf.train.load_checkpoint(str(prefix))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def checkpoint_files(run_dir):
+    return sorted(p.name for p in run_dir.iterdir() if p.name.startswith('model-'))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run folder
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_run_folder_is_a_model_folder_with_relative_state(setup, tiny_model):
+    done = run_train(setup(steps=3, save_every=2, sample_every=3, sample_length=5, sample_num=2))
+    run = setup.run_dir()
+    assert sorted(losses(done.stdout)) == [1, 2, 3]
+    assert (run / 'checkpoint').read_text() == ('model_checkpoint_path: "model-3"\n'
+                                                 'all_model_checkpoint_paths: "model-2"\n'
+                                                 'all_model_checkpoint_paths: "model-3"\n')
+    for name in checkpoint.MODEL_INFO_FILES:
+        assert (run / name).read_bytes() == (tiny_model.dir / name).read_bytes()
+    assert checkpoint.check_model_dir(run) == tiny_model.hparams
+    samples = (setup.tmp / 'samples' / 'run1' / 'samples-3').read_text()
+    assert re.findall(r'SAMPLE (\d+)', samples) == ['1', '2']
+    # The folder moves: the state names its neighbours.
+    moved = setup.tmp / 'elsewhere'
+    run.rename(moved)
+    assert checkpoint.check_model_dir(moved) == tiny_model.hparams
+    assert not np.array_equal(tensors(moved / 'model-3')['model/h0/attn/c_attn/w'],
+                              tiny_model.params['model/h0/attn/c_attn/w'])
+
+
+def test_n_steps_then_n_more_equal_2n_straight_bit_for_bit(setup):
+    options = dict(optimizer='adam', accumulate_gradients=2, batch_size=2, noise=0.1, seed=None)
+    first = run_train(setup(run_name='a', steps=2, seed=5, **{k: v for k, v in options.items() if k != 'seed'}),
+                      env=ONE_THREAD)
+    # The seed is not given again: the run keeps its own.
+    second = run_train(setup(run_name='a', steps=2, **options), env=ONE_THREAD)
+    straight = run_train(setup(run_name='b', steps=4, seed=5, **{k: v for k, v in options.items() if k != 'seed'}),
+                         env=ONE_THREAD)
+    assert {**losses(first.stdout), **losses(second.stdout)} == losses(straight.stdout)
+    resumed, whole = tensors(setup.run_dir('a') / 'model-4'), tensors(setup.run_dir('b') / 'model-4')
+    assert sorted(resumed) == sorted(whole)
+    assert any(name.endswith('/Adam_1') for name in whole) and whole['global_step'] == 4
+    for name in whole:
+        assert np.array_equal(resumed[name], whole[name]), name
+
+
+def test_only_the_last_checkpoints_are_kept_across_restarts(setup):
+    run_train(setup(steps=3, save_every=1, max_checkpoints=2))
+    assert state(setup.run_dir()) == ['model-2', 'model-3']
+    run_train(setup(steps=2, save_every=1, max_checkpoints=2))
+    assert state(setup.run_dir()) == ['model-4', 'model-5']
+    assert checkpoint_files(setup.run_dir()) == ['model-4.data-00000-of-00001', 'model-4.index',
+                                                 'model-5.data-00000-of-00001', 'model-5.index']
+
+
+def test_a_start_removes_what_killed_saves_left(setup):
+    run_train(setup(steps=1))
+    run = setup.run_dir()
+    leftovers = ['model-9.index', 'model-9.data-00000-of-00001', 'model-2.index.tempstate123',
+                 'model-2.data-00000-of-00001.tempstate99', 'checkpoint.tempstate']
+    for name in leftovers:
+        (run / name).write_bytes(b'partial')
+    (run / 'model-2_temp').mkdir()
+    run_train(setup(steps=1))
+    assert state(run) == ['model-1', 'model-2']
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        ['checkpoint', *checkpoint.MODEL_INFO_FILES, *checkpoint.checkpoint_files('model-1'),
+         *checkpoint.checkpoint_files('model-2')])
+
+
+def test_first_ctrl_c_saves_the_step_and_exits(setup):
+    process = start_train(setup(steps=0, save_every=1000))
+    wait_for_step(process, 3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert 'Interrupted' in err and 'Traceback' not in err
+    last = state(setup.run_dir())[-1]
+    assert int(last.split('-')[1]) >= 3 and f'Saving {setup.run_dir() / last}' in out
+
+
+def test_second_ctrl_c_exits_at_once_without_saving(setup, tiny_model):
+    # After step 1 is saved, many samples keep the process busy long enough for both signals to arrive.
+    process = start_train(setup(steps=0, save_every=1, sample_every=1, sample_num=400, sample_length=31))
+    for line in process.stdout:
+        if line.startswith('Saving'):
+            break
+    process.send_signal(signal.SIGINT)
+    for line in process.stderr:
+        if 'Interrupted' in line:
+            break
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    finally:
+        process.kill()  # if it went on training
+        process.communicate()
+    assert process.returncode == -signal.SIGINT
+    assert state(setup.run_dir()) == ['model-1']
+    assert checkpoint.check_model_dir(setup.run_dir()) == tiny_model.hparams
+
+
+def test_sigkill_at_any_moment_of_saving_leaves_a_loadable_folder(setup, tiny_model):
+    run = setup.run_dir()
+    for delay in (0.0, 0.05, 0.13, 0.31):
+        # A save every step: most of the time goes into saving.
+        process = start_train(setup(steps=0, save_every=1, max_checkpoints=2))
+        wait_for_step(process, 2)
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+        assert checkpoint.check_model_dir(run) == tiny_model.hparams
+        assert set(tiny_model.params) <= set(tensors(run / state(run)[-1]))
+    resumed = run_train(setup(steps=1, max_checkpoints=2))
+    assert len(losses(resumed.stdout)) == 1
+    assert not [p for p in run.iterdir() if 'temp' in p.name]
+    assert checkpoint_files(run) == sorted(f for name in state(run) for f in checkpoint.checkpoint_files(name))
+
+
+def test_restore_from_fresh_refuses_an_existing_run_unless_overwrite(setup):
+    run_train(setup(steps=3))
+    before = sorted(p.name for p in setup.run_dir().iterdir())
+    done = run_cli(setup(restore_from='fresh'))
+    assert_clean_error(done, '--restore_from latest', '--overwrite')
+    assert done.returncode == 2
+    assert sorted(p.name for p in setup.run_dir().iterdir()) == before
+    again = run_train(setup(restore_from='fresh', overwrite=True, steps=1))
+    assert sorted(losses(again.stdout)) == [1]
+    assert state(setup.run_dir()) == ['model-1']
+    assert not (setup.run_dir() / 'model-3.index').exists()
+
+
+def test_restore_from_a_checkpoint_path_goes_on_from_its_step(setup):
+    run_train(setup(steps=2))
+    done = run_train(setup(run_name='other', restore_from=setup.run_dir() / 'model-2', steps=1))
+    assert sorted(losses(done.stdout)) == [3]
+    assert state(setup.run_dir('other')) == ['model-3']
+
+
+def test_validation_prints_loss_and_perplexity_of_fixed_windows(setup):
+    done = run_train(setup(steps=4, val_dataset=setup.tmp / 'data.txt', val_every=2, val_batch_count=3))
+    found = re.findall(r'^\[(\d+) \| [\d.]+\] validation loss=([\d.]+) perplexity=([\d.]+)$', done.stdout, re.M)
+    assert [int(step) for step, _, _ in found] == [0, 2, 4]
+    for _, loss, perplexity in found:
+        assert float(perplexity) == pytest.approx(np.exp(float(loss)), rel=1e-3)
+    assert float(found[-1][1]) < float(found[0][1])  # the same windows, after training on them
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: one line, exit 2 for a flag and 1 for the model or data, nothing created
+# ---------------------------------------------------------------------------------------------------------------
+
+def run_in_process(capsys, args):
+    flags = {}
+    for arg in args:
+        name, value = arg[2:].split('=', 1)
+        flags[name] = value
+    for name, value in flags.items():
+        for kind in (int, float):
+            try:
+                flags[name] = kind(value)
+                break
+            except ValueError:
+                pass
+    with pytest.raises(SystemExit) as exit_info:
+        train.train_main(**flags)
+    err = capsys.readouterr().err
+    return exit_info.value.code, err
+
+
+@pytest.mark.parametrize('flag, value', [
+    ('seq_len', 33), ('seq_len', 1), ('learning_rate', 0), ('learning_rate', -1), ('optimizer', 'rmsprop'),
+    ('noise', 1), ('batch_size', 0), ('accumulate_gradients', 0), ('top_p', 2), ('val_every', 5),
+    ('encoding', 'no-such-codec'), ('run_name', 'a/b'), ('max_checkpoints', 0), ('sample_length', 32),
+    ('steps', -1), ('dataset', None),
+])
+def test_bad_flag_exits_2_naming_it_and_creates_nothing(setup, capsys, flag, value):
+    code, err = run_in_process(capsys, setup(**{flag: value}))
+    assert code == 2
+    assert err.startswith('error: ') and err.count('\n') == 1 and f'--{flag}' in err, err
+    assert not (setup.tmp / 'ck').exists() and not (setup.tmp / 'samples').exists()
+
+
+@pytest.mark.parametrize('flags, words', [
+    ({'dataset': 'missing.txt'}, ['missing.txt']),
+    ({'dataset': 'empty.txt'}, ['no text']),
+    ({'model_name': 'absent'}, ['not found']),
+    ({'restore_from': 'nowhere/model-5'}, ['--restore_from', 'no checkpoint']),
+])
+def test_missing_model_or_data_exits_1_and_creates_nothing(setup, capsys, flags, words):
+    (setup.tmp / 'empty.txt').write_text('')
+    flags = {k: setup.tmp / v if k in ('dataset', 'restore_from') else v for k, v in flags.items()}
+    code, err = run_in_process(capsys, setup(**flags))
+    assert code == 1
+    last = err.rstrip('\n').split('\n')[-1]  # after the dataset's progress bar, if it got that far
+    assert last.startswith('error: ') and 'Traceback' not in err, err
+    for word in words:
+        assert word in last
+    assert not (setup.tmp / 'ck').exists()
+
+
+def test_a_bad_flag_from_the_shell_is_one_line(setup):
+    done = run_cli(setup(optimizer='rmsprop'))
+    assert_clean_error(done, '--optimizer')
+    assert done.returncode == 2
+
+
+def test_help_is_the_manual_with_a_line_per_flag():
+    done = run_cli(['--help'], env={'PAGER': 'cat'})
+    assert done.returncode == 0
+    for flag in train.FLAGS:
+        block = (done.out + done.err).split(f'--{flag}=', 1)[1].split('\n    -', 1)[0]
+        assert len(block.splitlines()) >= 3, block  # the flag, its default, and a line of explanation
+
+
+def test_a_run_folder_missing_its_latest_checkpoint_says_so(setup):
+    run_train(setup(steps=1))
+    (setup.run_dir() / 'model-1.data-00000-of-00001').unlink()
+    with pytest.raises(checkpoint.ModelError, match='lacks model-1.data-00000-of-00001'):
+        checkpoint.check_model_dir(setup.run_dir())
