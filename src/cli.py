@@ -4,22 +4,16 @@ Import this module before TensorFlow: it loads TensorFlow without its start-up l
 (checkpoint.import_tensorflow).
 """
 import codecs
-import functools
-import inspect
-import os
 import signal
 import sys
 import threading
 
 import checkpoint
+import flags
 
 tf = checkpoint.import_tensorflow()
 import encoder  # noqa: E402  (these import TensorFlow, which must be loaded quietly first)
 import model  # noqa: E402
-
-
-class UsageError(Exception):
-    """A flag out of range or of the wrong type. The message names the flag and what it accepts."""
 
 
 def setup_process():
@@ -33,87 +27,19 @@ def setup_process():
     tf.disable_v2_behavior()
 
 
-# The --help line of each flag both scripts have; each script adds its own for nsamples and length.
-COMMON_FLAGS = {
-    'model_name': 'the model to use, a folder in models_dir: 124M, 355M, 774M or 1558M.',
-    'seed': 'a whole number that makes the samples repeatable; by default they differ on every run.',
-    'batch_size': 'how many samples to draw at once; more is faster per sample and uses more memory.',
-    'temperature': 'divides the logits; below 1 the text is more predictable, above 1 more random, 0 is greedy.',
-    'top_k': 'draw only from the k most likely tokens at each step; 0 (the default) means no limit. '
-             '40 is a good value.',
-    'top_p': 'draw only from the most likely tokens whose probabilities add up to at most top_p (nucleus '
-             'sampling), in (0, 1]; 1 (the default) means no limit.',
-    'models_dir': 'the folder holding the model folders; a relative path is looked up in the working '
-                  'directory, then in the repository.',
-    'stop_at_endoftext': 'end each sample at its first <|endoftext|> token (which is not printed).',
-}
-
-
-def script(summary, **own_flags):
-    """Decorate a script's main function for fire: its docstring becomes the --help manual (the summary, then
-    a line per flag in the order of the signature), and its errors become one-line messages."""
-    def decorate(main):
-        wrapper = friendly_errors(main)
-        docs = {**COMMON_FLAGS, **own_flags}
-        flags = inspect.signature(main).parameters
-        wrapper.__doc__ = f'{summary}\n\nArgs:\n' + ''.join(f'  {name}: {docs[name]}\n' for name in flags)
-        return wrapper
-    return decorate
-
-
-def friendly_errors(main):
-    """Wrap a script's main function: a bad flag or a broken model folder ends with one line on stderr and a
-    non-zero exit (2 for a flag, 1 for the model), not a traceback."""
-    @functools.wraps(main)
-    def wrapper(*args, **flags):
-        try:
-            return main(*args, **flags)
-        except UsageError as err:
-            fail(err, code=2)
-        except checkpoint.ModelError as err:
-            fail(err, code=1)
-    return wrapper
-
-
-def fail(message, code):
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(code)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Flags
 # ---------------------------------------------------------------------------------------------------------------
 
-def whole_number(name, value, low, high=None, *, allow_none=False):
-    """value must be an int in [low, high]; fire hands over whatever the user typed, e.g. the string 'abc'."""
-    if value is None and allow_none:
-        return value
-    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
-        upper = f' and {high}' if high is not None else ' or more'
-        raise UsageError(f'--{name} must be a whole number {"between " if high is not None else ""}{low}{upper}, '
-                         f'got {value!r}')
-    return value
-
-
-def number(name, value, low, high, *, low_open=False, what=None):
-    """value must be a real number in [low, high] (or (low, high] when low_open)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok and (value < low or (low_open and value == low) or value > high):
-        ok = False
-    if not ok:
-        raise UsageError(f'--{name} must be {what or f"a number from {low} to {high}"}, got {value!r}')
-    return float(value)
-
-
 def check_sampling_flags(*, nsamples, batch_size, temperature, top_k, top_p, seed, min_nsamples=0):
     """-> the batch size to build the sampling graph with: never more rows than samples wanted (nsamples 0 wants
     them forever), since every batch is sampled at that size (see print_samples)."""
-    whole_number('nsamples', nsamples, min_nsamples)
-    whole_number('batch_size', batch_size, 1)
-    number('temperature', temperature, 0, float('inf'), what='a number, 0 or more (0 means greedy)')
-    whole_number('top_k', top_k, 0)
-    number('top_p', top_p, 0, 1, low_open=True, what='a number above 0 and at most 1 (1 keeps every token)')
-    whole_number('seed', seed, 0, 2**32 - 1, allow_none=True)  # NumPy's seeds are 32-bit
+    flags.whole_number('nsamples', nsamples, min_nsamples)
+    flags.whole_number('batch_size', batch_size, 1)
+    flags.number('temperature', temperature, 0, float('inf'), what='a number, 0 or more (0 means greedy)')
+    flags.whole_number('top_k', top_k, 0)
+    flags.number('top_p', top_p, 0, 1, low_open=True, what='a number above 0 and at most 1 (1 keeps every token)')
+    flags.whole_number('seed', seed, 0, 2**32 - 1, allow_none=True)  # NumPy's seeds are 32-bit
     return min(batch_size, nsamples) if nsamples else batch_size
 
 
@@ -121,7 +47,7 @@ def check_length(length, n_ctx, *, default, room_for_prompt=False):
     """length defaults to `default`; at most the window, or one less when a prompt needs a place in it."""
     if length is None:
         return default
-    return whole_number('length', length, 1, n_ctx - 1 if room_for_prompt else n_ctx)
+    return flags.whole_number('length', length, 1, n_ctx - 1 if room_for_prompt else n_ctx)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -130,22 +56,16 @@ def check_length(length, n_ctx, *, default, room_for_prompt=False):
 
 def load_model(model_name, models_dir):
     """-> (model_dir, hparams, encoder), after checking that the folder holds a complete, consistent model."""
-    whole_name = isinstance(model_name, str) and model_name and os.sep not in model_name
-    if not whole_name:
-        raise UsageError(f'--model_name must be a folder name such as 124M, got {model_name!r}')
+    flags.folder_name('model_name', model_name)
     models_dir = checkpoint.resolve_models_dir(models_dir)
     model_dir = models_dir / model_name
     if not models_dir.is_dir():
         raise checkpoint.ModelError(f'models folder {models_dir} not found; {checkpoint.download_hint(model_name)}')
     hparams = model.default_hparams().override_from_dict(checkpoint.check_model_dir(model_dir, model_name))
-    try:
-        enc = encoder.get_encoder(model_name, models_dir)
-    except (OSError, ValueError, KeyError) as err:
-        raise checkpoint.ModelError(f'cannot read encoder.json or vocab.bpe in {model_dir} ({err}); '
-                                    f'{checkpoint.download_hint(model_name)}') from None
-    if checkpoint.ENDOFTEXT not in enc.encoder or max(enc.encoder.values()) >= hparams.n_vocab:
+    enc = encoder.read_vocabulary(model_dir)
+    if max(enc.encoder.values()) >= hparams.n_vocab:
         raise checkpoint.ModelError(f'encoder.json in {model_dir} does not fit the model (it needs ids below '
-                                    f'n_vocab {hparams.n_vocab} and a {checkpoint.ENDOFTEXT} token); '
+                                    f'n_vocab {hparams.n_vocab}); '
                                     f'{checkpoint.download_hint(model_name)}')
     return model_dir, hparams, enc
 

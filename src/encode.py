@@ -8,7 +8,6 @@ compress), under a temporary name that is renamed only when complete.
 """
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -18,13 +17,10 @@ import numpy as np
 
 import checkpoint
 import encoder
+import flags
 import load_dataset
 
 COPY_SIZE = 1 << 20  # bytes copied at a time from the temporary token file into the .npz
-
-
-class UsageError(Exception):
-    """A flag out of range or of the wrong type (exit status 2)."""
 
 
 def encode(dataset, out, model_name='124M', models_dir='models', combine=50000, encoding='utf-8'):
@@ -47,62 +43,41 @@ def encode(dataset, out, model_name='124M', models_dir='models', combine=50000, 
     """
     try:
         chunks, out = encode_dataset(dataset, out, model_name, models_dir, combine, encoding)
-    except UsageError as err:
-        fail(err, code=2)
+    except flags.UsageError as err:
+        flags.fail(err, code=2)
     except (checkpoint.ModelError, load_dataset.DatasetError) as err:
-        fail(err, code=1)
+        flags.fail(err, code=1)
     except OSError as err:  # e.g. the disk is full
-        fail(f'cannot write {out} ({err.strerror or err}); nothing was written', code=1)
+        flags.fail(f'cannot write {out} ({err.strerror or err}); nothing was written', code=1)
     except KeyboardInterrupt:
-        fail(f'interrupted; {out} was not written', code=130)
+        flags.fail(f'interrupted; {out} was not written', code=130)
     print(f'{out}: {chunks} chunks', flush=True)
-
-
-def fail(message, code):
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(code)
 
 
 def encode_dataset(dataset, out, model_name, models_dir, combine, encoding):
     """-> (the number of chunks written, the output path)."""
     out = check_out(out)
-    if not isinstance(combine, int) or isinstance(combine, bool) or combine < 0:
-        raise UsageError(f'--combine must be a whole number 0 or more, got {combine!r}')
+    flags.whole_number('combine', combine, 0)
     try:
         encoding = load_dataset.check_encoding(encoding)
     except ValueError as err:
-        raise UsageError(err) from None
-    enc = load_vocabulary(model_name, models_dir)
+        raise flags.UsageError(err) from None
+    flags.folder_name('model_name', model_name)
+    # Only encoder.json and vocab.bpe: encoding needs no weights, nor TensorFlow (600 MB and seconds to load).
+    enc = encoder.read_vocabulary(checkpoint.resolve_models_dir(models_dir) / model_name)
     files = load_dataset.dataset_files(str(dataset))
     stream = load_dataset.token_stream(enc, files, combine=combine, encoding=encoding)
     return write_npz(stream, out, load_dataset.token_dtype(len(enc.encoder))), out
 
 
-def load_vocabulary(model_name, models_dir):
-    """The encoder of a model folder. Only its encoder.json and vocab.bpe are read: encoding needs no weights
-    (and no TensorFlow, which would take 600 MB and seconds to load; cli.load_model imports it)."""
-    if not isinstance(model_name, str) or not model_name or os.sep in model_name:
-        raise UsageError(f'--model_name must be a folder name such as 124M, got {model_name!r}')
-    models_dir = checkpoint.resolve_models_dir(models_dir)
-    try:
-        enc = encoder.get_encoder(model_name, models_dir)
-    except (OSError, ValueError) as err:
-        raise checkpoint.ModelError(f'cannot read the vocabulary of {models_dir / model_name} ({err}); '
-                                    f'{checkpoint.download_hint(model_name)}') from None
-    if checkpoint.ENDOFTEXT not in enc.encoder:
-        raise checkpoint.ModelError(f'encoder.json in {models_dir / model_name} has no {checkpoint.ENDOFTEXT} '
-                                    f'token; {checkpoint.download_hint(model_name)}')
-    return enc
-
-
 def check_out(out):
     out = Path(str(out))
     if out.suffix != load_dataset.NPZ_SUFFIX:
-        raise UsageError(f'the output must be a .npz file, got {str(out)!r}')
+        raise flags.UsageError(f'the output must be a .npz file, got {str(out)!r}')
     if not out.parent.is_dir():
-        raise UsageError(f'the folder of {out} does not exist; create it first')
+        raise flags.UsageError(f'the folder of {out} does not exist; create it first')
     if out.is_dir():
-        raise UsageError(f'{out} is a folder; name a .npz file')
+        raise flags.UsageError(f'{out} is a folder; name a .npz file')
     return out
 
 

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import encoder_classes
+import checkpoint
 from checkpoint import ENDOFTEXT
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -290,3 +291,18 @@ def get_encoder(model_name, models_dir):
     with open(folder / 'vocab.bpe', encoding='utf-8') as f:
         bpe_merges = read_merges(f.read())
     return Encoder(encoder=encoder, bpe_merges=bpe_merges)
+
+
+def read_vocabulary(model_dir):
+    """The encoder of a model folder, from its encoder.json and vocab.bpe alone (no weights, no TensorFlow);
+    checkpoint.ModelError, saying what to do, if they cannot be read or lack the <|endoftext|> token."""
+    model_dir = Path(model_dir)
+    try:
+        enc = get_encoder(model_dir.name, model_dir.parent)
+    except (OSError, ValueError, KeyError) as err:
+        raise checkpoint.ModelError(f'cannot read encoder.json or vocab.bpe in {model_dir} ({err}); '
+                                    f'{checkpoint.download_hint(model_dir.name)}') from None
+    if ENDOFTEXT not in enc.encoder:
+        raise checkpoint.ModelError(f'encoder.json in {model_dir} has no {ENDOFTEXT} token; '
+                                    f'{checkpoint.download_hint(model_dir.name)}')
+    return enc

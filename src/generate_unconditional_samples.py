@@ -7,10 +7,11 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import checkpoint
+import flags
 import sample
 
 
-@cli.script(
+@flags.script(
     'Print unconditional samples from GPT-2.',
     nsamples='how many samples to print; 0 (the default) keeps going until Ctrl-C.',
     length="tokens per sample, 1 to the model's window (1024, the default).")

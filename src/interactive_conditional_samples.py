@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import checkpoint
+import flags
 import sample
 
 PROMPT = 'Model prompt >>> '
@@ -41,7 +42,7 @@ def fit_prompt(tokens, room):
     return tokens[-room:]
 
 
-@cli.script(
+@flags.script(
     'Print samples from GPT-2 that continue the prompts you type. <|endoftext|> typed in a prompt is the\n'
     'end-of-text token that separates documents, as in training, not 9 tokens of text.',
     nsamples='how many samples to print for each prompt (1 or more).',

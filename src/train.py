@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import checkpoint
+import flags
 import load_dataset
 import model
 import sample
@@ -312,7 +313,7 @@ def choose_start(run, *, restore_from, overwrite, model_name, models_dir):
         model_dir, hparams, enc = cli.load_model(run.path.name, run.path.parent)
         return Start(model_dir, hparams, enc, run.latest(), saved_seed(run.latest()))
     if restore_from == 'fresh' and run.checkpoints() and not overwrite:
-        raise cli.UsageError(f'{run.path} already holds checkpoints (the latest is {run.checkpoints()[-1]}); '
+        raise flags.UsageError(f'{run.path} already holds checkpoints (the latest is {run.checkpoints()[-1]}); '
                              f'go on with --restore_from latest, start again with --overwrite, or choose another '
                              f'--run_name')
     model_dir, hparams, enc = cli.load_model(model_name, models_dir)
@@ -463,7 +464,7 @@ FLAGS = dict(
     dataset='the training text: a text file, a folder (all files in it, recursively), a glob, or a .npz of '
             'token arrays from encode.py. Required.',
     model_name='the base model to fine-tune, a folder in models_dir: 124M, 355M, 774M or 1558M.',
-    models_dir=cli.COMMON_FLAGS['models_dir'],
+    models_dir=flags.COMMON_FLAGS['models_dir'],
     combine='gather text files into chunks of at least this many characters (training windows stay within a '
             'chunk).',
     encoding='the text files\' encoding.',
@@ -504,42 +505,42 @@ FLAGS = dict(
 )
 
 
-def check_flags(flags):
+def check_flags(given):
     """Every flag whose range does not depend on the model; UsageError names the first bad one."""
-    if flags['dataset'] is None:
-        raise cli.UsageError('--dataset is required: a text file, a folder, a glob or a .npz')
+    if given['dataset'] is None:
+        raise flags.UsageError('--dataset is required: a text file, a folder, a glob or a .npz')
     for name in ('batch_size', 'accumulate_gradients', 'combine', 'save_every', 'max_checkpoints', 'sample_num',
                  'val_batch_size', 'val_batch_count'):
-        cli.whole_number(name, flags[name], 1)
+        flags.whole_number(name, given[name], 1)
     for name in ('steps', 'sample_every', 'val_every', 'top_k'):
-        cli.whole_number(name, flags[name], 0)
-    cli.whole_number('seed', flags['seed'], 0, 2**32 - 1, allow_none=True)
-    cli.number('learning_rate', flags['learning_rate'], 0, float('inf'), low_open=True, what='a number above 0')
-    cli.number('noise', flags['noise'], 0, 1, what='a number from 0 to below 1')
-    if flags['noise'] == 1:
-        raise cli.UsageError('--noise must be a number from 0 to below 1, got 1')
-    cli.number('top_p', flags['top_p'], 0, 1, what='a number from 0 to 1 (0 and 1 keep every token)')
+        flags.whole_number(name, given[name], 0)
+    flags.whole_number('seed', given['seed'], 0, 2**32 - 1, allow_none=True)
+    flags.number('learning_rate', given['learning_rate'], 0, float('inf'), low_open=True, what='a number above 0')
+    flags.number('noise', given['noise'], 0, 1, what='a number from 0 to below 1')
+    if given['noise'] == 1:
+        raise flags.UsageError('--noise must be a number from 0 to below 1, got 1')
+    flags.number('top_p', given['top_p'], 0, 1, what='a number from 0 to 1 (0 and 1 keep every token)')
     try:
-        load_dataset.check_encoding(flags['encoding'])
+        load_dataset.check_encoding(given['encoding'])
     except ValueError as err:
-        raise cli.UsageError(err) from None
-    if flags['optimizer'] not in OPTIMIZERS:
-        raise cli.UsageError(f'--optimizer must be one of {", ".join(OPTIMIZERS)}, got {flags["optimizer"]!r}')
+        raise flags.UsageError(err) from None
+    if given['optimizer'] not in OPTIMIZERS:
+        raise flags.UsageError(f'--optimizer must be one of {", ".join(OPTIMIZERS)}, got {given["optimizer"]!r}')
     for name in ('memory_saving_gradients', 'only_train_transformer_layers', 'overwrite'):
-        if not isinstance(flags[name], bool):
-            raise cli.UsageError(f'--{name} takes no value (or true/false), got {flags[name]!r}')
+        if not isinstance(given[name], bool):
+            raise flags.UsageError(f'--{name} takes no value (or true/false), got {given[name]!r}')
     for name in ('run_name', 'restore_from'):
-        if not isinstance(flags[name], str) or not flags[name] or (name == 'run_name' and os.sep in flags[name]):
-            raise cli.UsageError(f'--{name} must be a {"name" if name == "run_name" else "path"}, got '
-                                 f'{flags[name]!r}')
-    if bool(flags['val_dataset']) != bool(flags['val_every']):
-        raise cli.UsageError('--val_dataset and --val_every go together: give both to validate, or neither')
+        if not isinstance(given[name], str) or not given[name] or (name == 'run_name' and os.sep in given[name]):
+            raise flags.UsageError(f'--{name} must be a {"name" if name == "run_name" else "path"}, got '
+                                 f'{given[name]!r}')
+    if bool(given['val_dataset']) != bool(given['val_every']):
+        raise flags.UsageError('--val_dataset and --val_every go together: give both to validate, or neither')
 
 
-def check_model_flags(flags, hparams):
+def check_model_flags(given, hparams):
     """The flags whose range is the model's window -> (seq_len, sample_length)."""
-    seq_len = cli.whole_number('seq_len', flags['seq_len'], 2, hparams.n_ctx, allow_none=True) or hparams.n_ctx
-    sample_length = cli.whole_number('sample_length', flags['sample_length'], 1, hparams.n_ctx - 1,
+    seq_len = flags.whole_number('seq_len', given['seq_len'], 2, hparams.n_ctx, allow_none=True) or hparams.n_ctx
+    sample_length = flags.whole_number('sample_length', given['sample_length'], 1, hparams.n_ctx - 1,
                                      allow_none=True) or hparams.n_ctx - 1
     return seq_len, sample_length
 
@@ -548,10 +549,10 @@ def read_dataset(enc, path, **options):
     try:
         return load_dataset.load_dataset(enc, path, **options)
     except load_dataset.DatasetError as err:
-        cli.fail(err, code=1)
+        flags.fail(err, code=1)
 
 
-@cli.script('Fine-tune GPT-2 on a dataset. The run folder CHECKPOINT_DIR/RUN_NAME is a model folder that the '
+@flags.script('Fine-tune GPT-2 on a dataset. The run folder CHECKPOINT_DIR/RUN_NAME is a model folder that the '
             'sampling scripts load.', **FLAGS)
 def train_main(dataset=None, model_name='124M', models_dir='models', combine=50000, encoding='utf-8', batch_size=1,
                learning_rate=2e-5, optimizer='adam', accumulate_gradients=1, memory_saving_gradients=False,
@@ -559,13 +560,13 @@ def train_main(dataset=None, model_name='124M', models_dir='models', combine=500
                checkpoint_dir='checkpoint', restore_from='latest', overwrite=False, save_every=1000,
                max_checkpoints=5, sample_every=100, sample_length=None, sample_num=1, sample_dir='samples', top_k=40,
                top_p=1.0, val_dataset=None, val_every=0, val_batch_size=2, val_batch_count=40):
-    flags = dict(locals())
-    check_flags(flags)
+    given = dict(locals())
+    check_flags(given)
     # Everything is checked before anything is written: the model, the flags that depend on it, the data.
     run = RunFolder(checkpoint.resolve_models_dir(checkpoint_dir) / run_name)
     start = choose_start(run, restore_from=restore_from, overwrite=overwrite, model_name=model_name,
                          models_dir=models_dir)
-    seq_len, sample_length = check_model_flags(flags, start.hparams)
+    seq_len, sample_length = check_model_flags(given, start.hparams)
     chunks = read_dataset(start.enc, dataset, combine=combine, encoding=encoding)
     val_chunks = read_dataset(start.enc, val_dataset, combine=combine, encoding=encoding) if val_dataset else None
     if seed is None:
