@@ -128,7 +128,7 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
     memory_saving_gradients: recompute each block's activations in the backward pass (model.model(recompute=True)).
     noise p: each input token (not target) replaced at random with probability p, keyed by (seed, step,
     micro-batch), so a resumed run draws the same noise.
-    Initialise with tf.global_variables_initializer() before restoring.
+    restore() initialises and restores the variables.
     """
     if not 1 <= seq_len <= hparams.n_ctx:
         raise ValueError(f'seq_len must be from 1 to n_ctx ({hparams.n_ctx}), got {seq_len}')
@@ -291,10 +291,14 @@ def checkpoint_vars(prefix):
 def restore(sess, training, prefix):
     """Restore what training saves from the checkpoint at prefix: from the base model only its weights (the
     optimizer starts fresh and the step at 0), from a run's checkpoint also the optimizer state and step. Not the
-    run's seed: train_main has chosen it already (--seed, else the checkpoint's, else a random one)."""
+    run's seed: train_main has chosen it already (--seed, else the checkpoint's, else a random one). Every other
+    variable is initialised: only those, since drawing random initial weights that the restore overwrites costs
+    a second of start-up for 124M (bench/bench_train.py)."""
     found = checkpoint_vars(prefix)
     wanted = {v.op.name: v for v in training.saved_vars if v.op.name in found and v is not training.seed}
     tf.train.Saver(var_list=wanted).restore(sess, prefix)
+    restored = {id(v) for v in wanted.values()}
+    sess.run(tf.variables_initializer([v for v in tf.global_variables() if id(v) not in restored]))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -590,7 +594,6 @@ def train_main(dataset=None, model_name='124M', models_dir='models', combine=500
                                            count=sample_num, batch_size=batch_size, top_k=top_k, top_p=top_p or 1)
         saver = tf.train.Saver(var_list={v.op.name: v for v in training.saved_vars}, max_to_keep=None)
         with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
             restore(sess, training, start.prefix)
             print(f'Training {run.path} from {start.prefix} at step {int(sess.run(training.global_step))}',
                   flush=True)
