@@ -134,12 +134,13 @@ def group_attn(q, k, v, mask, prefix):
     if prefix is None:
         return model.reshape(model.multihead_attn(q, k, v, mask), [heads, batch_size, seq, head_dim])
     # The prefix's scores: per head, every row's queries at once against the one copy of its keys.
+    q = model.scale_queries(q)
     per_head = [heads, -1, head_dim]
     pk, pv = (tf.reshape(t, per_head) for t in prefix)
     prefix_len = model.shape_list(pk)[1]
     w_prefix = tf.reshape(tf.matmul(tf.reshape(q, per_head), pk, transpose_b=True), [heads * batch_size, seq, -1])
     w = tf.concat([w_prefix, tf.matmul(q, k, transpose_b=True)], axis=-1)  # [heads * batch, seq, prefix + total]
-    w = model.attn_weights(w, tf.pad(mask, [[0, 0], [prefix_len, 0]], constant_values=1), head_dim)
+    w = model.attn_weights(w, tf.pad(mask, [[0, 0], [prefix_len, 0]], constant_values=1))
     w_prefix, w_own = split_rows(w, [prefix_len, -1], axis=-1)
     a = tf.reshape(tf.matmul(tf.reshape(w_prefix, [heads, -1, prefix_len]), pv), blocks) + tf.matmul(w_own, v)
     return model.reshape(a, [heads, batch_size, seq, head_dim])

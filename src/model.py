@@ -57,9 +57,38 @@ def reshape(x, shape):
     return tf.reshape(x, shape)
 
 
+@tf.custom_gradient
 def gelu(x):
-    # The tanh approximation of GELU, as GPT-2 was trained with.
-    return 0.5 * x * (1 + tf.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * tf.pow(x, 3))))
+    """The tanh approximation of GELU, as GPT-2 was trained with: 0.5 x (1 + tanh(c (x + a x^3))).
+
+    Its gradient is written out, from x and the tanh only: the composite's own would keep every step's output
+    for the backward pass, four more tensors of [batch * seq, 4 * n_embd] a layer (bench/bench_train.py)."""
+    c, a = np.sqrt(2 / np.pi), 0.044715
+    t = tf.tanh(c * (x + a * tf.pow(x, 3)))
+
+    def grad(dy):
+        # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)
+        return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (c * (1 + 3 * a * x * x)))
+    return 0.5 * x * (1 + t), grad
+
+
+def standardize(x, axis, epsilon):
+    """(x - mean) / sqrt(biased variance + epsilon) along axis.
+
+    Its gradient is written out, from the result and 1 / sqrt(variance + epsilon): the composite's own would keep
+    three more tensors of x's size for the backward pass (bench/bench_train.py)."""
+    @tf.custom_gradient
+    def forward(x):
+        u = tf.reduce_mean(x, axis=axis, keepdims=True)
+        s = tf.reduce_mean(tf.square(x - u), axis=axis, keepdims=True)
+        r = tf.rsqrt(s + epsilon)
+        y = (x - u) * r
+
+        def grad(dy):
+            mean = lambda t: tf.reduce_mean(t, axis=axis, keepdims=True)
+            return r * (dy - mean(dy) - y * mean(dy * y))
+        return y, grad
+    return forward(x)
 
 
 def norm(x, scope, *, axis=-1, epsilon=1e-5):
@@ -68,10 +97,7 @@ def norm(x, scope, *, axis=-1, epsilon=1e-5):
         n_state = x.shape[-1]
         g = tf.get_variable('g', [n_state], initializer=tf.constant_initializer(1))
         b = tf.get_variable('b', [n_state], initializer=tf.constant_initializer(0))
-        u = tf.reduce_mean(x, axis=axis, keepdims=True)
-        s = tf.reduce_mean(tf.square(x - u), axis=axis, keepdims=True)
-        x = (x - u) * tf.rsqrt(s + epsilon)
-        return x * g + b
+        return standardize(x, axis, epsilon) * g + b
 
 
 def split_states(x, n):
@@ -125,22 +151,28 @@ def merge_heads(x):
 
 
 def mask_attn_weights(w, b):
-    """Masked-out scores become -1e10 (as in the original): far below any real score, finite in float32, so
-    softmax gives them exactly zero weight without producing NaN."""
-    b = tf.cast(b, w.dtype)
-    return w * b - tf.cast(1e10, w.dtype) * (1 - b)
+    """Masked-out scores are pushed down by 1e10 (the original sets them to -1e10): far below any real score,
+    finite in float32, so softmax gives them exactly zero weight without producing NaN, and the others the
+    original's weights. An addition, not the original's w * b - 1e10 * (1 - b): a training step then keeps no
+    [head, dst, src] products for the backward pass, where an addition's gradient passes through."""
+    return w + tf.cast(-1e10, w.dtype) * (1 - tf.cast(b, w.dtype))
 
 
-def attn_weights(w, mask, head_dim):
-    """Scores q . k [..., dst, src] -> attention weights: scaled by 1 / sqrt(head_dim), masked, softmax over src."""
-    w = w * tf.rsqrt(tf.cast(head_dim, w.dtype))
+def scale_queries(q):
+    """q [..., head_dim] / sqrt(head_dim): the scores' scale, applied to the queries, 1/16 the size of the
+    scores at 1024 positions of 64 dimensions (and exact there: the scale is a power of two)."""
+    return q * tf.rsqrt(tf.cast(shape_list(q)[-1], q.dtype))
+
+
+def attn_weights(w, mask):
+    """Scores of scaled queries . keys [..., dst, src] -> attention weights: masked, softmax over src."""
     w = mask_attn_weights(w, mask)
-    return tf.nn.softmax(w, axis=-1)  # TensorFlow's own op: the same maths, less memory kept for the gradient
+    return tf.nn.softmax(w, axis=-1)  # TensorFlow's own op: its gradient needs only its output
 
 
 def multihead_attn(q, k, v, mask):
     """q [..., dst, head_dim], k and v [..., src, head_dim], mask [dst, src] -> like q"""
-    w = attn_weights(tf.matmul(q, k, transpose_b=True), mask, v.shape[-1])
+    w = attn_weights(tf.matmul(scale_queries(q), k, transpose_b=True), mask)
     return tf.matmul(w, v)
 
 

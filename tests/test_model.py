@@ -100,3 +100,35 @@ def test_cached_model_equals_recomputing_the_whole_sequence(tiny_model):
                 past = np.concatenate([past, step['present']], axis=-2)
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full['logits'], atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(past, full['present'], atol=1e-5, rtol=1e-5)
+
+
+# gelu and layer norm carry hand-written gradients (they keep less for the backward pass); each must equal the
+# central finite difference of the forward function, computed in float64 by NumPy from the reference's formulas.
+def numeric_gradient(f, x, dy, eps=1e-6):
+    """d(sum(f(x) * dy)) / dx, by central differences, element by element."""
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[i] = eps
+        grad[i] = ((f(x + step) - f(x - step)) * dy).sum() / (2 * eps)
+    return grad
+
+
+def tf_gradient(f, x, dy):
+    with tf.Graph().as_default(), tf.Session() as sess:
+        xt = tf.constant(x)
+        return sess.run(tf.gradients(f(xt), xt, grad_ys=tf.constant(dy))[0])
+
+
+@pytest.mark.parametrize('piece', ['gelu', 'standardize'])
+def test_hand_written_gradients_equal_finite_differences(piece):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 5)) * 2
+    dy = rng.standard_normal((3, 5))
+    if piece == 'gelu':
+        tf_f, np_f = model.gelu, reference.gelu
+    else:
+        tf_f = lambda t: model.standardize(t, axis=-1, epsilon=1e-5)
+        np_f = lambda a: reference.layer_norm(a, 1.0, 0.0)
+    got = tf_gradient(tf_f, x, dy)
+    np.testing.assert_allclose(got, numeric_gradient(np_f, x, dy), rtol=1e-6, atol=1e-8)

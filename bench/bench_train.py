@@ -1,0 +1,253 @@
+"""Benchmark of GPT-2 training steps on a random-weight model of a released shape (no download needed), with
+Hugging Face transformers' GPT2LMHeadModel (PyTorch, CPU) side by side as the peer.
+
+    python bench/bench_train.py                   # 124M shape, batch 1 x 1024 tokens, Adam: this project and HF
+    python bench/bench_train.py --peers=False     # this project only
+    python bench/bench_train.py --configs=tf,tf+xla --rounds=2 --profile
+    python bench/bench_train.py --help
+
+Each configuration runs in a fresh process (bench/measure_train.py; bench/peer_train.py for the peers, with
+--peers_python), so start-up and peak memory are its own; with --rounds the configurations alternate, since this
+machine's speed drifts with the load of other work. Every row notes the load average when it started.
+The model is written once to bench/.cache/models/ (git-ignored) and reused.
+
+A configuration is NAME[@REVISION][+KNOB[=VALUE]]...:
+    tf               this checkout's training step (src/train.py's graph; a bare Adam loop over model.model
+                     before train.py exists, or with +loop=bare)
+    tf@REV           the same from git revision REV's src/ (exported to bench/.cache/src/), to compare code
+    script           src/train.py itself on a random-token .npz, from launch to its progress lines (its own
+                     tokens/s; no CPU times); script@REV too
+    +KNOB=VALUE      a setting of measure_train.KNOBS, e.g. +xla, +intra=1, +inter=2, +grappler=one
+    hf-eager         transformers with attn_implementation='eager' (attention weights materialised, as GPT-2)
+    hf-sdpa          transformers' default, PyTorch's fused scaled_dot_product_attention
+"""
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from io import BytesIO
+from pathlib import Path
+
+import fire
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import bench_sample  # noqa: E402
+import checkpoint  # noqa: E402  (on the path through bench_sample)
+import measure_train  # noqa: E402
+
+REPO = bench_sample.REPO
+SRC_CACHE = BENCH / '.cache' / 'src'
+PEERS = {'hf-eager': 'eager', 'hf-sdpa': 'sdpa'}
+DEFAULT_PEERS_PYTHON = '/work/peers-venv/bin/python'
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configurations
+# ---------------------------------------------------------------------------------------------------------------
+
+def parse_config(text):
+    """'tf@REV+xla+intra=1' -> (name, revision or None, {knob: value})"""
+    name, *knobs = text.split('+')
+    name, _, revision = name.partition('@')
+    if name not in ('tf', 'script', *PEERS):
+        raise ValueError(f'unknown configuration {name!r}: tf, script, {", ".join(PEERS)}')
+    settings = {}
+    for knob in knobs:
+        key, _, value = knob.partition('=')
+        if key not in measure_train.KNOBS:
+            raise ValueError(f'unknown knob {key!r} in {text!r}: {", ".join(measure_train.KNOBS)}')
+        default = measure_train.KNOBS[key]
+        settings[key] = True if not value else type(default)(value) if not isinstance(default, bool) else \
+            value.lower() in ('1', 'true', 'yes', 'on')
+    return name, revision or None, settings
+
+
+def src_of(revision):
+    """The src/ folder of a git revision, exported once to bench/.cache/src/COMMIT/; None: this checkout's."""
+    if revision is None:
+        return REPO / 'src'
+    commit = subprocess.run(['git', 'rev-parse', '--verify', f'{revision}^{{commit}}'], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    folder = SRC_CACHE / commit
+    if not (folder / 'src').is_dir():
+        archive = subprocess.run(['git', 'archive', commit, 'src'], cwd=REPO, check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(folder, filter='data')
+    return folder / 'src'
+
+
+def malloc_environment(settings):
+    """glibc's malloc reads its settings from the environment when the process starts."""
+    env = dict(os.environ)
+    if settings.get('arenas'):
+        env['MALLOC_ARENA_MAX'] = str(settings['arenas'])
+    if settings.get('mmap_mb'):
+        env['MALLOC_MMAP_THRESHOLD_'] = str(settings['mmap_mb'] << 20)
+    return env
+
+
+def run_json(python, script, settings):
+    """Run script in a fresh interpreter with the settings -> its last line of stdout, parsed."""
+    settings = dict(settings, launched=time.time())
+    proc = subprocess.run([python, str(script), json.dumps(settings)], capture_output=True, cwd=REPO,
+                          env=malloc_environment(settings))
+    if proc.returncode:
+        raise RuntimeError(f'{script.name} failed:\n{proc.stderr.decode(errors="replace")[-3000:]}')
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def random_dataset(n_vocab, tokens=200_000):
+    """A .npz of random token ids (as src/encode.py writes: one uint16 array a chunk), written once."""
+    path = BENCH / '.cache' / 'data' / f'random-{n_vocab}-{tokens}.npz'
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        partial = path.with_suffix('.part.npz')
+        np.savez(partial, chunk0=rng.integers(0, n_vocab, tokens).astype(np.uint16))
+        os.replace(partial, path)
+    return path
+
+
+# A progress line of src/train.py: [step | seconds since it started training] loss=... avg=... tokens/s=...
+PROGRESS = re.compile(rb'^\[(\d+) \| [\d.]+\] loss=\S+ avg=\S+ tokens/s=([\d.]+)')
+
+
+def measure_script(src, common):
+    """Run src/train.py itself, as a user would, on a random-token dataset -> the time from launch to its first
+    step's progress line, the median tokens/s of the steps after it, and its peak RSS."""
+    runs = BENCH / '.cache' / 'runs'
+    model_dir = Path(common['model_dir'])
+    args = [sys.executable, str(src / 'train.py'), '--dataset', str(random_dataset(common['n_vocab'])),
+            '--model_name', model_dir.name, '--models_dir', str(model_dir.parent), '--checkpoint_dir', str(runs),
+            '--run_name', 'bench', '--restore_from', 'fresh', '--overwrite', '--steps', str(common['steps'] + 1),
+            '--seed', '1', '--batch_size', str(common['batch_size']), '--seq_len', str(common['seq_len']),
+            '--learning_rate', str(common['learning_rate'])]
+    start = time.time()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    first_step, rates = None, []
+    for line in proc.stdout:
+        match = PROGRESS.match(line)
+        if match:
+            if first_step is None:
+                first_step = time.time() - start
+            else:
+                rates.append(float(match.group(2)))
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    shutil.rmtree(runs / 'bench', ignore_errors=True)
+    if os.waitstatus_to_exitcode(status) or first_step is None:
+        raise RuntimeError(f'train.py failed:\n{err.decode(errors="replace")[-3000:]}')
+    tokens_per_s = statistics.median(rates)
+    return {'loop': 'train.py', 'first_step_s': round(first_step, 3), 'tokens_per_s': tokens_per_s,
+            'step_s': round(common['batch_size'] * common['seq_len'] / tokens_per_s, 3),
+            'step_cpu_s': None, 'first_step_cpu_s': None, 'peak_rss_mb': round(usage.ru_maxrss / 1024)}
+
+
+def measure(config, src, common, peers_python, profile):
+    name, _, knobs = parse_config(config)
+    if name == 'script':
+        return measure_script(src, common)
+    if name in PEERS:
+        return run_json(peers_python, BENCH / 'peer_train.py', {**common, 'attn': PEERS[name]})
+    settings = {**common, **knobs, 'src': str(src), 'profile': profile or knobs.get('profile', False)}
+    return run_json(sys.executable, BENCH / 'measure_train.py', settings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------------
+
+COLUMNS = [  # (heading, key, format of the value); each value is as wide as its heading
+    ('tokens/s', 'tokens_per_s', '.1f'), ('s/step', 'step_s', '.2f'), ('CPU s/step', 'step_cpu_s', '.2f'),
+    ('peak RSS MB', 'peak_rss_mb', '.0f'), ('1st step s', 'first_step_s', '.1f'),
+    ('1st step CPU s', 'first_step_cpu_s', '.1f'), ('load', 'load', '.2f'),
+]
+
+
+def table(rows):
+    width = max(len('config'), *(len(row['config']) for row in rows))
+    lines = [f'{"config":<{width}}  ' + '  '.join(heading for heading, _, _ in COLUMNS)]
+    for row in rows:
+        lines.append(f'{row["config"]:<{width}}  ' + '  '.join(
+            format(row[key], f'>{len(heading)}{fmt}') if row.get(key) is not None else ' ' * len(heading)
+            for heading, key, fmt in COLUMNS))
+    return '\n'.join(lines)
+
+
+def print_profile(row):
+    profile = row['profile']
+    print(f'\n{row["config"]}: one traced step, allocator peak {profile["allocator_peak_mb"]} MB')
+    print(f'  {"op":<36} {"ms":>9}     {"op":<36} {"MB new":>9}')
+    for (op, ms), (op2, mb) in zip(profile['ms_by_op'].items(), profile['output_mb_by_op'].items()):
+        print(f'  {op:<36} {ms:9.1f}     {op2:<36} {mb:9.1f}')
+
+
+def main(configs=('tf',), peers=True, rounds=1, batch_size=1, seq_len=1024, steps=3, learning_rate=2e-5,
+         n_layer=12, n_embd=768, n_head=12, profile=False, dropout=0.0, peers_python=DEFAULT_PEERS_PYTHON):
+    """Benchmark training steps on a random-weight GPT-2; print one JSON line per run, then a table.
+
+    configs: configurations of this project to measure, e.g. --configs=tf,tf+xla (see the module's docstring)
+    peers: also measure hf-eager and hf-sdpa (transformers on PyTorch, with --peers_python)
+    rounds: run every configuration this many times, alternating; the table's last rows are the medians
+    batch_size: windows per step
+    seq_len: tokens per window
+    steps: timed steps per run after the first, untimed one; the median is reported
+    learning_rate: Adam's learning rate
+    n_layer: model depth (with n_embd and n_head: 12/768/12 is 124M, 24/1024/16 is 355M)
+    n_embd: model width
+    n_head: attention heads
+    profile: trace one step of each configuration of this project: ms and MB of outputs by op type
+    dropout: the peers' dropout (GPT-2 and this project train without; transformers' default config has 0.1)
+    peers_python: the Python with torch and transformers installed
+    """
+    configs = configs.split(',') if isinstance(configs, str) else list(configs)
+    if peers and not Path(peers_python).exists():
+        sys.exit(f'error: no Python at --peers_python {peers_python}; make a venv with torch (CPU) and transformers '
+                 f'there, or pass --peers=False')
+    if peers:
+        configs += [c for c in PEERS if c not in configs]
+    # Each revision is exported now: a commit made while this runs must not change what HEAD measures.
+    sources = {config: src_of(parse_config(config)[1]) for config in configs}
+    name, model_dir = bench_sample.ensure_model(n_layer, n_embd, n_head)
+    hparams = checkpoint.read_hparams(model_dir)
+    if seq_len > hparams['n_ctx']:
+        raise ValueError(f'seq_len {seq_len} exceeds n_ctx {hparams["n_ctx"]}')
+    common = {**hparams, 'model_dir': str(model_dir), 'batch_size': batch_size, 'seq_len': seq_len,
+              'steps': steps, 'learning_rate': learning_rate, 'dropout': dropout}
+
+    rows = []
+    for round_ in range(rounds):
+        for config in configs:
+            load = os.getloadavg()[0]
+            result = measure(config, sources[config], common, peers_python, profile)
+            row = {'config': config, 'round': round_, 'model': name, 'batch_size': batch_size, 'seq_len': seq_len,
+                   'load': load, 'load_after': os.getloadavg()[0], **result}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+
+    print(f'\n{name} random weights, batch {batch_size} x {seq_len} tokens, Adam, median of {steps} steps per run; '
+          f'load = 1-minute load average at the start of the run, on {os.cpu_count()} cores; CPU s: '
+          f'CPU time of the process (all threads), which grows less than the time on the clock with the load')
+    print(table(rows))
+    if rounds > 1:
+        def median(config, key):
+            values = [r[key] for r in rows if r['config'] == config and r.get(key) is not None]
+            return statistics.median(values) if values else None
+        medians = [{'config': f'{c} (median)', **{key: median(c, key) for _, key, _ in COLUMNS}} for c in configs]
+        print(table(medians))
+    for row in rows:
+        if 'profile' in row:
+            print_profile(row)
+
+
+if __name__ == '__main__':
+    fire.Fire(main)
