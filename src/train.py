@@ -440,7 +440,8 @@ class Samples:
 
 def train_loop(sess, training, sampler, run, saver, *, steps, save_every, max_checkpoints, sample_every, samples,
                val_every, validation):
-    """Train until `steps` more steps are done (0: until Ctrl-C), saving every save_every steps and at the end."""
+    """Train until `steps` more steps are done (0: until Ctrl-C), saving every save_every steps and at the end;
+    samples every sample_every steps and at the end of `steps`."""
     step = int(sess.run(training.global_step))
     sampler.draws = step * training.accumulate_gradients  # go on with the windows a straight run would draw
     last, saved = (step + steps if steps else None), step
@@ -462,6 +463,8 @@ def train_loop(sess, training, sampler, run, saver, *, steps, save_every, max_ch
             validation.run(sess, step, progress)
     if step != saved:
         print(f'Saving {run.save(sess, saver, step, max_checkpoints)}', flush=True)
+    if samples and not stop.requested and step % sample_every:
+        samples.run(sess, step)  # a run of --steps ends with samples of the weights it leaves
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -497,7 +500,7 @@ FLAGS = dict(
     overwrite='with --restore_from fresh, discard the run\'s checkpoints instead of refusing.',
     save_every='save a checkpoint every this many steps (and always at the end and on Ctrl-C).',
     max_checkpoints='keep this many latest checkpoints in the run folder; older ones are removed.',
-    sample_every='print and write samples every this many steps; 0 for none.',
+    sample_every='print and write samples every this many steps and at the end of --steps; 0 for none.',
     sample_length="tokens per sample, 1 to the model's window less one (the default).",
     sample_num='samples each time.',
     sample_dir='samples go to SAMPLE_DIR/RUN_NAME/samples-STEP; a relative path is looked up as checkpoint_dir '

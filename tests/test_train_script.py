@@ -90,7 +90,7 @@ def checkpoint_files(run_dir):
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_run_folder_is_a_model_folder_with_relative_state(setup, tiny_model):
-    done = run_train(setup(steps=3, save_every=2, sample_every=3, sample_length=5, sample_num=2))
+    done = run_train(setup(steps=3, save_every=2, sample_every=2, sample_length=5, sample_num=2))
     run = setup.run_dir()
     assert sorted(losses(done.stdout)) == [1, 2, 3]
     assert (run / 'checkpoint').read_text() == ('model_checkpoint_path: "model-3"\n'
@@ -99,6 +99,8 @@ def test_run_folder_is_a_model_folder_with_relative_state(setup, tiny_model):
     for name in checkpoint.MODEL_INFO_FILES:
         assert (run / name).read_bytes() == (tiny_model.dir / name).read_bytes()
     assert checkpoint.check_model_dir(run) == tiny_model.hparams
+    # Every sample_every steps, and at the end of --steps.
+    assert sorted(p.name for p in (setup.tmp / 'samples' / 'run1').iterdir()) == ['samples-2', 'samples-3']
     samples = (setup.tmp / 'samples' / 'run1' / 'samples-3').read_text()
     assert re.findall(r'SAMPLE (\d+)', samples) == ['1', '2']
     # The folder moves: the state names its neighbours.
