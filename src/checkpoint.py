@@ -165,6 +165,11 @@ def read_state(model_dir):
     return list(dict.fromkeys(reversed(names)))[::-1]  # each once, the current one last
 
 
+def state_text(names):
+    """The state file's text, in TensorFlow's format, for checkpoint names oldest first (the current one last)."""
+    return f'model_checkpoint_path: "{names[-1]}"\n' + ''.join(f'all_model_checkpoint_paths: "{n}"\n' for n in names)
+
+
 def current_checkpoint(model_dir):
     """The file name prefix of the checkpoint that model_dir's state file names: model.ckpt in a released
     folder, model-STEP in a training run. A state file that names none means the released layout."""
@@ -255,5 +260,4 @@ def save_checkpoint(model_dir, hparams, params):
             sess.run(tf.global_variables_initializer(), {inputs[name]: value for name, value in params.items()})
             saver.save(sess, str(model_dir / CHECKPOINT_PREFIX), write_state=False)
     # As released: the checkpoint's own folder, not an absolute path, so the folder can be moved.
-    (model_dir / 'checkpoint').write_text(
-        f'model_checkpoint_path: "{CHECKPOINT_PREFIX}"\nall_model_checkpoint_paths: "{CHECKPOINT_PREFIX}"\n')
+    (model_dir / STATE_FILE).write_text(state_text([CHECKPOINT_PREFIX]))

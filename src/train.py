@@ -263,11 +263,9 @@ class RunFolder:
 
     def write_state(self, names):
         """The state file, in TensorFlow's format, replaced atomically."""
-        text = f'model_checkpoint_path: "{names[-1]}"\n' + ''.join(f'all_model_checkpoint_paths: "{n}"\n'
-                                                                   for n in names)
         temporary = self.path / (checkpoint.STATE_FILE + TEMPORARY)
         with open(temporary, 'w', encoding='utf-8') as f:
-            f.write(text)
+            f.write(checkpoint.state_text(names))
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, self.path / checkpoint.STATE_FILE)
