@@ -114,7 +114,8 @@ def read_weights(prefix, hparams):
     seed, which are left out) -> released name -> float32 array."""
     try:
         reader = tf.train.load_checkpoint(str(prefix))
-        return {n: reader.get_tensor(n) for n in checkpoint.variable_shapes(hparams_object(hparams))}
+        names = checkpoint.variable_shapes(hparams_object(hparams))
+        return {n: reader.get_tensor(n) for n in hf.progress(names, Path(prefix).name)}
     except (tf.errors.OpError, ValueError) as err:
         raise checkpoint.ModelError(f'cannot read the checkpoint {prefix} ({cli.error_reason(err)})') from None
 

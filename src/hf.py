@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import tqdm
 
 import checkpoint
 
@@ -225,10 +226,10 @@ def read_tensors(folder):
 
 def read_safetensors(path):
     """A .safetensors file -> name -> array, through the safetensors package's NumPy API (no PyTorch)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    from safetensors import SafetensorError, safe_open
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework='np') as f:
+            return {n: f.get_tensor(n) for n in progress(f.keys(), path.name)}
     except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise checkpoint.ModelError(f'cannot read {path} ({_first_line(err)}); the file is damaged or truncated, '
                                     f'download it again') from None
@@ -253,6 +254,11 @@ def read_torch(path):
         raise checkpoint.ModelError(f'cannot read {path} ({_first_line(err)})') from None
     # NumPy has no bfloat16: such weights go through float32, which holds them exactly.
     return {n: (t.float() if t.dtype == torch.bfloat16 else t).detach().numpy() for n, t in state.items()}
+
+
+def progress(items, what):
+    """items, with a progress bar on stderr where it is a terminal (a large model takes a minute)."""
+    return tqdm.tqdm(items, desc=what, unit='tensor', disable=None, leave=False)
 
 
 def _first_line(err):
