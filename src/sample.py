@@ -111,12 +111,46 @@ def filter_logits(logits, *, top_k, top_p):
     return top_p_logits(top_k_logits(logits, k=top_k), p=top_p)
 
 
-def draw(logits, *, temperature, top_k, top_p):
-    """Logits of the last position [batch, vocab] -> one token per row [batch], int32."""
-    if temperature == 0:
-        return tf.argmax(logits, axis=-1, output_type=tf.int32)
-    logits = filter_logits(logits / tf.cast(temperature, logits.dtype), top_k=top_k, top_p=top_p)
-    return tf.random.categorical(logits, num_samples=1, dtype=tf.int32)[:, 0]
+def is_fixed(*knobs):
+    """Whether every knob is a Python number, fixed when the graph is built (not a tensor fed per run)."""
+    return not any(tf.is_tensor(k) for k in knobs)
+
+
+def categorical(logits, seed):
+    """One token per row [batch] drawn from logits [batch, vocab]; seed None: TensorFlow's stateful generator
+    (the graph's seed), else a [2] int tensor for the stateless one, which gives the same draws for the same seed
+    on every run of the graph."""
+    if seed is None:
+        return tf.random.categorical(logits, num_samples=1, dtype=tf.int32)[:, 0]
+    return tf.random.stateless_categorical(logits, num_samples=1, seed=seed, dtype=tf.int32)[:, 0]
+
+
+def fed_filter(logits, *, top_k, top_p):
+    """filter_logits for knobs that may be tensors (top_k 0 and top_p 1 are off): each filter runs only when on,
+    decided per run by tf.cond, not when the graph is built."""
+    top_k = tf.cast(top_k, tf.int32)
+    top_p = tf.cast(top_p, logits.dtype)
+    vocab = model.shape_list(logits)[-1]
+    logits = tf.cond(top_k > 0, lambda: mask_below(logits, tf.nn.top_k(logits, k=tf.minimum(top_k, vocab))
+                                                   .values[:, -1, tf.newaxis]), lambda: logits)
+    return tf.cond(top_p < 1, lambda: mask_below(logits, nucleus_threshold(logits, top_p)), lambda: logits)
+
+
+def draw(logits, *, temperature, top_k, top_p, seed=None):
+    """Logits of the last position [batch, vocab] -> one token per row [batch], int32.
+
+    The knobs are Python numbers or scalar tensors (fed per run, as by generator.Generator). Python numbers build
+    only the ops their values need, as the original did, so a seed gives the same samples as before; tensors
+    build every path and choose per run (temperature 0 greedy, top_k 0 and top_p 1 off)."""
+    if is_fixed(temperature, top_k, top_p):
+        if temperature == 0:
+            return tf.argmax(logits, axis=-1, output_type=tf.int32)
+        logits = filter_logits(logits / tf.cast(temperature, logits.dtype), top_k=top_k, top_p=top_p)
+        return categorical(logits, seed)
+    temperature = tf.cast(temperature, logits.dtype)
+    greedy = lambda: tf.argmax(logits, axis=-1, output_type=tf.int32)
+    drawn = lambda: categorical(fed_filter(logits / temperature, top_k=top_k, top_p=top_p), seed)
+    return tf.cond(tf.equal(temperature, 0), greedy, drawn)
 
 
 def record(output, step, tokens, on_token):
@@ -165,7 +199,7 @@ def products_for(device, *, batch, frozen_weights, hparams):
 # ---------------------------------------------------------------------------------------------------------------
 
 def sample_sequence(*, hparams, length, start_token=None, batch_size=None, context=None, temperature=1, top_k=0,
-                    top_p=1, stop_token=None, on_token=None, frozen_weights=False, device=None):
+                    top_p=1, stop_token=None, on_token=None, frozen_weights=False, device=None, seed=None):
     """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens.
 
     Give exactly one of start_token (an unconditional sample starts from it) or context [batch, context_len].
@@ -183,6 +217,12 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
 
     device: the device the sampling graph is built for; None: '/GPU:0' when TensorFlow lists a GPU, else
     '/CPU:0'. Run the graph in a session with soft placement (session_config()).
+
+    temperature, top_k and top_p may be Python numbers or scalar tensors (placeholders fed per run); seed None
+    draws with TensorFlow's stateful generator (tf.set_random_seed), or a [2] int tensor draws with the stateless
+    one, so that feeding the same seed gives the same samples on every run of one graph. Without on_token and
+    with frozen_weights False the graph holds only TensorFlow's public ops (no Python, no oneDNN internals), so
+    it can be saved and served.
     """
     if (start_token is None) == (context is None):
         raise ValueError('give exactly one of start_token and context')
@@ -200,7 +240,10 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
                              f'batch_size rows')
         batch = batch_size if shared else rows
         plan = products_for(device, batch=batch, frozen_weights=frozen_weights, hparams=hparams)
-        choose = lambda logits: draw(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+
+        def choose(logits, step):
+            step_seed = None if seed is None else tf.cast(seed, tf.int64) + tf.cast(tf.stack([0, step]), tf.int64)
+            return draw(logits, temperature=temperature, top_k=top_k, top_p=top_p, seed=step_seed)
 
         def finished(done, token):
             return done if stop_token is None else tf.logical_or(done, tf.equal(token, stop_token))
@@ -214,7 +257,7 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
             # every row draws its first token from its logits, then goes on alone.
             logits, prefix = decoding.decode_last(hparams, context, decoding.empty_cache(hparams, 1, context_len),
                                                   0, scope=scope, products=dataclasses.replace(plan, packed=False))
-            token = choose(tf.tile(logits, [batch, 1]))
+            token = choose(tf.tile(logits, [batch, 1]), 0)
             # The rows' own cache: every drawn token but the last (at least one slot, so the shapes are valid).
             cache = decoding.empty_cache(hparams, batch, max(length - 1, 1))
             loop_vars = [tf.constant(1), token[:, tf.newaxis], context_len, cache, finished(not_done, token),
@@ -231,7 +274,7 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
         def body(i, tokens, position, cache, done, output):
             logits, cache = decoding.decode_last(hparams, tokens, cache, position, scope=scope, products=plan,
                                                  prefix=prefix)
-            token = choose(logits)
+            token = choose(logits, i)
             return (i + 1, token[:, tf.newaxis], position + tf.shape(tokens)[1], cache, finished(done, token),
                     record(output, i, token, on_token))
 

@@ -330,3 +330,59 @@ def test_context_rows_must_be_one_or_batch_size():
                                                            'n_layer': 1})
     with tf.Graph().as_default(), pytest.raises(ValueError, match='context has 2 rows and batch_size is 3'):
         sample.sample_sequence(hparams=hparams, length=2, context=[[1], [2]], batch_size=3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Knobs fed per run
+# ---------------------------------------------------------------------------------------------------------------
+
+def fed_knobs():
+    return (tf.placeholder(tf.float32, []), tf.placeholder(tf.int32, []), tf.placeholder(tf.float32, []),
+            tf.placeholder(tf.int32, [2]))
+
+
+def test_fed_knobs_choose_greedy_or_sampling_per_run(tiny_model):
+    """One graph with temperature, top_k, top_p and seed as placeholders: temperature 0 or top_k 1 is the NumPy
+    greedy decoding; the same fed seed repeats its samples, another seed differs."""
+    prompts = [[9, 3, 4], [2, 7, 1]]
+    expected = [reference.greedy(tiny_model.params, tiny_model.hparams, p, 8) for p in prompts]
+    with tf.Graph().as_default():
+        temperature, top_k, top_p, seed = fed_knobs()
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=tf.constant(prompts), length=8,
+                                     temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        with tf.Session() as sess:
+            restore(sess, tiny_model)
+            run = lambda t, k, p, s: sess.run(out, {temperature: t, top_k: k, top_p: p, seed: s}).tolist()
+            assert run(0, 0, 1, [0, 0]) == expected
+            assert run(1, 1, 1, [0, 5]) == expected
+            assert run(0, 40, 0.5, [1, 2]) == expected  # greedy ignores the filters
+            first, again, other = run(1, 0, 1, [3, 4]), run(1, 0, 1, [3, 4]), run(1, 0, 1, [3, 5])
+    assert first == again and first != other
+
+
+@pytest.mark.parametrize('k, p', [(3, 0.5), (1, 0.3), (0, 0.7), (4, 1.0), (0, 1.0)])
+def test_fed_top_k_and_top_p_draw_only_allowed_tokens(k, p):
+    logits = np.random.default_rng(k + 7).standard_normal((6, 20)).astype(np.float32) * 2
+    allowed = numpy_kept(logits, k, p)
+    with tf.Graph().as_default():
+        temperature, top_k, top_p, seed = fed_knobs()
+        drawn = sample.draw(tf.tile(tf.constant(logits), [60, 1]), temperature=temperature, top_k=top_k,
+                            top_p=top_p, seed=seed)
+        with tf.Session() as sess:
+            tokens = sess.run(drawn, {temperature: 1, top_k: k, top_p: p, seed: [1, 2]}).reshape(60, 6)
+    for row in range(6):
+        assert set(tokens[:, row]) <= set(np.flatnonzero(allowed[row]))
+        if k == 0 and p == 1:
+            assert len(set(tokens[:, row])) > 3  # nothing filtered: many tokens drawn
+
+
+def test_without_callback_or_frozen_weights_the_graph_has_only_public_ops(tiny_model):
+    """No Python callback and no oneDNN-internal op (their names start with an underscore), so the graph can be
+    exported; fed knobs included."""
+    with tf.Graph().as_default() as graph:
+        temperature, top_k, top_p, seed = fed_knobs()
+        sample.sample_sequence(hparams=tiny_model.hparams_object(), context=tf.placeholder(tf.int32, [4, None]),
+                               length=4, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                               device='/CPU:0')
+        types = {op.type for op in graph.get_operations()}
+    assert not [t for t in types if t.startswith('_') or 'PyFunc' in t]
