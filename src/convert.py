@@ -11,17 +11,15 @@ half-written model never appears under its real name. The layouts and the names 
 """
 import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
 
-import contextlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import fire
 import tensorflow.compat.v1 as tf
 
+import atomic
 import checkpoint
 import encoder
 import flags
@@ -43,55 +41,6 @@ FLAGS = dict(
 # ---------------------------------------------------------------------------------------------------------------
 # Folders
 # ---------------------------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def atomic_folder(out_folder, overwrite):
-    """Yield a new empty folder beside out_folder; rename it to out_folder when the block ends without an error,
-    remove it otherwise (Ctrl-C included)."""
-    out = Path(out_folder)
-    if out.exists() and not overwrite:
-        raise checkpoint.ModelError(f'{out} exists; give a new OUT_FOLDER, or --overwrite to replace it')
-    if out.exists() and not out.is_dir():
-        raise checkpoint.ModelError(f'{out} is a file, not a folder; give another OUT_FOLDER')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # In the same parent, so the rename is atomic; hidden, so a half-written folder never looks like a model.
-    temporary = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.partial', dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o777 & ~umask)  # mkdtemp makes it private; the folder should be like any other
-    try:
-        yield temporary
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.old', dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(temporary, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(temporary, out)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-
-
-def existing_folder(name, value):
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise flags.UsageError(f'{name.upper()} must be a folder, got {value!r}')
-    path = Path(value).expanduser()
-    if not path.is_dir():
-        raise checkpoint.ModelError(f'{name.upper()} {path} is not a folder')
-    return path
-
-
-def out_path(value):
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise flags.UsageError(f'OUT_FOLDER must be a path, got {value!r}')
-    return Path(value).expanduser()
-
-
-def check_overwrite(overwrite):
-    if not isinstance(overwrite, bool):
-        raise flags.UsageError(f'--overwrite takes no value (or true/false), got {overwrite!r}')
-
 
 def chosen_checkpoint(folder, step):
     """-> (the checkpoint's file name prefix, hparams dict), after checking the folder: its current checkpoint, or
@@ -156,9 +105,9 @@ def done(out, what):
               'encoder.json, vocab.bpe, checkpoint, model.ckpt.*), which every script of the project loads.',
               **FLAGS)
 def from_hf(hf_folder, out_folder, overwrite=False):
-    source = existing_folder('hf_folder', hf_folder)
-    out = out_path(out_folder)
-    check_overwrite(overwrite)
+    source = atomic.existing_folder('hf_folder', hf_folder)
+    out = atomic.out_path(out_folder)
+    atomic.check_overwrite(overwrite)
     hparams, config = hf.read_config(source)
     vocab, merges = hf.read_tokenizer(source)
     check_vocabulary_fits(vocab, hparams, source)
@@ -166,7 +115,7 @@ def from_hf(hf_folder, out_folder, overwrite=False):
     params = hf.from_hf_tensors(tensors, hparams, source)
     hf.check_head(tensors, config, source)
     del tensors
-    with atomic_folder(out, overwrite) as folder:
+    with atomic.atomic_folder(out, overwrite) as folder:
         checkpoint.save_checkpoint(folder, hparams, params)
         write_vocabulary(folder, vocab, merges)
     done(out, f'sample from it with --models_dir {out.parent} --model_name {out.name}')
@@ -176,13 +125,13 @@ def from_hf(hf_folder, out_folder, overwrite=False):
               'model.safetensors, vocab.json, merges.txt, tokenizer_config.json) that transformers loads. Weights '
               'only: no optimizer state.', **FLAGS)
 def to_hf(model_folder, out_folder, step=None, overwrite=False):
-    source = existing_folder('model_folder', model_folder)
-    out = out_path(out_folder)
-    check_overwrite(overwrite)
+    source = atomic.existing_folder('model_folder', model_folder)
+    out = atomic.out_path(out_folder)
+    atomic.check_overwrite(overwrite)
     name, hparams = chosen_checkpoint(source, step)
     vocab, merges = read_vocabulary(source)
     params = read_weights(source / name, hparams)
-    with atomic_folder(out, overwrite) as folder:
+    with atomic.atomic_folder(out, overwrite) as folder:
         config = hf.config_json(hparams, vocab[checkpoint.ENDOFTEXT])
         (folder / hf.CONFIG_FILE).write_text(json.dumps(config, indent=2) + '\n', encoding='utf-8')
         hf.write_safetensors(folder / hf.SAFETENSORS_FILE, hf.to_hf_tensors(params))
@@ -193,13 +142,13 @@ def to_hf(model_folder, out_folder, step=None, overwrite=False):
 @flags.script('Write a training run\'s weights, without the optimizer state, step or seed, as a model folder in '
               'the released layout (a third of the size).', **FLAGS)
 def weights(run_folder, out_folder, step=None, overwrite=False):
-    source = existing_folder('run_folder', run_folder)
-    out = out_path(out_folder)
-    check_overwrite(overwrite)
+    source = atomic.existing_folder('run_folder', run_folder)
+    out = atomic.out_path(out_folder)
+    atomic.check_overwrite(overwrite)
     name, hparams = chosen_checkpoint(source, step)
     encoder.read_vocabulary(source)
     params = read_weights(source / name, hparams)
-    with atomic_folder(out, overwrite) as folder:
+    with atomic.atomic_folder(out, overwrite) as folder:
         checkpoint.save_checkpoint(folder, hparams, params)
         for info in ('encoder.json', 'vocab.bpe'):
             shutil.copyfile(source / info, folder / info)
