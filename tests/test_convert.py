@@ -195,8 +195,8 @@ def test_round_trip_in_out_in_is_bit_identical(hf_folder, converted, tiny_model,
     assert (tmp_path / 'hf' / 'merges.txt').read_bytes() == (hf_folder / 'merges.txt').read_bytes()
 
     assert call(convert.from_hf, tmp_path / 'hf', tmp_path / 'again') == 0
-    for name in ('hparams.json', 'encoder.json', 'vocab.bpe', 'checkpoint'):
-        assert (tmp_path / 'again' / name).read_bytes() == (converted / name).read_bytes()
+    for name in checkpoint.MODEL_FILES:
+        assert (tmp_path / 'again' / name).read_bytes() == (converted / name).read_bytes(), name
     again, first = released_weights(tmp_path / 'again'), released_weights(converted)
     assert sorted(again) == sorted(first)
     assert all(np.array_equal(again[n], first[n]) for n in first)
