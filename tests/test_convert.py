@@ -18,6 +18,7 @@ import conftest
 import convert
 import model
 import reference
+import train
 
 REPO = conftest.REPO
 
@@ -208,16 +209,19 @@ def test_round_trip_in_out_in_is_bit_identical(hf_folder, converted, tiny_model,
 
 @pytest.fixture(scope='module')
 def run_folder(tiny_model, tmp_path_factory):
-    """A real training run of the tiny model: two steps, a checkpoint after each."""
-    tmp = tmp_path_factory.mktemp('run')
-    (tmp / 'data.txt').write_text('the hello and the world in hell or the and world\n' * 40)
-    done = subprocess.run([sys.executable, str(REPO / 'src' / 'train.py'), f'--dataset={tmp / "data.txt"}',
-                           f'--models_dir={tiny_model.models_dir}', f'--model_name={tiny_model.name}',
-                           f'--checkpoint_dir={tmp}', '--run_name=run1', '--seq_len=16', '--steps=2',
-                           '--save_every=1', '--sample_every=0', '--seed=1', '--learning_rate=0.01'],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return tmp / 'run1'
+    """A training run of the tiny model, saved as train.py saves one: two Adam steps, a checkpoint after each."""
+    run = train.RunFolder(tmp_path_factory.mktemp('run') / 'run1')
+    run.start(tiny_model.dir)
+    tokens = np.random.default_rng(0).integers(tiny_model.hparams['n_vocab'], size=(2, 8)).astype(np.int32)
+    with tf.Graph().as_default():
+        training = train.build_training(tiny_model.hparams_object(), batch_size=2, seq_len=8, learning_rate=0.01)
+        saver = tf.train.Saver(var_list={v.op.name: v for v in training.saved_vars})
+        with tf.Session() as sess:
+            train.restore(sess, training, str(tiny_model.dir / 'model.ckpt'))
+            for step in (1, 2):
+                training.run_step(sess, [(tokens, np.full(2, 8, np.int32))])
+                run.save(sess, saver, step, max_checkpoints=5)
+    return run.path
 
 
 def test_a_run_converts_out_with_its_latest_weights_only(run_folder, tiny_model, tmp_path):
