@@ -21,6 +21,7 @@ vocab.json is encoder.json and merges.txt is vocab.bpe, byte for byte the same f
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import tqdm
@@ -85,10 +86,10 @@ def to_hf_tensors(params):
 
 def from_hf_tensors(tensors, hparams, source):
     """Hugging Face name -> array (prefix or not, as any GPT-2 file names them) -> released name -> float32 array,
-    shaped as checkpoint.variable_shapes(hparams). ModelError for a missing, extra or misshapen tensor and for a
-    head that is not wte."""
+    shaped as checkpoint.variable_shapes(hparams). ModelError for a missing, extra or misshapen tensor; the head
+    is check_head's."""
     tensors = {n.removeprefix(PREFIX): v for n, v in tensors.items()}
-    shapes = checkpoint.variable_shapes(_namespace(hparams))
+    shapes = checkpoint.variable_shapes(SimpleNamespace(**hparams))
     params = {}
     for name, shape in shapes.items():
         key = hf_name(name)
@@ -109,7 +110,9 @@ def from_hf_tensors(tensors, hparams, source):
 
 
 def check_head(tensors, config, source):
-    """The output layer must be wte (tied), as in GPT-2; ModelError otherwise."""
+    """The output layer must be wte (tied), as in GPT-2; ModelError otherwise. A file may store the head beside
+    wte, or not at all (transformers ties it when loading); tie_word_embeddings false with a head equal to wte
+    is still GPT-2."""
     tensors = {n.removeprefix(PREFIX): v for n, v in tensors.items()}
     head = tensors.get(HEAD)
     tied = config.get('tie_word_embeddings', True)
@@ -128,11 +131,6 @@ def _float32(value, key, source):
         raise checkpoint.ModelError(f'{source}: {key} is {value.dtype}; only float32, float16 and float64 weights '
                                     f'convert')
     return np.ascontiguousarray(value, dtype=np.float32)
-
-
-def _namespace(hparams):
-    from types import SimpleNamespace
-    return SimpleNamespace(**hparams)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,14 +164,9 @@ def config_json(hparams, endoftext):
     """The config.json of a GPT-2 with hparams, in transformers' GPT2Config keys; endoftext: the token's id."""
     return {
         'architectures': ['GPT2LMHeadModel'],
-        'model_type': 'gpt2',
+        **{key: value for key, (value, _) in REQUIRED_OPTIONS.items()},
         **{theirs: hparams[ours] for ours, theirs in CONFIG_SIZES.items()},
         'n_inner': None,
-        'activation_function': 'gelu_new',
-        'layer_norm_epsilon': 1e-5,
-        'scale_attn_weights': True,
-        'scale_attn_by_inverse_layer_idx': False,
-        'reorder_and_upcast_attn': False,
         'tie_word_embeddings': True,
         # Hugging Face's dropout for fine-tuning there; sampling and scoring ignore it.
         'attn_pdrop': 0.1, 'embd_pdrop': 0.1, 'resid_pdrop': 0.1,
