@@ -9,11 +9,18 @@ without its optimizer state.
 Each writes a complete folder under a temporary name beside OUT_FOLDER and renames it at the end, so a
 half-written model never appears under its real name. The layouts and the names of the weights: hf.py.
 """
+import signal
+import sys
+
+if __name__ == '__main__':
+    # Ctrl-C while TensorFlow loads (seconds) ends the process at once and quietly; main() then lets it raise
+    # KeyboardInterrupt, so that the folder being written is removed.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import fire
@@ -160,6 +167,7 @@ COMMANDS = {'from_hf': from_hf, 'to_hf': to_hf, 'weights': weights}
 
 def main():
     tf.disable_v2_behavior()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         fire.Fire(COMMANDS)
     except KeyboardInterrupt:  # the folder being written is removed already (atomic_folder)

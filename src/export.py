@@ -18,9 +18,16 @@ and gives `tokens` [batch, length] int32, the drawn tokens without the prompt. T
 --max_length positions, with plain products: public TensorFlow ops only, no Python callback, nothing that a
 serving binary lacks.
 """
+import signal
+import sys
+
+if __name__ == '__main__':
+    # Ctrl-C while TensorFlow loads (seconds) ends the process at once and quietly; main() then lets it raise
+    # KeyboardInterrupt, so that the folder being written is removed.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
 
-from pathlib import Path
 
 import fire
 import tensorflow.compat.v1 as tf
@@ -160,6 +167,14 @@ def export_main(model_folder, out_dir, max_length=None, overwrite=False):
           f'see it with `saved_model_cli show --dir {out} --all`')
 
 
-if __name__ == '__main__':
+def main():
     tf.disable_v2_behavior()
-    fire.Fire(export_main)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        fire.Fire(export_main)
+    except KeyboardInterrupt:  # the folder being written is removed already (atomic.atomic_folder)
+        sys.exit(130)
+
+
+if __name__ == '__main__':
+    main()
