@@ -19,6 +19,7 @@ import convert
 import model
 import reference
 import train
+from test_scripts import decode
 
 REPO = conftest.REPO
 
@@ -165,7 +166,6 @@ def test_the_sampling_script_runs_greedy_on_a_converted_folder(converted, tiny_m
                           timeout=120, env={**os.environ, 'PYTHONIOENCODING': 'utf-8'})
     assert done.returncode == 0, done.stderr
     tokens = reference.greedy(tiny_model.params, tiny_model.hparams, [tiny_model.endoftext], 8)[1:]
-    from test_scripts import decode
     assert done.stdout.split('\n', 1)[1] == decode(tiny_model, tokens) + '\n'
 
 
@@ -198,9 +198,6 @@ def test_round_trip_in_out_in_is_bit_identical(hf_folder, converted, tiny_model,
     assert call(convert.from_hf, tmp_path / 'hf', tmp_path / 'again') == 0
     for name in checkpoint.MODEL_FILES:
         assert (tmp_path / 'again' / name).read_bytes() == (converted / name).read_bytes(), name
-    again, first = released_weights(tmp_path / 'again'), released_weights(converted)
-    assert sorted(again) == sorted(first)
-    assert all(np.array_equal(again[n], first[n]) for n in first)
 
 
 # ---------------------------------------------------------------------------------------------------------------
