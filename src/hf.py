@@ -128,8 +128,8 @@ def check_head(tensors, config, source):
 
 def _float32(value, key, source):
     if value.dtype not in DTYPES:
-        raise checkpoint.ModelError(f'{source}: {key} is {value.dtype}; only float32, float16 and float64 weights '
-                                    f'convert')
+        raise checkpoint.ModelError(f'{source}: {key} is {value.dtype}; only float32, float16, bfloat16 and '
+                                    f'float64 weights convert')
     return np.ascontiguousarray(value, dtype=np.float32)
 
 
@@ -222,10 +222,25 @@ def read_safetensors(path):
     from safetensors import SafetensorError, safe_open
     try:
         with safe_open(str(path), framework='np') as f:
-            return {n: f.get_tensor(n) for n in progress(f.keys(), path.name)}
+            return {n: _bfloat16(path, n) if f.get_slice(n).get_dtype() == 'BF16' else f.get_tensor(n)
+                    for n in progress(f.keys(), path.name)}
     except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise checkpoint.ModelError(f'cannot read {path} ({_first_line(err)}); the file is damaged or truncated, '
                                     f'download it again') from None
+
+
+def _bfloat16(path, name):
+    """A bfloat16 tensor of a .safetensors file as float32, which holds it exactly: NumPy has no bfloat16, so the
+    safetensors package cannot hand it over. The format: an 8-byte little-endian header length, the JSON header
+    (name -> dtype, shape, data_offsets from the end of the header), the data."""
+    with open(path, 'rb') as f:
+        size = int.from_bytes(f.read(8), 'little')
+        entry = json.loads(f.read(size))[name]
+        start, end = entry['data_offsets']
+        f.seek(8 + size + start)
+        halves = np.frombuffer(f.read(end - start), dtype='<u2')
+    # bfloat16 is the upper half of a float32.
+    return (halves.astype(np.uint32) << 16).view(np.float32).reshape(entry['shape'])
 
 
 def write_safetensors(path, tensors):

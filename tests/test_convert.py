@@ -321,6 +321,27 @@ def test_an_untied_config_whose_head_is_wte_converts(tiny_model, tmp_path):
     assert call(convert.from_hf, source, tmp_path / 'out') == 0
 
 
+def write_bfloat16_safetensors(path, tensors):
+    """A .safetensors file of bfloat16 tensors, written by hand from the format (the safetensors package's NumPy
+    API has no bfloat16): the upper halves of the float32 values, which are those values where the lower are 0."""
+    header, data, offset = {}, b'', 0
+    for name, value in tensors.items():
+        halves = (value.astype(np.float32).view(np.uint32) >> 16).astype('<u2').tobytes()
+        header[name] = {'dtype': 'BF16', 'shape': list(value.shape), 'data_offsets': [offset, offset + len(halves)]}
+        data, offset = data + halves, offset + len(halves)
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, 'little') + text + data)
+
+
+def test_bfloat16_weights_convert_exactly(tiny_model, tmp_path):
+    exact = {n: (v.view(np.uint32) & 0xFFFF0000).view(np.float32) for n, v in tiny_model.params.items()}
+    source = write_hf_folder(tmp_path / 'hf', tiny_model, tensors=as_hf(exact, tiny_model.hparams['n_layer']))
+    write_bfloat16_safetensors(source / 'model.safetensors', as_hf(exact, tiny_model.hparams['n_layer']))
+    assert call(convert.from_hf, source, tmp_path / 'out') == 0
+    converted = released_weights(tmp_path / 'out')
+    assert all(converted[n].dtype == np.float32 and np.array_equal(converted[n], exact[n]) for n in exact)
+
+
 def test_a_truncated_safetensors_file_is_a_clear_error_and_nothing_is_written(hf_folder, tmp_path, capsys):
     import shutil
     source = tmp_path / 'hf'
