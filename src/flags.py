@@ -26,6 +26,9 @@ COMMON_FLAGS = {
     'models_dir': 'the folder holding the model folders; a relative path is looked up in the working '
                   'directory, then in the repository.',
     'stop_at_endoftext': 'end each sample at its first <|endoftext|> token (which is not printed).',
+    'stop': 'end each sample where its text first contains TEXT (not printed); repeat --stop for more '
+            'strings, or give a list. \\n and \\t stand for a newline and a tab. A batch ends once every '
+            'sample has stopped.',
 }
 
 

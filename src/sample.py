@@ -10,6 +10,7 @@ import checkpoint
 import decoding
 import model
 import products
+import stops as stops_lib
 
 # Logits of tokens ruled out by top-k or top-p, as in the original: exp(-1e10 - max) is exactly 0 in float32.
 MASKED = -1e10
@@ -199,7 +200,8 @@ def products_for(device, *, batch, frozen_weights, hparams):
 # ---------------------------------------------------------------------------------------------------------------
 
 def sample_sequence(*, hparams, length, start_token=None, batch_size=None, context=None, temperature=1, top_k=0,
-                    top_p=1, stop_token=None, on_token=None, frozen_weights=False, device=None, seed=None):
+                    top_p=1, stop_token=None, on_token=None, frozen_weights=False, device=None, seed=None, stops=None,
+                    token_bytes=None):
     """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens.
 
     Give exactly one of start_token (an unconditional sample starts from it) or context [batch, context_len].
@@ -223,6 +225,11 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     one, so that feeding the same seed gives the same samples on every run of one graph. Without on_token and
     with frozen_weights False the graph holds only TensorFlow's public ops (no Python, no oneDNN internals), so
     it can be saved and served.
+
+    stops: stop strings, as stops.stop_array() makes them (an array, or a tensor [n_stops, width]), with
+    token_bytes, the table of each token's bytes (stops.token_bytes()): a row is done once its sampled text
+    contains one of them (see stops.py), and the loop ends once every row is done, like stop_token. The result
+    still holds the tokens through the one that completes the string; cut the text with stops.cut().
     """
     if (start_token is None) == (context is None):
         raise ValueError('give exactly one of start_token and context')
@@ -245,13 +252,30 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
             step_seed = None if seed is None else tf.cast(seed, tf.int64) + tf.cast(tf.stack([0, step]), tf.int64)
             return draw(logits, temperature=temperature, top_k=top_k, top_p=top_p, seed=step_seed)
 
-        def finished(done, token):
-            return done if stop_token is None else tf.logical_or(done, tf.equal(token, stop_token))
+        if stops is not None:
+            with tf.device(decoding.HOST):
+                stops = tf.convert_to_tensor(stops, tf.int32)
+                token_bytes = tf.convert_to_tensor(token_bytes, tf.int32)
+
+        def finished(done, token, extras):
+            """-> done, with the rows that stop at token, and the extras after it."""
+            if stop_token is not None:
+                done = tf.logical_or(done, tf.equal(token, stop_token))
+            if stops is not None:
+                with tf.name_scope('stop_strings'), tf.device(decoding.HOST):
+                    window, hit = stops_lib.advance(extras['window'], token_bytes, token, stops)
+                    extras = dict(extras, window=window)
+                    done = tf.logical_or(done, hit)
+            return done, extras
 
         scope = decoding.read_once_scope()
         with tf.device(decoding.HOST):
             output = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
         not_done = tf.zeros([batch], tf.bool)
+        extras = {}
+        if stops is not None:
+            with tf.device(decoding.HOST):
+                extras['window'] = stops_lib.empty_window(batch, stops)
         if shared:
             # The prompt once, at batch 1 (never packed: the packed products are for the loop's batch of rows);
             # every row draws its first token from its logits, then goes on alone.
@@ -260,8 +284,9 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
             token = choose(tf.tile(logits, [batch, 1]), 0)
             # The rows' own cache: every drawn token but the last (at least one slot, so the shapes are valid).
             cache = decoding.empty_cache(hparams, batch, max(length - 1, 1))
-            loop_vars = [tf.constant(1), token[:, tf.newaxis], context_len, cache, finished(not_done, token),
-                         record(output, 0, token, on_token)]
+            done, extras = finished(not_done, token, extras)
+            loop_vars = [tf.constant(1), token[:, tf.newaxis], context_len, cache, done,
+                         record(output, 0, token, on_token), extras]
             context = tf.tile(context, [batch, 1])
         else:
             # Step 0 feeds the whole prompt at positions 0 .. context_len - 1; each later step feeds the token drawn
@@ -269,16 +294,17 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
             # start-up. Every position but the last drawn token's goes through the model: the cache's length.
             prefix = None
             cache = decoding.empty_cache(hparams, batch, context_len + length - 1)
-            loop_vars = [tf.constant(0), context, tf.constant(0), cache, not_done, output]
+            loop_vars = [tf.constant(0), context, tf.constant(0), cache, not_done, output, extras]
 
-        def body(i, tokens, position, cache, done, output):
+        def body(i, tokens, position, cache, done, output, extras):
             logits, cache = decoding.decode_last(hparams, tokens, cache, position, scope=scope, products=plan,
                                                  prefix=prefix)
             token = choose(logits, i)
-            return (i + 1, token[:, tf.newaxis], position + tf.shape(tokens)[1], cache, finished(done, token),
-                    record(output, i, token, on_token))
+            done, extras = finished(done, token, extras)
+            return (i + 1, token[:, tf.newaxis], position + tf.shape(tokens)[1], cache, done,
+                    record(output, i, token, on_token), extras)
 
-        def cond(i, tokens, position, cache, done, output):
+        def cond(i, tokens, position, cache, done, output, extras):
             return tf.logical_and(i < length, tf.logical_not(tf.reduce_all(done)))
 
         # Only the tokens fed change shape: [batch, context_len] at step 0, [batch, 1] after; with a prompt of one
@@ -287,13 +313,18 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
         fed = 1 if shared or (isinstance(context_len, int) and context_len == 1) else None
         invariants = [tf.TensorShape([]), tf.TensorShape([context.shape[0], fed]), tf.TensorShape([]),
                       [(k.shape, v.shape) for k, v in cache], tf.TensorShape([context.shape[0]]),
-                      tf.TensorShape(None)]
+                      tf.TensorShape(None), {name: extra_shape(t) for name, t in extras.items()}]
         # On a CPU the step keeps every core busy: one step at a time. On a GPU the next step may start while the
         # host still hands the last one's tokens to the callback.
         output = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants, back_prop=False,
-                               parallel_iterations=1 if on_cpu(device) else 2)[-1]
+                               parallel_iterations=1 if on_cpu(device) else 2)[5]
         with tf.device(decoding.HOST):
             return tf.concat([context, tf.transpose(output.stack())], axis=1)
+
+
+def extra_shape(t):
+    """The shape invariant of a per-row loop variable: its rows fixed, the rest free to vary between runs."""
+    return tf.TensorShape([t.shape[0]] + [None] * (t.shape.rank - 1))
 
 
 def session_config():

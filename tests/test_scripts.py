@@ -377,3 +377,54 @@ def test_interactive_greedy_continuation_from_a_run_is_the_trained_weights(tiny_
     prompt = [tiny_model.vocab['Ġthe']]
     tokens = reference.greedy(weights, tiny_model.hparams, prompt, 6)[1:]
     assert decode(tiny_model, tokens) + '\n' + SEPARATOR in done.out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stop strings
+# ---------------------------------------------------------------------------------------------------------------
+
+def greedy_text(tiny_model, prompt, length):
+    return decode(tiny_model, reference.greedy(tiny_model.params, tiny_model.hparams, prompt, length)[len(prompt):])
+
+
+def first_cut(text, stop_strings):
+    """The text before the first stop string, from the definition."""
+    return text[:min([text.index(s) for s in stop_strings if s in text] or [len(text)])]
+
+
+@pytest.mark.parametrize('batch_size', [1, 2])
+def test_unconditional_stop_strings_end_each_sample_before_them(tiny_model, batch_size):
+    """Two stop strings, one taken from the middle of the greedy sample (so it may span tokens), one never
+    produced; streamed (batch 1) or printed per batch, the text ends before the first."""
+    text = greedy_text(tiny_model, [tiny_model.endoftext], 16)
+    stop = text[7:9]
+    flags = tiny_flags(tiny_model, nsamples=2, batch_size=batch_size, length=16, temperature=0)
+    done = run(UNCONDITIONAL, *flags, '--stop', stop, '--stop=@@never@@')
+    assert done.returncode == 0, done.err
+    sample = '=' * 40 + ' SAMPLE {} ' + '=' * 40 + '\n' + first_cut(text, [stop]) + '\n'
+    assert done.out == sample.format(1) + sample.format(2)
+    assert len(first_cut(text, [stop])) <= 7
+
+
+def test_interactive_stop_string_in_the_prompt_is_not_a_stop(tiny_model):
+    prompt = ' the hello'
+    text = greedy_text(tiny_model, [258, ord(' '), 257, 263, ord('o')], 12)
+    stop = text[4:6]
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=12, temperature=0), f'--stop={stop}',
+               f'--stop={prompt[1:4]}', stdin=(prompt + '\n').encode())
+    assert done.returncode == 0, done.err
+    expected = first_cut(text, [stop, prompt[1:4]])
+    assert f'SAMPLE 1 {"=" * 40}\n{expected}\n{SEPARATOR}\n' in done.out
+
+
+def test_stop_escapes_stand_for_newline_and_tab():
+    import cli
+    assert cli.check_stops(['a\\nb', '\\t', 'c\\\\n', 5]) == ['a\nb', '\t', 'c\\n', '5']
+    assert cli.gather_repeated(['--stop', 'x', '--seed=1', '--stop=5'], 'stop') == ["--stop=['x', '5']", '--seed=1']
+
+
+@pytest.mark.parametrize('script', [UNCONDITIONAL, INTERACTIVE])
+def test_empty_stop_string_is_a_flag_error(tiny_model, script):
+    done = run(script, *tiny_flags(tiny_model, length=4), '--stop=', stdin=b'hi\n')
+    assert_clean_error(done, '--stop')
+    assert done.returncode == 2 and done.out == ''
