@@ -14,6 +14,7 @@ import flags
 tf = checkpoint.import_tensorflow()
 import encoder  # noqa: E402  (these import TensorFlow, which must be loaded quietly first)
 import model  # noqa: E402
+import penalties  # noqa: E402
 import stops as stops_lib  # noqa: E402
 
 
@@ -98,6 +99,22 @@ def gather_repeated(argv, name):
     if first is not None:
         out[first] = f'{flag}={values!r}'
     return out
+
+
+def check_penalties(*, repetition_penalty, presence_penalty, frequency_penalty, no_repeat_ngram_size):
+    """-> the penalties.Penalties of the flags (all off by default)."""
+    big = 1e30  # finite: inf or nan would make every logit nan
+    for name, value in (('repetition_penalty', repetition_penalty), ('presence_penalty', presence_penalty),
+                        ('frequency_penalty', frequency_penalty)):
+        if isinstance(value, float) and value != value:
+            raise flags.UsageError(f'--{name} must be a number, got nan')
+    return penalties.Penalties(
+        repetition=flags.number('repetition_penalty', repetition_penalty, 0, big, low_open=True,
+                                what='a number above 0 (1 is off; above 1 penalises repeats)'),
+        presence=flags.number('presence_penalty', presence_penalty, -big, big, what='a finite number (0 is off)'),
+        frequency=flags.number('frequency_penalty', frequency_penalty, -big, big,
+                               what='a finite number (0 is off)'),
+        no_repeat_ngram=flags.whole_number('no_repeat_ngram_size', no_repeat_ngram_size, 0))
 
 
 def check_length(length, n_ctx, *, default, room_for_prompt=False):

@@ -18,10 +18,13 @@ import sample
     nsamples='how many samples to print; 0 (the default) keeps going until Ctrl-C.',
     length="tokens per sample, 1 to the model's window (1024, the default).")
 def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=None, temperature=1, top_k=0,
-                 top_p=1, models_dir='models', stop_at_endoftext=False, stop=None):
+                 top_p=1, models_dir='models', stop_at_endoftext=False, stop=None,
+                 repetition_penalty=1, presence_penalty=0, frequency_penalty=0, no_repeat_ngram_size=0):
     batch_size = cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
                                           top_k=top_k, top_p=top_p, seed=seed)
     stops = cli.check_stops(stop)
+    penalties = cli.check_penalties(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                                    frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
     model_dir, hparams, enc = cli.load_model(model_name, models_dir)
     length = cli.check_length(length, hparams.n_ctx, default=hparams.n_ctx)
     endoftext = enc.encoder[checkpoint.ENDOFTEXT]
@@ -35,7 +38,7 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
         output = sample.sample_sequence(hparams=hparams, length=length, start_token=endoftext,
                                         batch_size=batch_size, temperature=temperature, top_k=top_k, top_p=top_p,
                                         stop_token=printer.stop_token, on_token=printer.on_token, frozen_weights=True,
-                                        **printer.stop_arrays(hparams.n_vocab))
+                                        penalties=penalties, **printer.stop_arrays(hparams.n_vocab))
         restored()
         # Each row starts with the start token, which is not part of the sample.
         run_batch = lambda n: sess.run(output)[:n, 1:]

@@ -49,10 +49,13 @@ def fit_prompt(tokens, room):
     length="tokens per sample, 1 to the model's window less one (1023); by default half the window (512). "
            "A prompt longer than the window has room for keeps only its last tokens.")
 def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, length=None, temperature=1, top_k=0,
-                   top_p=1, models_dir='models', stop_at_endoftext=False, stop=None):
+                   top_p=1, models_dir='models', stop_at_endoftext=False, stop=None,
+                   repetition_penalty=1, presence_penalty=0, frequency_penalty=0, no_repeat_ngram_size=0):
     batch_size = cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
                                           top_k=top_k, top_p=top_p, seed=seed, min_nsamples=1)
     stops = cli.check_stops(stop)
+    penalties = cli.check_penalties(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                                    frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
     model_dir, hparams, enc = cli.load_model(model_name, models_dir)
     length = cli.check_length(length, hparams.n_ctx, default=hparams.n_ctx // 2, room_for_prompt=True)
     endoftext = enc.encoder[checkpoint.ENDOFTEXT]
@@ -67,7 +70,8 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
         output = sample.sample_sequence(hparams=hparams, length=length, context=context, batch_size=batch_size,
                                         temperature=temperature, top_k=top_k, top_p=top_p,
                                         stop_token=printer.stop_token, on_token=printer.on_token,
-                                        frozen_weights=True, **printer.stop_arrays(hparams.n_vocab))
+                                        frozen_weights=True, penalties=penalties,
+                                        **printer.stop_arrays(hparams.n_vocab))
         restored()
         while (text := read_prompt()) is not None:
             tokens = fit_prompt(enc.encode(text, allowed_special={checkpoint.ENDOFTEXT}), hparams.n_ctx - length)

@@ -9,6 +9,7 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 import checkpoint
 import decoding
 import model
+import penalties as penalties_lib
 import products
 import stops as stops_lib
 
@@ -201,7 +202,7 @@ def products_for(device, *, batch, frozen_weights, hparams):
 
 def sample_sequence(*, hparams, length, start_token=None, batch_size=None, context=None, temperature=1, top_k=0,
                     top_p=1, stop_token=None, on_token=None, frozen_weights=False, device=None, seed=None, stops=None,
-                    token_bytes=None):
+                    token_bytes=None, penalties=None):
     """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens.
 
     Give exactly one of start_token (an unconditional sample starts from it) or context [batch, context_len].
@@ -230,6 +231,9 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     token_bytes, the table of each token's bytes (stops.token_bytes()): a row is done once its sampled text
     contains one of them (see stops.py), and the loop ends once every row is done, like stop_token. The result
     still holds the tokens through the one that completes the string; cut the text with stops.cut().
+
+    penalties: a penalties.Penalties (repetition, presence, frequency, no_repeat_ngram) on the logits of tokens
+    seen in the prompt and the sample, before temperature and the filters.
     """
     if (start_token is None) == (context is None):
         raise ValueError('give exactly one of start_token and context')
@@ -257,6 +261,14 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
                 stops = tf.convert_to_tensor(stops, tf.int32)
                 token_bytes = tf.convert_to_tensor(token_bytes, tf.int32)
 
+        penalties = penalties or penalties_lib.Penalties()
+
+        def choose_penalised(logits, step, filled, extras):
+            """-> the token drawn after `filled` tokens, and the extras with it counted."""
+            logits = penalties_lib.apply(penalties, logits, extras, filled)
+            token = choose(logits, step)
+            return token, penalties_lib.update(extras, token, filled)
+
         def finished(done, token, extras):
             """-> done, with the rows that stop at token, and the extras after it."""
             if stop_token is not None:
@@ -281,7 +293,10 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
             # every row draws its first token from its logits, then goes on alone.
             logits, prefix = decoding.decode_last(hparams, context, decoding.empty_cache(hparams, 1, context_len),
                                                   0, scope=scope, products=dataclasses.replace(plan, packed=False))
-            token = choose(tf.tile(logits, [batch, 1]), 0)
+            extras.update(penalties_lib.start(penalties, tf.tile(context, [batch, 1]),
+                                              tf.ones([batch, context_len], tf.bool), context_len + length,
+                                              hparams.n_vocab))
+            token, extras = choose_penalised(tf.tile(logits, [batch, 1]), 0, context_len, extras)
             # The rows' own cache: every drawn token but the last (at least one slot, so the shapes are valid).
             cache = decoding.empty_cache(hparams, batch, max(length - 1, 1))
             done, extras = finished(not_done, token, extras)
@@ -294,12 +309,14 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
             # start-up. Every position but the last drawn token's goes through the model: the cache's length.
             prefix = None
             cache = decoding.empty_cache(hparams, batch, context_len + length - 1)
+            extras.update(penalties_lib.start(penalties, context, tf.ones([batch, context_len], tf.bool),
+                                              context_len + length, hparams.n_vocab))
             loop_vars = [tf.constant(0), context, tf.constant(0), cache, not_done, output, extras]
 
         def body(i, tokens, position, cache, done, output, extras):
             logits, cache = decoding.decode_last(hparams, tokens, cache, position, scope=scope, products=plan,
                                                  prefix=prefix)
-            token = choose(logits, i)
+            token, extras = choose_penalised(logits, i, position + tf.shape(tokens)[1], extras)
             done, extras = finished(done, token, extras)
             return (i + 1, token[:, tf.newaxis], position + tf.shape(tokens)[1], cache, done,
                     record(output, i, token, on_token), extras)

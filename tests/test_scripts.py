@@ -428,3 +428,27 @@ def test_empty_stop_string_is_a_flag_error(tiny_model, script):
     done = run(script, *tiny_flags(tiny_model, length=4), '--stop=', stdin=b'hi\n')
     assert_clean_error(done, '--stop')
     assert done.returncode == 2 and done.out == ''
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Penalties
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_penalty_flags_give_the_numpy_penalised_greedy_text(tiny_model):
+    """All four at once from the unconditional script, against the NumPy model and definitions."""
+    from test_penalties import numpy_greedy
+    knobs = dict(repetition=1.3, presence=0.5, frequency=0.25, no_repeat_ngram=3)
+    tokens = numpy_greedy(tiny_model, [tiny_model.endoftext], 12, **knobs)[1:]
+    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=1, length=12, temperature=0, repetition_penalty=1.3,
+                                          presence_penalty=0.5, frequency_penalty=0.25, no_repeat_ngram_size=3))
+    assert done.returncode == 0, done.err
+    assert done.out == '=' * 40 + ' SAMPLE 1 ' + '=' * 40 + '\n' + decode(tiny_model, tokens) + '\n'
+
+
+@pytest.mark.parametrize('flag, value', [('repetition_penalty', 0), ('repetition_penalty', -1),
+                                         ('presence_penalty', 'x'), ('frequency_penalty', 'nan'),
+                                         ('no_repeat_ngram_size', -1)])
+def test_bad_penalty_is_a_flag_error(tiny_model, flag, value):
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, **{flag: value}), stdin=b'hi\n')
+    assert_clean_error(done, f'--{flag}')
+    assert done.returncode == 2 and done.out == ''
