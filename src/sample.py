@@ -202,7 +202,7 @@ def products_for(device, *, batch, frozen_weights, hparams):
 
 def sample_sequence(*, hparams, length, start_token=None, batch_size=None, context=None, temperature=1, top_k=0,
                     top_p=1, stop_token=None, on_token=None, frozen_weights=False, device=None, seed=None, stops=None,
-                    token_bytes=None, penalties=None):
+                    token_bytes=None, penalties=None, context_lengths=None):
     """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens.
 
     Give exactly one of start_token (an unconditional sample starts from it) or context [batch, context_len].
@@ -234,6 +234,10 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
 
     penalties: a penalties.Penalties (repetition, presence, frequency, no_repeat_ngram) on the logits of tokens
     seen in the prompt and the sample, before temperature and the filters.
+
+    context_lengths: [batch] int, for prompts of different lengths in one batch: context is then left-padded
+    (left_pad()), row b's prompt its last context_lengths[b] tokens. Each row is sampled as its prompt alone would
+    be (its own positions, its padding masked out: decoding.decode_hidden's pads); the result keeps the padding.
     """
     if (start_token is None) == (context is None):
         raise ValueError('give exactly one of start_token and context')
@@ -245,11 +249,17 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
             context = tf.fill([batch_size, 1], start_token)
         context = tf.convert_to_tensor(context, dtype=tf.int32)
         rows, context_len = model.shape_list(context)
-        shared = isinstance(batch_size, int) and batch_size > 1 and rows == 1
+        shared = isinstance(batch_size, int) and batch_size > 1 and rows == 1 and context_lengths is None
         if isinstance(batch_size, int) and isinstance(rows, int) and rows not in (1, batch_size):
             raise ValueError(f'context has {rows} rows and batch_size is {batch_size}; give one row, or '
                              f'batch_size rows')
         batch = batch_size if shared else rows
+        if context_lengths is None:
+            pads, valid = None, tf.ones([batch, context_len], tf.bool)
+        else:
+            with tf.device(decoding.HOST):
+                pads = context_len - tf.cast(context_lengths, tf.int32)  # [batch]
+                valid = tf.range(context_len)[tf.newaxis, :] >= pads[:, tf.newaxis]  # [batch, context_len]
         plan = products_for(device, batch=batch, frozen_weights=frozen_weights, hparams=hparams)
 
         def choose(logits, step):
@@ -309,13 +319,12 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
             # start-up. Every position but the last drawn token's goes through the model: the cache's length.
             prefix = None
             cache = decoding.empty_cache(hparams, batch, context_len + length - 1)
-            extras.update(penalties_lib.start(penalties, context, tf.ones([batch, context_len], tf.bool),
-                                              context_len + length, hparams.n_vocab))
+            extras.update(penalties_lib.start(penalties, context, valid, context_len + length, hparams.n_vocab))
             loop_vars = [tf.constant(0), context, tf.constant(0), cache, not_done, output, extras]
 
         def body(i, tokens, position, cache, done, output, extras):
             logits, cache = decoding.decode_last(hparams, tokens, cache, position, scope=scope, products=plan,
-                                                 prefix=prefix)
+                                                 prefix=prefix, pads=pads)
             token, extras = choose_penalised(logits, i, position + tf.shape(tokens)[1], extras)
             done, extras = finished(done, token, extras)
             return (i + 1, token[:, tf.newaxis], position + tf.shape(tokens)[1], cache, done,
@@ -337,6 +346,16 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
                                parallel_iterations=1 if on_cpu(device) else 2)[5]
         with tf.device(decoding.HOST):
             return tf.concat([context, tf.transpose(output.stack())], axis=1)
+
+
+def left_pad(prompts, pad=0):
+    """Token lists of different lengths -> (context [batch, longest] with each row's tokens at its end, after
+    `pad`s, lengths [batch]), for sample_sequence's context and context_lengths."""
+    lengths = np.array([len(p) for p in prompts], np.int32)
+    context = np.full([len(prompts), max(lengths)], pad, np.int32)
+    for row, prompt in enumerate(prompts):
+        context[row, context.shape[1] - len(prompt):] = prompt
+    return context, lengths
 
 
 def extra_shape(t):

@@ -118,3 +118,19 @@ def test_no_repeat_ngram_sample_holds_no_ngram_twice(tiny_model):
     for row in rows:
         grams = list(zip(row, row[1:]))  # the prompt's (3, 4), (4, 3) included
         assert len(grams) == len(set(grams))
+
+
+def test_penalties_skip_the_padding_of_shorter_prompts(tiny_model):
+    """Left padding (token 0 here, which row 1's prompt also holds) is neither counted nor part of an n-gram."""
+    prompts = [[5, 6, 5, 6, 0, 0], [0, 3]]
+    knobs = {'repetition': 1.5, 'no_repeat_ngram': 2}
+    padded, lengths = sample.left_pad(prompts)
+    with tf.Graph().as_default():
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=tf.constant(padded),
+                                     context_lengths=tf.constant(lengths), length=10, temperature=0,
+                                     penalties=penalties.Penalties(**knobs))
+        with tf.Session() as sess:
+            restore(sess, tiny_model)
+            got = sess.run(out)
+    for row, prompt in enumerate(prompts):
+        assert got[row, 6 - len(prompt):].tolist() == numpy_greedy(tiny_model, prompt, 10, **knobs)

@@ -386,3 +386,44 @@ def test_without_callback_or_frozen_weights_the_graph_has_only_public_ops(tiny_m
                                device='/CPU:0')
         types = {op.type for op in graph.get_operations()}
     assert not [t for t in types if t.startswith('_') or 'PyFunc' in t]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prompts of different lengths in one batch
+# ---------------------------------------------------------------------------------------------------------------
+
+MIXED = [[9, 3, 4, 1, 8, 2], [2], [7, 7, 5]]
+
+
+def test_mixed_length_prompts_in_one_batch_equal_each_alone_greedy(tiny_model):
+    """Left-padded rows, their own positions, their padding masked: greedy rows are each prompt's NumPy greedy
+    tokens, token for token, over two batches in one session (the second with other lengths)."""
+    with tf.Graph().as_default():
+        context, lengths = tf.placeholder(tf.int32, [3, None]), tf.placeholder(tf.int32, [3])
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=context, context_lengths=lengths,
+                                     length=7, temperature=0)
+        with tf.Session(config=sample.session_config()) as sess:
+            restore(sess, tiny_model)
+            for prompts in (MIXED, [[1, 2], [3, 4, 5, 6, 7], [8]]):
+                padded, n = sample.left_pad(prompts)
+                got = sess.run(out, {context: padded, lengths: n})
+                for row, prompt in enumerate(prompts):
+                    assert got[row, padded.shape[1] - len(prompt):].tolist() == \
+                        reference.greedy(tiny_model.params, tiny_model.hparams, prompt, 7)
+
+
+def test_mixed_length_rows_draw_from_their_own_distribution(tiny_model):
+    """Seeded, top_k 3: every drawn token is among the 3 largest NumPy logits of its own row's sequence."""
+    padded, n = sample.left_pad(MIXED)
+    with tf.Graph().as_default():
+        tf.set_random_seed(5)
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=tf.constant(padded),
+                                     context_lengths=tf.constant(n), length=8, top_k=3)
+        with tf.Session() as sess:
+            restore(sess, tiny_model)
+            got = sess.run(out)
+    for row, prompt in enumerate(MIXED):
+        tokens = got[row, padded.shape[1] - len(prompt):]
+        logits = reference.logits(tiny_model.params, tiny_model.hparams, tokens[:-1])
+        for t in range(len(prompt), len(tokens)):
+            assert tokens[t] in np.argsort(logits[t - 1])[-3:]
