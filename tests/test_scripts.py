@@ -452,3 +452,48 @@ def test_bad_penalty_is_a_flag_error(tiny_model, flag, value):
     done = run(INTERACTIVE, *tiny_flags(tiny_model, **{flag: value}), stdin=b'hi\n')
     assert_clean_error(done, f'--{flag}')
     assert done.returncode == 2 and done.out == ''
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Many prompts: a prompt file, multi-line prompts
+# ---------------------------------------------------------------------------------------------------------------
+
+def tiny_ids(tiny_model, text):
+    """The tiny model's ids for text made of ' the', 'hello' pieces and single bytes (see tests/tiny.py)."""
+    import encoder
+    return encoder.read_vocabulary(tiny_model.dir).encode(text)
+
+
+def test_prompt_file_samples_different_prompts_in_one_batch(tiny_model, tmp_path):
+    """Three prompts of different lengths, one spanning two lines, two samples each at batch 4: each prompt's
+    samples are its NumPy greedy continuation, under its own echo."""
+    prompts = ['hello the', 'a\nb and c', ' the']
+    (tmp_path / 'prompts.txt').write_text('\n\n'.join(prompts) + '\n\n\n')
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=6, temperature=0, nsamples=2, batch_size=4,
+                                        prompt_file=tmp_path / 'prompts.txt'))
+    assert done.returncode == 0, done.err
+    expected = ''
+    for prompt in prompts:
+        text = greedy_text(tiny_model, tiny_ids(tiny_model, prompt), 6)
+        expected += 'Model prompt >>> ' + prompt.replace('\n', '\n... ') + '\n'
+        expected += ''.join('=' * 40 + f' SAMPLE {n} ' + '=' * 40 + '\n' + text + '\n' for n in (1, 2))
+        expected += SEPARATOR + '\n'
+    assert done.out == expected
+
+
+def test_prompt_separator_and_a_typed_prompt_over_two_lines(tiny_model, tmp_path):
+    (tmp_path / 'p.txt').write_text('one\n\ntwo\n%%\nthree\n')
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=4, temperature=0, prompt_file=tmp_path / 'p.txt',
+                                        prompt_separator='%%'))
+    assert done.out.count(SEPARATOR) == 2 and 'Model prompt >>> one\n... \n... two\n' in done.out
+    typed = run(INTERACTIVE, *tiny_flags(tiny_model, length=5, temperature=0), stdin=b'a\\\nb\n')
+    text = greedy_text(tiny_model, tiny_ids(tiny_model, 'a\nb'), 5)
+    assert f'SAMPLE 1 {"=" * 40}\n{text}\n{SEPARATOR}' in typed.out and '... ' in typed.out
+
+
+@pytest.mark.parametrize('content', ['', '\n\n  \n'])
+def test_empty_prompt_file_is_a_flag_error(tiny_model, tmp_path, content):
+    (tmp_path / 'empty.txt').write_text(content)
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, prompt_file=tmp_path / 'empty.txt'))
+    assert_clean_error(done, '--prompt_file', 'no prompt')
+    assert done.returncode == 2 and done.out == ''
