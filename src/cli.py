@@ -118,10 +118,18 @@ def check_penalties(*, repetition_penalty, presence_penalty, frequency_penalty, 
 
 
 def check_length(length, n_ctx, *, default, room_for_prompt=False):
-    """length defaults to `default`; at most the window, or one less when a prompt needs a place in it."""
+    """length defaults to `default`; 1 or more: past the window, the model goes on from the last tokens
+    (check_context_keep)."""
     if length is None:
         return default
-    return flags.whole_number('length', length, 1, n_ctx - 1 if room_for_prompt else n_ctx)
+    return flags.whole_number('length', length, 1)
+
+
+def check_context_keep(context_keep, n_ctx):
+    """--context_keep: by default half the window; 1 to the window."""
+    if context_keep is None:
+        return n_ctx // 2
+    return flags.whole_number('context_keep', context_keep, 1, n_ctx)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ COMMON_FLAGS = {
                          'the prompt or sample; 0 (the default) is off.',
     'no_repeat_ngram_size': 'never repeat an n-gram of this many tokens (of the prompt and sample), as in Hugging '
                             'Face transformers; 0 (the default) is off.',
+    'context_keep': "for samples past the model's window (--length): when the tokens before the next are more "
+                    'than the window, the model goes on from their last CONTEXT_KEEP tokens (recomputed in one '
+                    'pass), 1 to the window; by default half of it (512).',
     'stop': 'end each sample where its text first contains TEXT (not printed); repeat --stop for more '
             'strings, or give a list. \\n and \\t stand for a newline and a tab. A batch ends once every '
             'sample has stopped.',

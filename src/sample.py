@@ -202,7 +202,7 @@ def products_for(device, *, batch, frozen_weights, hparams):
 
 def sample_sequence(*, hparams, length, start_token=None, batch_size=None, context=None, temperature=1, top_k=0,
                     top_p=1, stop_token=None, on_token=None, frozen_weights=False, device=None, seed=None, stops=None,
-                    token_bytes=None, penalties=None, context_lengths=None):
+                    token_bytes=None, penalties=None, context_lengths=None, context_keep=None):
     """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens.
 
     Give exactly one of start_token (an unconditional sample starts from it) or context [batch, context_len].
@@ -238,6 +238,12 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     context_lengths: [batch] int, for prompts of different lengths in one batch: context is then left-padded
     (left_pad()), row b's prompt its last context_lengths[b] tokens. Each row is sampled as its prompt alone would
     be (its own positions, its padding masked out: decoding.decode_hidden's pads); the result keeps the padding.
+
+    context_keep: for samples past the model's window (context_len + length - 1 > n_ctx), an int or a scalar
+    tensor in 1 .. n_ctx. Each token is predicted from the tokens before it; when those are more than n_ctx,
+    they are cut to their last context_keep, run through the model in one pass, and grow again, with the cache,
+    until they are more than n_ctx again (see slide()). A prompt longer than n_ctx is cut so too. Rows share no
+    prompt and have no padding then.
     """
     if (start_token is None) == (context is None):
         raise ValueError('give exactly one of start_token and context')
@@ -249,7 +255,13 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
             context = tf.fill([batch_size, 1], start_token)
         context = tf.convert_to_tensor(context, dtype=tf.int32)
         rows, context_len = model.shape_list(context)
-        shared = isinstance(batch_size, int) and batch_size > 1 and rows == 1 and context_lengths is None
+        if context_keep is not None and context_lengths is not None:
+            raise ValueError('context_keep and context_lengths do not go together: rows would slide apart')
+        sliding = context_keep is not None
+        if sliding and isinstance(batch_size, int) and batch_size > 1 and rows == 1:
+            context = tf.tile(context, [batch_size, 1])  # each row its own window
+            rows = batch_size
+        shared = (isinstance(batch_size, int) and batch_size > 1 and rows == 1 and context_lengths is None)
         if isinstance(batch_size, int) and isinstance(rows, int) and rows not in (1, batch_size):
             raise ValueError(f'context has {rows} rows and batch_size is {batch_size}; give one row, or '
                              f'batch_size rows')
@@ -318,15 +330,27 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
             # before it at the next position. One loop body for both keeps the graph half the size, and so
             # start-up. Every position but the last drawn token's goes through the model: the cache's length.
             prefix = None
-            cache = decoding.empty_cache(hparams, batch, context_len + length - 1)
+            cache = decoding.empty_cache(hparams, batch, hparams.n_ctx if sliding else context_len + length - 1)
             extras.update(penalties_lib.start(penalties, context, valid, context_len + length, hparams.n_vocab))
+            if sliding:
+                with tf.device(decoding.HOST):
+                    extras['sequence'] = tf.pad(context, [[0, 0], [0, length]])
+                    extras['start'] = tf.zeros([batch], tf.int32)  # where each row's window starts (all alike)
             loop_vars = [tf.constant(0), context, tf.constant(0), cache, not_done, output, extras]
 
         def body(i, tokens, position, cache, done, output, extras):
+            start = 0
+            if sliding:
+                tokens, position, extras = slide(tokens, position, extras, n_ctx=hparams.n_ctx, keep=context_keep)
+                start = extras['start'][0]
             logits, cache = decoding.decode_last(hparams, tokens, cache, position, scope=scope, products=plan,
                                                  prefix=prefix, pads=pads)
-            token, extras = choose_penalised(logits, i, position + tf.shape(tokens)[1], extras)
+            filled = start + position + tf.shape(tokens)[1]  # tokens of the sequence so far
+            token, extras = choose_penalised(logits, i, filled, extras)
             done, extras = finished(done, token, extras)
+            if sliding:
+                with tf.device(decoding.HOST):
+                    extras['sequence'] = write_column(extras['sequence'], filled, token)
             return (i + 1, token[:, tf.newaxis], position + tf.shape(tokens)[1], cache, done,
                     record(output, i, token, on_token), extras)
 
@@ -336,7 +360,7 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
         # Only the tokens fed change shape: [batch, context_len] at step 0, [batch, 1] after; with a prompt of one
         # token (as unconditional samples have), or a shared prompt, the shape is fixed, and so are the shapes in
         # the loop body.
-        fed = 1 if shared or (isinstance(context_len, int) and context_len == 1) else None
+        fed = 1 if not sliding and (shared or (isinstance(context_len, int) and context_len == 1)) else None
         invariants = [tf.TensorShape([]), tf.TensorShape([context.shape[0], fed]), tf.TensorShape([]),
                       [(k.shape, v.shape) for k, v in cache], tf.TensorShape([context.shape[0]]),
                       tf.TensorShape(None), {name: extra_shape(t) for name, t in extras.items()}]
@@ -346,6 +370,31 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
                                parallel_iterations=1 if on_cpu(device) else 2)[5]
         with tf.device(decoding.HOST):
             return tf.concat([context, tf.transpose(output.stack())], axis=1)
+
+
+def slide(tokens, position, extras, *, n_ctx, keep):
+    """Before a step of the sliding window: tokens [batch, seq] to feed at window position `position`, after the
+    window that starts at extras['start'] in extras['sequence'] -> what to feed, where, and the extras.
+
+    Fed as they are, the window would hold position + seq tokens. When that is more than n_ctx, the window moves
+    to the last `keep` tokens of the sequence, and they are fed at position 0 in one pass: the cache's slots
+    after them are masked out (decoding.cache_mask), so nothing older is seen."""
+    with tf.name_scope('slide'), tf.device(decoding.HOST):
+        seq = tf.shape(tokens)[1]
+        start = extras['start'][0]
+        filled = start + position + seq
+        full = position + seq > n_ctx
+        keep = tf.cast(keep, tf.int32)
+        recent = lambda: extras['sequence'][:, filled - keep:filled]
+        tokens = tf.cond(full, recent, lambda: tokens)
+        extras = dict(extras, start=tf.where(full, filled - keep, start) + tf.zeros_like(extras['start']))
+        return tokens, tf.where(full, 0, position), extras
+
+
+def write_column(sequence, column, token):
+    """sequence [batch, total] with token [batch] written at column."""
+    rows = tf.range(tf.shape(token)[0])
+    return tf.tensor_scatter_nd_update(sequence, tf.stack([rows, tf.fill(tf.shape(rows), column)], axis=1), token)
 
 
 def left_pad(prompts, pad=0):

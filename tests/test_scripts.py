@@ -142,7 +142,7 @@ def test_help_is_the_manual_with_a_line_per_flag(script):
 # ---------------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('flag, value', [
-    ('length', 33), ('length', 0), ('length', 'abc'), ('nsamples', -1), ('batch_size', 0), ('temperature', -0.5),
+    ('length', 0), ('length', 'abc'), ('context_keep', 33), ('nsamples', -1), ('batch_size', 0), ('temperature', -0.5),
     ('top_k', -1), ('top_k', 2.5), ('top_p', 0), ('top_p', 1.5), ('top_p', 'x'), ('seed', 'abc'),
 ])
 def test_bad_flag_names_the_flag(tiny_model, flag, value):
@@ -150,8 +150,7 @@ def test_bad_flag_names_the_flag(tiny_model, flag, value):
     assert run(UNCONDITIONAL, *tiny_flags(tiny_model, **{flag: value})).returncode == 2
 
 
-def test_interactive_needs_room_for_a_prompt_and_a_sample(tiny_model):
-    assert_clean_error(run(INTERACTIVE, *tiny_flags(tiny_model, length=32)), '--length', '31')
+def test_interactive_needs_a_sample_per_prompt(tiny_model):
     assert_clean_error(run(INTERACTIVE, *tiny_flags(tiny_model, nsamples=0)), '--nsamples')
 
 
@@ -445,13 +444,22 @@ def test_penalty_flags_give_the_numpy_penalised_greedy_text(tiny_model):
     assert done.out == '=' * 40 + ' SAMPLE 1 ' + '=' * 40 + '\n' + decode(tiny_model, tokens) + '\n'
 
 
-@pytest.mark.parametrize('flag, value', [('repetition_penalty', 0), ('repetition_penalty', -1),
-                                         ('presence_penalty', 'x'), ('frequency_penalty', 'nan'),
-                                         ('no_repeat_ngram_size', -1)])
-def test_bad_penalty_is_a_flag_error(tiny_model, flag, value):
-    done = run(INTERACTIVE, *tiny_flags(tiny_model, **{flag: value}), stdin=b'hi\n')
-    assert_clean_error(done, f'--{flag}')
+def test_bad_penalty_is_a_flag_error(tiny_model):
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, repetition_penalty=0), stdin=b'hi\n')
+    assert_clean_error(done, '--repetition_penalty')
     assert done.returncode == 2 and done.out == ''
+
+
+@pytest.mark.parametrize('flag, value', [('repetition_penalty', -1), ('repetition_penalty', 'x'),
+                                         ('presence_penalty', 'x'), ('frequency_penalty', float('nan')),
+                                         ('frequency_penalty', float('inf')), ('no_repeat_ngram_size', -1),
+                                         ('no_repeat_ngram_size', 1.5)])
+def test_each_bad_penalty_names_its_flag(flag, value):
+    import cli
+    import flags
+    knobs = dict(repetition_penalty=1, presence_penalty=0, frequency_penalty=0, no_repeat_ngram_size=0)
+    with pytest.raises(flags.UsageError, match=f'--{flag}'):
+        cli.check_penalties(**{**knobs, flag: value})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -497,3 +505,18 @@ def test_empty_prompt_file_is_a_flag_error(tiny_model, tmp_path, content):
     done = run(INTERACTIVE, *tiny_flags(tiny_model, prompt_file=tmp_path / 'empty.txt'))
     assert_clean_error(done, '--prompt_file', 'no prompt')
     assert done.returncode == 2 and done.out == ''
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Past the window
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('script, prompt', [(UNCONDITIONAL, None), (INTERACTIVE, ' the hello')])
+def test_length_past_the_window_follows_the_rule(tiny_model, script, prompt):
+    from test_sample import numpy_sliding_greedy
+    start = [tiny_model.endoftext] if prompt is None else [258, ord(' '), 257, 263, ord('o')]
+    tokens = numpy_sliding_greedy(tiny_model, start, 40, 12)[len(start):]
+    done = run(script, *tiny_flags(tiny_model, nsamples=1, length=40, temperature=0, context_keep=12),
+               stdin=(prompt or '').encode() + b'\n')
+    assert done.returncode == 0, done.err
+    assert '=' * 40 + ' SAMPLE 1 ' + '=' * 40 + '\n' + decode(tiny_model, tokens) + '\n' in done.out
