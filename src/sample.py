@@ -203,7 +203,8 @@ def products_for(device, *, batch, frozen_weights, hparams):
 def sample_sequence(*, hparams, length, start_token=None, batch_size=None, context=None, temperature=1, top_k=0,
                     top_p=1, stop_token=None, on_token=None, frozen_weights=False, device=None, seed=None, stops=None,
                     token_bytes=None, penalties=None, context_lengths=None, context_keep=None):
-    """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens.
+    """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens (an int, or a scalar
+    int tensor fed per run).
 
     Give exactly one of start_token (an unconditional sample starts from it) or context [batch, context_len].
     A context of one row with batch_size above 1 is one prompt for every row: the prompt goes through the model
@@ -247,7 +248,7 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     """
     if (start_token is None) == (context is None):
         raise ValueError('give exactly one of start_token and context')
-    if length < 1:
+    if not tf.is_tensor(length) and length < 1:
         raise ValueError(f'length must be at least 1, got {length}')
     device = device or default_device()
     with tf.name_scope('sample_sequence'), tf.device(device):
@@ -320,7 +321,8 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
                                               hparams.n_vocab))
             token, extras = choose_penalised(tf.tile(logits, [batch, 1]), 0, context_len, extras)
             # The rows' own cache: every drawn token but the last (at least one slot, so the shapes are valid).
-            cache = decoding.empty_cache(hparams, batch, max(length - 1, 1))
+            cache = decoding.empty_cache(hparams, batch, tf.maximum(length - 1, 1) if tf.is_tensor(length)
+                                         else max(length - 1, 1))
             done, extras = finished(not_done, token, extras)
             loop_vars = [tf.constant(1), token[:, tf.newaxis], context_len, cache, done,
                          record(output, 0, token, on_token), extras]
