@@ -105,7 +105,8 @@ def ngram_bans(history, filled, n, n_vocab):
     same = tf.logical_and(same, following >= 0)
     batch = tf.shape(history)[0]
     segment = tf.range(batch)[:, tf.newaxis] * n_vocab + tf.maximum(following, 0)
-    hits = tf.math.unsorted_segment_sum(tf.cast(same, tf.int32), segment, batch * n_vocab)
+    # Float counts: TensorFlow keeps int32 on the host next to a GPU, and [batch, n_vocab] would cross every step.
+    hits = tf.math.unsorted_segment_sum(tf.cast(same, tf.float32), segment, batch * n_vocab)
     return tf.reshape(hits, [batch, n_vocab]) > 0
 
 

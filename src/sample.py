@@ -344,14 +344,15 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
             start = 0
             if sliding:
                 tokens, position, extras = slide(tokens, position, extras, n_ctx=hparams.n_ctx, keep=context_keep)
-                start = extras['start'][0]
+                with tf.name_scope('slide'), tf.device(decoding.HOST):
+                    start = extras['start'][0]
             logits, cache = decoding.decode_last(hparams, tokens, cache, position, scope=scope, products=plan,
                                                  prefix=prefix, pads=pads)
             filled = start + position + tf.shape(tokens)[1]  # tokens of the sequence so far
             token, extras = choose_penalised(logits, i, filled, extras)
             done, extras = finished(done, token, extras)
             if sliding:
-                with tf.device(decoding.HOST):
+                with tf.name_scope('slide'), tf.device(decoding.HOST):
                     extras['sequence'] = write_column(extras['sequence'], filled, token)
             return (i + 1, token[:, tf.newaxis], position + tf.shape(tokens)[1], cache, done,
                     record(output, i, token, on_token), extras)
