@@ -14,6 +14,8 @@ import flags
 tf = checkpoint.import_tensorflow()
 import encoder  # noqa: E402  (these import TensorFlow, which must be loaded quietly first)
 import model  # noqa: E402
+import penalties  # noqa: E402
+import stops as stops_lib  # noqa: E402
 
 
 def setup_process():
@@ -43,11 +45,91 @@ def check_sampling_flags(*, nsamples, batch_size, temperature, top_k, top_p, see
     return min(batch_size, nsamples) if nsamples else batch_size
 
 
+def check_stops(stop):
+    """--stop: None, one string or a list of them (see gather_repeated) -> a list of stop strings, with \\n and
+    \\t in them standing for a newline and a tab (which a shell makes hard to type), and \\\\ for a backslash."""
+    if stop is None:
+        return []
+    values = list(stop) if isinstance(stop, (list, tuple)) else [stop]
+    texts = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise flags.UsageError(f'--stop must be text, got {value!r}')
+        text = unescape(str(value))
+        if not text:
+            raise flags.UsageError('--stop must not be empty: give the text a sample ends at, e.g. --stop "\\n\\n"')
+        texts.append(text)
+    return texts
+
+
+def unescape(text):
+    """\\n -> newline, \\t -> tab, \\\\ -> backslash; any other backslash stays as typed."""
+    out, i = [], 0
+    while i < len(text):
+        pair = text[i:i + 2]
+        if pair in ('\\n', '\\t', '\\\\'):
+            out.append({'\\n': '\n', '\\t': '\t', '\\\\': '\\'}[pair])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return ''.join(out)
+
+
+def gather_repeated(argv, name):
+    """argv with every --name VALUE and --name=VALUE gathered into one --name=[...] at the first's place, so that
+    a flag may be repeated (fire keeps only the last) and each value stays text (fire would read 5 as a number)."""
+    flag, values, out, first = f'--{name}', [], [], None
+    args = iter(argv)
+    for arg in args:
+        if arg == flag:
+            value = next(args, None)
+            if value is None:
+                out.append(arg)
+                continue
+        elif arg.startswith(flag + '='):
+            value = arg[len(flag) + 1:]
+        else:
+            out.append(arg)
+            continue
+        values.append(value)
+        if first is None:
+            first = len(out)
+            out.append(None)
+    if first is not None:
+        out[first] = f'{flag}={values!r}'
+    return out
+
+
+def check_penalties(*, repetition_penalty, presence_penalty, frequency_penalty, no_repeat_ngram_size):
+    """-> the penalties.Penalties of the flags (all off by default)."""
+    big = 1e30  # finite: inf or nan would make every logit nan
+    for name, value in (('repetition_penalty', repetition_penalty), ('presence_penalty', presence_penalty),
+                        ('frequency_penalty', frequency_penalty)):
+        if isinstance(value, float) and value != value:
+            raise flags.UsageError(f'--{name} must be a number, got nan')
+    return penalties.Penalties(
+        repetition=flags.number('repetition_penalty', repetition_penalty, 0, big, low_open=True,
+                                what='a number above 0 (1 is off; above 1 penalises repeats)'),
+        presence=flags.number('presence_penalty', presence_penalty, -big, big, what='a finite number (0 is off)'),
+        frequency=flags.number('frequency_penalty', frequency_penalty, -big, big,
+                               what='a finite number (0 is off)'),
+        no_repeat_ngram=flags.whole_number('no_repeat_ngram_size', no_repeat_ngram_size, 0))
+
+
 def check_length(length, n_ctx, *, default, room_for_prompt=False):
-    """length defaults to `default`; at most the window, or one less when a prompt needs a place in it."""
+    """length defaults to `default`; 1 or more: past the window, the model goes on from the last tokens
+    (check_context_keep)."""
     if length is None:
         return default
-    return flags.whole_number('length', length, 1, n_ctx - 1 if room_for_prompt else n_ctx)
+    return flags.whole_number('length', length, 1)
+
+
+def check_context_keep(context_keep, n_ctx):
+    """--context_keep: by default half the window; 1 to the window."""
+    if context_keep is None:
+        return n_ctx // 2
+    return flags.whole_number('context_keep', context_keep, 1, n_ctx)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -121,12 +203,13 @@ def sample_header(number):
     return '=' * 40 + f' SAMPLE {number} ' + '=' * 40
 
 
-def sample_text(enc, tokens, stop_token=None):
-    """Decode one sample's new tokens, ending before the first stop_token if one is given."""
+def sample_text(enc, tokens, stop_token=None, stops=()):
+    """Decode one sample's new tokens, ending before the first stop_token if one is given, and before the first
+    of the stop strings."""
     tokens = list(tokens)
     if stop_token is not None and stop_token in tokens:
         tokens = tokens[:tokens.index(stop_token)]
-    return enc.decode(tokens)
+    return stops_lib.cut(enc.decode(tokens), stops)
 
 
 class SamplePrinter:
@@ -137,17 +220,20 @@ class SamplePrinter:
     the bytes go through an incremental decoder. Larger batches are printed when the batch is done.
     """
 
-    def __init__(self, enc, stop_token=None):
+    def __init__(self, enc, stop_token=None, stops=()):
         self.enc = enc
         self.stop_token = stop_token
+        self.stops = list(stops)
         self.streaming = False
         self.decoder = None
+        self.cut = None
 
     def start_stream(self, number):
         """Announce sample `number`, whose tokens will arrive through on_token."""
         print(sample_header(number), flush=True)
         self.streaming = True
         self.decoder = codecs.getincrementaldecoder('utf-8')(errors=self.enc.errors)
+        self.cut = stops_lib.StreamCut(self.stops)
 
     def on_token(self, tokens):
         """The sampling loop's callback: one step's tokens, [batch]."""
@@ -157,17 +243,25 @@ class SamplePrinter:
         if token == self.stop_token:
             self.streaming = False
             return
-        sys.stdout.write(self.decoder.decode(self.enc.decode_bytes([token])))
+        sys.stdout.write(self.cut.feed(self.decoder.decode(self.enc.decode_bytes([token]))))
         sys.stdout.flush()
+        if self.cut.stopped:
+            self.streaming = False
 
     def end_stream(self):
         if self.decoder is not None:
-            print(self.decoder.decode(b'', final=True), flush=True)
-        self.streaming, self.decoder = False, None
+            print(self.cut.feed(self.decoder.decode(b'', final=True)) + self.cut.finish(), flush=True)
+        self.streaming, self.decoder, self.cut = False, None, None
 
     def print_sample(self, number, tokens):
         print(sample_header(number))
-        print(sample_text(self.enc, tokens, self.stop_token), flush=True)
+        print(sample_text(self.enc, tokens, self.stop_token, self.stops), flush=True)
+
+    def stop_arrays(self, n_vocab):
+        """-> sample_sequence's stops and token_bytes for the stop strings (both None without any)."""
+        if not self.stops:
+            return {}
+        return {'stops': stops_lib.stop_array(self.stops), 'token_bytes': stops_lib.token_bytes(self.enc, n_vocab)}
 
 
 def print_samples(run_batch, printer, *, nsamples, batch_size):

@@ -131,6 +131,8 @@ def group_attn(q, k, v, mask, prefix):
     heads, batch_size, seq, head_dim = model.shape_list(q)
     blocks = [heads * batch_size, -1, head_dim]
     q, k, v = (tf.reshape(t, blocks) for t in (q, k, v))
+    if mask.shape.rank == 3:  # a mask per row [batch, seq, total_len]: the blocks' rows are (head, row)
+        mask = tf.tile(mask, [heads, 1, 1])
     if prefix is None:
         return model.reshape(model.multihead_attn(q, k, v, mask), [heads, batch_size, seq, head_dim])
     # The prefix's scores: per head, every row's queries at once against the one copy of its keys.
@@ -181,14 +183,17 @@ def cached_attn(x, scope, n_state, *, past, hparams, linear, rows, mask, prefix,
 # Steps
 # ---------------------------------------------------------------------------------------------------------------
 
-def decode_hidden(hparams, X, cache, position, scope='model', *, products=PLAIN, prefix=None):
+def decode_hidden(hparams, X, cache, position, scope='model', *, products=PLAIN, prefix=None, pads=None):
     """X [batch, seq] tokens at positions position .. position + seq - 1, cache from empty_cache() or the last
     step -> the final hidden states [batch, seq, n_embd] (after ln_f), the updated cache, and wte.
 
     products: how to multiply (see products.py); packed ones take only the steps of one token per row, and need
     weights that do not change between the runs of this graph in one session.
     prefix: the cache of a prompt run at batch 1, shared by every row, which then continue it: position counts
-    from the prompt's start, and the cache holds the positions after the prompt."""
+    from the prompt's start, and the cache holds the positions after the prompt.
+    pads: [batch] int, or None: row b's first pads[b] slots are left padding (prompts of different lengths in
+    one batch). Its positions count from its first real token, and no query attends to its padding, so each row
+    computes what it would alone. `position` is then the slot, the same for every row."""
     with tf.variable_scope(scope):
         wpe, wte = model.embeddings(hparams)
         X = tf.convert_to_tensor(X, dtype=tf.int32)
@@ -199,6 +204,10 @@ def decode_hidden(hparams, X, cache, position, scope='model', *, products=PLAIN,
             positions = position + tf.range(seq)
             slots = positions - prefix_len
             mask = cache_mask(position - prefix_len, seq, total_len)
+            if pads is not None:
+                real = tf.range(total_len)[tf.newaxis, tf.newaxis, :] >= pads[:, tf.newaxis, tf.newaxis]
+                mask = mask * tf.cast(real, mask.dtype)  # [batch, seq, total_len]
+                positions = tf.maximum(positions[tf.newaxis, :] - pads[:, tf.newaxis], 0)  # [batch, seq]
             rows = cache_rows(hparams.n_head, batch_size, total_len, slots)
             one_token = seq == 1 if isinstance(seq, int) else tf.equal(seq, 1)
         h = model.embed(X, positions, wpe, wte)
@@ -214,14 +223,14 @@ def decode_hidden(hparams, X, cache, position, scope='model', *, products=PLAIN,
         return model.norm(h, 'ln_f'), new_cache, wte
 
 
-def decode_step(hparams, X, cache, position, scope='model', *, products=PLAIN, prefix=None):
+def decode_step(hparams, X, cache, position, scope='model', *, products=PLAIN, prefix=None, pads=None):
     """Like decode_hidden -> logits [batch, seq, n_vocab], the updated cache."""
-    h, cache, wte = decode_hidden(hparams, X, cache, position, scope, products=products, prefix=prefix)
+    h, cache, wte = decode_hidden(hparams, X, cache, position, scope, products=products, prefix=prefix, pads=pads)
     return model.unembed(h, wte), cache
 
 
-def decode_last(hparams, X, cache, position, scope='model', *, products=PLAIN, prefix=None):
+def decode_last(hparams, X, cache, position, scope='model', *, products=PLAIN, prefix=None, pads=None):
     """Like decode_step, but only the last position's logits [batch, n_vocab], which is all sampling needs:
     after a prompt of 512 tokens, the logits of all positions would cost 512 times the work and memory."""
-    h, cache, wte = decode_hidden(hparams, X, cache, position, scope, products=products, prefix=prefix)
+    h, cache, wte = decode_hidden(hparams, X, cache, position, scope, products=products, prefix=prefix, pads=pads)
     return products.logits(h[:, -1], wte), cache

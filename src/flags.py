@@ -26,6 +26,21 @@ COMMON_FLAGS = {
     'models_dir': 'the folder holding the model folders; a relative path is looked up in the working '
                   'directory, then in the repository.',
     'stop_at_endoftext': 'end each sample at its first <|endoftext|> token (which is not printed).',
+    'repetition_penalty': "CTRL's repetition penalty, as in Hugging Face transformers: the logit of a token already "
+                          'in the prompt or sample is divided by it when positive, multiplied when negative; '
+                          '1 (the default) is off, 1.2 is a common value.',
+    'presence_penalty': "OpenAI's presence penalty: subtracted from the logit of every token already in the prompt "
+                        'or sample; 0 (the default) is off.',
+    'frequency_penalty': "OpenAI's frequency penalty: subtracted from a token's logit once per time it is already in "
+                         'the prompt or sample; 0 (the default) is off.',
+    'no_repeat_ngram_size': 'never repeat an n-gram of this many tokens (of the prompt and sample), as in Hugging '
+                            'Face transformers; 0 (the default) is off.',
+    'context_keep': "for samples past the model's window (--length): when the tokens before the next are more "
+                    'than the window, the model goes on from their last CONTEXT_KEEP tokens (recomputed in one '
+                    'pass), 1 to the window; by default half of it (512).',
+    'stop': 'end each sample where its text first contains TEXT (not printed); repeat --stop for more '
+            'strings, or give a list. \\n and \\t stand for a newline and a tab. A batch ends once every '
+            'sample has stopped.',
 }
 
 

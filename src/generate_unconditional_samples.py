@@ -2,6 +2,8 @@
 """Print samples that GPT-2 writes from nothing (each starts from the <|endoftext|> token)."""
 import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
 
+import sys
+
 import fire
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -14,15 +16,24 @@ import sample
 @flags.script(
     'Print unconditional samples from GPT-2.',
     nsamples='how many samples to print; 0 (the default) keeps going until Ctrl-C.',
-    length="tokens per sample, 1 to the model's window (1024, the default).")
+    length="tokens per sample, 1 or more; by default the model's window (1024). Past the window, see "
+           "--context_keep.")
 def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=None, temperature=1, top_k=0,
-                 top_p=1, models_dir='models', stop_at_endoftext=False):
+                 top_p=1, models_dir='models', stop_at_endoftext=False, stop=None,
+                 repetition_penalty=1, presence_penalty=0, frequency_penalty=0, no_repeat_ngram_size=0,
+                 context_keep=None):
     batch_size = cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
                                           top_k=top_k, top_p=top_p, seed=seed)
+    stops = cli.check_stops(stop)
+    penalties = cli.check_penalties(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                                    frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
     model_dir, hparams, enc = cli.load_model(model_name, models_dir)
     length = cli.check_length(length, hparams.n_ctx, default=hparams.n_ctx)
+    context_keep = cli.check_context_keep(context_keep, hparams.n_ctx)
+    # The start token and every sampled token but the last go through the model: past the window, it slides.
+    sliding = {'context_keep': context_keep} if length > hparams.n_ctx else {}
     endoftext = enc.encoder[checkpoint.ENDOFTEXT]
-    printer = cli.SamplePrinter(enc, stop_token=endoftext if stop_at_endoftext else None)
+    printer = cli.SamplePrinter(enc, stop_token=endoftext if stop_at_endoftext else None, stops=stops)
 
     with tf.Graph().as_default(), tf.Session(config=sample.session_config()) as sess:
         np.random.seed(seed)
@@ -31,7 +42,8 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
         restored = cli.start_restore(sess, model_dir, hparams)  # meanwhile, build the sampling graph
         output = sample.sample_sequence(hparams=hparams, length=length, start_token=endoftext,
                                         batch_size=batch_size, temperature=temperature, top_k=top_k, top_p=top_p,
-                                        stop_token=printer.stop_token, on_token=printer.on_token, frozen_weights=True)
+                                        stop_token=printer.stop_token, on_token=printer.on_token, frozen_weights=True,
+                                        penalties=penalties, **printer.stop_arrays(hparams.n_vocab), **sliding)
         restored()
         # Each row starts with the start token, which is not part of the sample.
         run_batch = lambda n: sess.run(output)[:n, 1:]
@@ -40,4 +52,4 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
 
 if __name__ == '__main__':
     cli.setup_process()
-    fire.Fire(sample_model)
+    fire.Fire(sample_model, command=cli.gather_repeated(sys.argv[1:], 'stop'))

@@ -9,7 +9,9 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 import checkpoint
 import decoding
 import model
+import penalties as penalties_lib
 import products
+import stops as stops_lib
 
 # Logits of tokens ruled out by top-k or top-p, as in the original: exp(-1e10 - max) is exactly 0 in float32.
 MASKED = -1e10
@@ -199,8 +201,10 @@ def products_for(device, *, batch, frozen_weights, hparams):
 # ---------------------------------------------------------------------------------------------------------------
 
 def sample_sequence(*, hparams, length, start_token=None, batch_size=None, context=None, temperature=1, top_k=0,
-                    top_p=1, stop_token=None, on_token=None, frozen_weights=False, device=None, seed=None):
-    """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens.
+                    top_p=1, stop_token=None, on_token=None, frozen_weights=False, device=None, seed=None, stops=None,
+                    token_bytes=None, penalties=None, context_lengths=None, context_keep=None):
+    """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens (an int, or a scalar
+    int tensor fed per run).
 
     Give exactly one of start_token (an unconditional sample starts from it) or context [batch, context_len].
     A context of one row with batch_size above 1 is one prompt for every row: the prompt goes through the model
@@ -223,10 +227,28 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     one, so that feeding the same seed gives the same samples on every run of one graph. Without on_token and
     with frozen_weights False the graph holds only TensorFlow's public ops (no Python, no oneDNN internals), so
     it can be saved and served.
+
+    stops: stop strings, as stops.stop_array() makes them (an array, or a tensor [n_stops, width]), with
+    token_bytes, the table of each token's bytes (stops.token_bytes()): a row is done once its sampled text
+    contains one of them (see stops.py), and the loop ends once every row is done, like stop_token. The result
+    still holds the tokens through the one that completes the string; cut the text with stops.cut().
+
+    penalties: a penalties.Penalties (repetition, presence, frequency, no_repeat_ngram) on the logits of tokens
+    seen in the prompt and the sample, before temperature and the filters.
+
+    context_lengths: [batch] int, for prompts of different lengths in one batch: context is then left-padded
+    (left_pad()), row b's prompt its last context_lengths[b] tokens. Each row is sampled as its prompt alone would
+    be (its own positions, its padding masked out: decoding.decode_hidden's pads); the result keeps the padding.
+
+    context_keep: for samples past the model's window (context_len + length - 1 > n_ctx), an int or a scalar
+    tensor in 1 .. n_ctx. Each token is predicted from the tokens before it; when those are more than n_ctx,
+    they are cut to their last context_keep, run through the model in one pass, and grow again, with the cache,
+    until they are more than n_ctx again (see slide()). A prompt longer than n_ctx is cut so too. Rows share no
+    prompt and have no padding then.
     """
     if (start_token is None) == (context is None):
         raise ValueError('give exactly one of start_token and context')
-    if length < 1:
+    if not tf.is_tensor(length) and length < 1:
         raise ValueError(f'length must be at least 1, got {length}')
     device = device or default_device()
     with tf.name_scope('sample_sequence'), tf.device(device):
@@ -234,66 +256,163 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
             context = tf.fill([batch_size, 1], start_token)
         context = tf.convert_to_tensor(context, dtype=tf.int32)
         rows, context_len = model.shape_list(context)
-        shared = isinstance(batch_size, int) and batch_size > 1 and rows == 1
+        if context_keep is not None and context_lengths is not None:
+            raise ValueError('context_keep and context_lengths do not go together: rows would slide apart')
+        sliding = context_keep is not None
+        if sliding and isinstance(batch_size, int) and batch_size > 1 and rows == 1:
+            context = tf.tile(context, [batch_size, 1])  # each row its own window
+            rows = batch_size
+        shared = (isinstance(batch_size, int) and batch_size > 1 and rows == 1 and context_lengths is None)
         if isinstance(batch_size, int) and isinstance(rows, int) and rows not in (1, batch_size):
             raise ValueError(f'context has {rows} rows and batch_size is {batch_size}; give one row, or '
                              f'batch_size rows')
         batch = batch_size if shared else rows
+        if context_lengths is None:
+            pads, valid = None, tf.ones([batch, context_len], tf.bool)
+        else:
+            with tf.device(decoding.HOST):
+                pads = context_len - tf.cast(context_lengths, tf.int32)  # [batch]
+                valid = tf.range(context_len)[tf.newaxis, :] >= pads[:, tf.newaxis]  # [batch, context_len]
         plan = products_for(device, batch=batch, frozen_weights=frozen_weights, hparams=hparams)
 
         def choose(logits, step):
             step_seed = None if seed is None else tf.cast(seed, tf.int64) + tf.cast(tf.stack([0, step]), tf.int64)
             return draw(logits, temperature=temperature, top_k=top_k, top_p=top_p, seed=step_seed)
 
-        def finished(done, token):
-            return done if stop_token is None else tf.logical_or(done, tf.equal(token, stop_token))
+        if stops is not None:
+            with tf.device(decoding.HOST):
+                stops = tf.convert_to_tensor(stops, tf.int32)
+                token_bytes = tf.convert_to_tensor(token_bytes, tf.int32)
+
+        penalties = penalties or penalties_lib.Penalties()
+
+        def choose_penalised(logits, step, filled, extras):
+            """-> the token drawn after `filled` tokens, and the extras with it counted."""
+            logits = penalties_lib.apply(penalties, logits, extras, filled)
+            token = choose(logits, step)
+            return token, penalties_lib.update(extras, token, filled)
+
+        def finished(done, token, extras):
+            """-> done, with the rows that stop at token, and the extras after it."""
+            if stop_token is not None:
+                done = tf.logical_or(done, tf.equal(token, stop_token))
+            if stops is not None:
+                with tf.name_scope('stop_strings'), tf.device(decoding.HOST):
+                    window, hit = stops_lib.advance(extras['window'], token_bytes, token, stops)
+                    extras = dict(extras, window=window)
+                    done = tf.logical_or(done, hit)
+            return done, extras
 
         scope = decoding.read_once_scope()
         with tf.device(decoding.HOST):
             output = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
         not_done = tf.zeros([batch], tf.bool)
+        extras = {}
+        if stops is not None:
+            with tf.device(decoding.HOST):
+                extras['window'] = stops_lib.empty_window(batch, stops)
         if shared:
             # The prompt once, at batch 1 (never packed: the packed products are for the loop's batch of rows);
             # every row draws its first token from its logits, then goes on alone.
             logits, prefix = decoding.decode_last(hparams, context, decoding.empty_cache(hparams, 1, context_len),
                                                   0, scope=scope, products=dataclasses.replace(plan, packed=False))
-            token = choose(tf.tile(logits, [batch, 1]), 0)
+            extras.update(penalties_lib.start(penalties, tf.tile(context, [batch, 1]),
+                                              tf.ones([batch, context_len], tf.bool), context_len + length,
+                                              hparams.n_vocab))
+            token, extras = choose_penalised(tf.tile(logits, [batch, 1]), 0, context_len, extras)
             # The rows' own cache: every drawn token but the last (at least one slot, so the shapes are valid).
-            cache = decoding.empty_cache(hparams, batch, max(length - 1, 1))
-            loop_vars = [tf.constant(1), token[:, tf.newaxis], context_len, cache, finished(not_done, token),
-                         record(output, 0, token, on_token)]
+            cache = decoding.empty_cache(hparams, batch, tf.maximum(length - 1, 1) if tf.is_tensor(length)
+                                         else max(length - 1, 1))
+            done, extras = finished(not_done, token, extras)
+            loop_vars = [tf.constant(1), token[:, tf.newaxis], context_len, cache, done,
+                         record(output, 0, token, on_token), extras]
             context = tf.tile(context, [batch, 1])
         else:
             # Step 0 feeds the whole prompt at positions 0 .. context_len - 1; each later step feeds the token drawn
             # before it at the next position. One loop body for both keeps the graph half the size, and so
             # start-up. Every position but the last drawn token's goes through the model: the cache's length.
             prefix = None
-            cache = decoding.empty_cache(hparams, batch, context_len + length - 1)
-            loop_vars = [tf.constant(0), context, tf.constant(0), cache, not_done, output]
+            cache = decoding.empty_cache(hparams, batch, hparams.n_ctx if sliding else context_len + length - 1)
+            extras.update(penalties_lib.start(penalties, context, valid, context_len + length, hparams.n_vocab))
+            if sliding:
+                with tf.device(decoding.HOST):
+                    extras['sequence'] = tf.pad(context, [[0, 0], [0, length]])
+                    extras['start'] = tf.zeros([batch], tf.int32)  # where each row's window starts (all alike)
+            loop_vars = [tf.constant(0), context, tf.constant(0), cache, not_done, output, extras]
 
-        def body(i, tokens, position, cache, done, output):
+        def body(i, tokens, position, cache, done, output, extras):
+            start = 0
+            if sliding:
+                tokens, position, extras = slide(tokens, position, extras, n_ctx=hparams.n_ctx, keep=context_keep)
+                with tf.name_scope('slide'), tf.device(decoding.HOST):
+                    start = extras['start'][0]
             logits, cache = decoding.decode_last(hparams, tokens, cache, position, scope=scope, products=plan,
-                                                 prefix=prefix)
-            token = choose(logits, i)
-            return (i + 1, token[:, tf.newaxis], position + tf.shape(tokens)[1], cache, finished(done, token),
-                    record(output, i, token, on_token))
+                                                 prefix=prefix, pads=pads)
+            filled = start + position + tf.shape(tokens)[1]  # tokens of the sequence so far
+            token, extras = choose_penalised(logits, i, filled, extras)
+            done, extras = finished(done, token, extras)
+            if sliding:
+                with tf.name_scope('slide'), tf.device(decoding.HOST):
+                    extras['sequence'] = write_column(extras['sequence'], filled, token)
+            return (i + 1, token[:, tf.newaxis], position + tf.shape(tokens)[1], cache, done,
+                    record(output, i, token, on_token), extras)
 
-        def cond(i, tokens, position, cache, done, output):
+        def cond(i, tokens, position, cache, done, output, extras):
             return tf.logical_and(i < length, tf.logical_not(tf.reduce_all(done)))
 
         # Only the tokens fed change shape: [batch, context_len] at step 0, [batch, 1] after; with a prompt of one
         # token (as unconditional samples have), or a shared prompt, the shape is fixed, and so are the shapes in
         # the loop body.
-        fed = 1 if shared or (isinstance(context_len, int) and context_len == 1) else None
+        fed = 1 if not sliding and (shared or (isinstance(context_len, int) and context_len == 1)) else None
         invariants = [tf.TensorShape([]), tf.TensorShape([context.shape[0], fed]), tf.TensorShape([]),
                       [(k.shape, v.shape) for k, v in cache], tf.TensorShape([context.shape[0]]),
-                      tf.TensorShape(None)]
+                      tf.TensorShape(None), {name: extra_shape(t) for name, t in extras.items()}]
         # On a CPU the step keeps every core busy: one step at a time. On a GPU the next step may start while the
         # host still hands the last one's tokens to the callback.
         output = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants, back_prop=False,
-                               parallel_iterations=1 if on_cpu(device) else 2)[-1]
+                               parallel_iterations=1 if on_cpu(device) else 2)[5]
         with tf.device(decoding.HOST):
             return tf.concat([context, tf.transpose(output.stack())], axis=1)
+
+
+def slide(tokens, position, extras, *, n_ctx, keep):
+    """Before a step of the sliding window: tokens [batch, seq] to feed at window position `position`, after the
+    window that starts at extras['start'] in extras['sequence'] -> what to feed, where, and the extras.
+
+    Fed as they are, the window would hold position + seq tokens. When that is more than n_ctx, the window moves
+    to the last `keep` tokens of the sequence, and they are fed at position 0 in one pass: the cache's slots
+    after them are masked out (decoding.cache_mask), so nothing older is seen."""
+    with tf.name_scope('slide'), tf.device(decoding.HOST):
+        seq = tf.shape(tokens)[1]
+        start = extras['start'][0]
+        filled = start + position + seq
+        full = position + seq > n_ctx
+        keep = tf.cast(keep, tf.int32)
+        recent = lambda: extras['sequence'][:, filled - keep:filled]
+        tokens = tf.cond(full, recent, lambda: tokens)
+        extras = dict(extras, start=tf.where(full, filled - keep, start) + tf.zeros_like(extras['start']))
+        return tokens, tf.where(full, 0, position), extras
+
+
+def write_column(sequence, column, token):
+    """sequence [batch, total] with token [batch] written at column."""
+    rows = tf.range(tf.shape(token)[0])
+    return tf.tensor_scatter_nd_update(sequence, tf.stack([rows, tf.fill(tf.shape(rows), column)], axis=1), token)
+
+
+def left_pad(prompts, pad=0):
+    """Token lists of different lengths -> (context [batch, longest] with each row's tokens at its end, after
+    `pad`s, lengths [batch]), for sample_sequence's context and context_lengths."""
+    lengths = np.array([len(p) for p in prompts], np.int32)
+    context = np.full([len(prompts), max(lengths)], pad, np.int32)
+    for row, prompt in enumerate(prompts):
+        context[row, context.shape[1] - len(prompt):] = prompt
+    return context, lengths
+
+
+def extra_shape(t):
+    """The shape invariant of a per-row loop variable: its rows fixed, the rest free to vary between runs."""
+    return tf.TensorShape([t.shape[0]] + [None] * (t.shape.rank - 1))
 
 
 def session_config():

@@ -16,9 +16,10 @@ import sample
 from conftest import restore
 
 LOOP = 'sample_sequence/while/'
-# Host work by design, in two name scopes: handing each step's tokens to the callback and the int32 token array
-# (sample.record), and the decoder's int32 index arithmetic (decoding.decode_hidden).
-HOST_SCOPES = ('/record/', '/cache_index/')
+# Host work by design, in these name scopes: handing each step's tokens to the callback and the int32 token array
+# (sample.record), the decoder's int32 index arithmetic (decoding.decode_hidden), the stop strings' bytes
+# (stops.advance) and the sliding window's bookkeeping (sample.slide).
+HOST_SCOPES = ('/record/', '/cache_index/', '/stop_strings', '/slide')
 
 
 def gpu_kernel(op):
@@ -81,6 +82,12 @@ def test_every_op_of_the_loop_runs_on_the_gpu_or_is_host_work_on_the_cpu(tiny_mo
         'this TensorFlow is a CPU-only build: the check needs a CUDA build, such as the Linux x86_64 wheel'
     with tf.Graph().as_default() as graph:
         build(tiny_model, batch_size, prompt=prompt, filters=filters)
+    problems = placement_problems(graph, tiny_model)
+    assert not problems, '\n'.join(problems)
+
+
+def placement_problems(graph, tiny_model):
+    """What is wrong with where the loop's ops of graph run: a line per problem."""
     loop = [op for op in graph.get_operations() if op.name.startswith(LOOP)]
     assert loop
     # Nothing crossing may be as large as the smallest weight matrix (c_proj of attention: n_embd x n_embd).
@@ -105,6 +112,28 @@ def test_every_op_of_the_loop_runs_on_the_gpu_or_is_host_work_on_the_cpu(tiny_mo
         crossing += [t for t in op.outputs for user in t.consumers() if device_type(user) not in (where, None)]
         problems += [f'{op.name} ({op.type}): {t.name} {t.shape} crosses between host and GPU'
                      for t in crossing if step_elements(t) >= limit]
+    return problems
+
+
+@pytest.mark.parametrize('feature', ['stops', 'penalties', 'fed knobs', 'mixed lengths', 'sliding window'])
+def test_the_new_sampling_features_run_on_the_gpu_or_are_host_work(tiny_model, feature):
+    import penalties
+    import stops
+    hparams = tiny_model.hparams_object()
+    with tf.Graph().as_default() as graph:
+        extra = {
+            'stops': lambda: dict(stops=stops.stop_array(['ab', '\n']),
+                                  token_bytes=np.zeros([hparams.n_vocab, 3], np.int32)),
+            'penalties': lambda: dict(penalties=penalties.Penalties(1.2, 0.1, 0.1, 2)),
+            'fed knobs': lambda: dict(temperature=tf.placeholder(tf.float32, []), top_k=tf.placeholder(tf.int32, []),
+                                      top_p=tf.placeholder(tf.float32, []), seed=tf.placeholder(tf.int32, [2])),
+            'mixed lengths': lambda: dict(context_lengths=tf.placeholder(tf.int32, [4])),
+            'sliding window': lambda: dict(context_keep=10),
+        }[feature]()
+        sample.sample_sequence(hparams=hparams, length=8, context=tf.placeholder(tf.int32, [4, None]),
+                               on_token=lambda tokens: None, frozen_weights=True, device='/GPU:0',
+                               **{'temperature': 0.9, **extra})
+    problems = placement_problems(graph, tiny_model)
     assert not problems, '\n'.join(problems)
 
 

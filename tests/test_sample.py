@@ -386,3 +386,87 @@ def test_without_callback_or_frozen_weights_the_graph_has_only_public_ops(tiny_m
                                device='/CPU:0')
         types = {op.type for op in graph.get_operations()}
     assert not [t for t in types if t.startswith('_') or 'PyFunc' in t]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prompts of different lengths in one batch
+# ---------------------------------------------------------------------------------------------------------------
+
+MIXED = [[9, 3, 4, 1, 8, 2], [2], [7, 7, 5]]
+
+
+def test_mixed_length_prompts_in_one_batch_equal_each_alone_greedy(tiny_model):
+    """Left-padded rows, their own positions, their padding masked: greedy rows are each prompt's NumPy greedy
+    tokens, token for token, over two batches in one session (the second with other lengths)."""
+    with tf.Graph().as_default():
+        context, lengths = tf.placeholder(tf.int32, [3, None]), tf.placeholder(tf.int32, [3])
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=context, context_lengths=lengths,
+                                     length=7, temperature=0)
+        with tf.Session(config=sample.session_config()) as sess:
+            restore(sess, tiny_model)
+            for prompts in (MIXED, [[1, 2], [3, 4, 5, 6, 7], [8]]):
+                padded, n = sample.left_pad(prompts)
+                got = sess.run(out, {context: padded, lengths: n})
+                for row, prompt in enumerate(prompts):
+                    assert got[row, padded.shape[1] - len(prompt):].tolist() == \
+                        reference.greedy(tiny_model.params, tiny_model.hparams, prompt, 7)
+
+
+def test_mixed_length_rows_draw_from_their_own_distribution(tiny_model):
+    """Seeded, top_k 3: every drawn token is among the 3 largest NumPy logits of its own row's sequence."""
+    padded, n = sample.left_pad(MIXED)
+    with tf.Graph().as_default():
+        tf.set_random_seed(5)
+        out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=tf.constant(padded),
+                                     context_lengths=tf.constant(n), length=8, top_k=3)
+        with tf.Session() as sess:
+            restore(sess, tiny_model)
+            got = sess.run(out)
+    for row, prompt in enumerate(MIXED):
+        tokens = got[row, padded.shape[1] - len(prompt):]
+        logits = reference.logits(tiny_model.params, tiny_model.hparams, tokens[:-1])
+        for t in range(len(prompt), len(tokens)):
+            assert tokens[t] in np.argsort(logits[t - 1])[-3:]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Past the window
+# ---------------------------------------------------------------------------------------------------------------
+
+def numpy_sliding_greedy(tiny_model, prompt, length, keep):
+    """The rule, by hand: each token is predicted from the tokens before it, from `start` on; when those are
+    more than n_ctx, start moves so that the last `keep` remain."""
+    n_ctx = tiny_model.hparams['n_ctx']
+    tokens, start = list(prompt), 0
+    for _ in range(length):
+        if len(tokens) - start > n_ctx:
+            start = len(tokens) - keep
+        logits = reference.logits(tiny_model.params, tiny_model.hparams, np.array(tokens[start:]))[-1]
+        tokens.append(int(np.argmax(logits)))
+    return tokens
+
+
+@pytest.mark.parametrize('prompt, length, keep', [([3, 1, 4], 45, 16), ([7], 40, 31), ([2, 5], 34, 1),
+                                                  (list(range(40)), 6, 20), ([6], 40, 32)])
+def test_past_the_window_follows_the_rule_computed_by_hand(tiny_model, prompt, length, keep):
+    """Windows cut several times, to half, to all but one, to one token, a prompt longer than the window, and a
+    window of n_ctx that moves on every step; at batch 2 from one prompt."""
+    out = sample_tokens(tiny_model, [prompt], length=length, temperature=0, batch_size=2, context_keep=keep)
+    expected = numpy_sliding_greedy(tiny_model, prompt, length, keep)
+    assert out.tolist() == [expected, expected]
+
+
+def test_past_the_window_starts_as_today_for_a_fed_seed(tiny_model):
+    """Sampled with one stateless seed: the tokens while the window is not yet full are those of a sample that
+    fits it; the keep may be fed too."""
+    n_ctx = tiny_model.hparams['n_ctx']
+    with tf.Graph().as_default():
+        seed, keep = tf.placeholder(tf.int32, [2]), tf.placeholder(tf.int32, [])
+        kwargs = dict(hparams=tiny_model.hparams_object(), context=tf.constant([[3, 1]] * 2), seed=seed, top_k=5)
+        fits = sample.sample_sequence(length=n_ctx - 1, **kwargs)
+        longer = sample.sample_sequence(length=60, context_keep=keep, **kwargs)
+        with tf.Session() as sess:
+            restore(sess, tiny_model)
+            a, b = sess.run([fits, longer], {seed: [4, 2], keep: 8})
+    assert b.shape == (2, 62)
+    np.testing.assert_array_equal(a, b[:, :n_ctx + 1])

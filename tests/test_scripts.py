@@ -142,7 +142,7 @@ def test_help_is_the_manual_with_a_line_per_flag(script):
 # ---------------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('flag, value', [
-    ('length', 33), ('length', 0), ('length', 'abc'), ('nsamples', -1), ('batch_size', 0), ('temperature', -0.5),
+    ('length', 0), ('length', 'abc'), ('context_keep', 33), ('nsamples', -1), ('batch_size', 0), ('temperature', -0.5),
     ('top_k', -1), ('top_k', 2.5), ('top_p', 0), ('top_p', 1.5), ('top_p', 'x'), ('seed', 'abc'),
 ])
 def test_bad_flag_names_the_flag(tiny_model, flag, value):
@@ -150,8 +150,7 @@ def test_bad_flag_names_the_flag(tiny_model, flag, value):
     assert run(UNCONDITIONAL, *tiny_flags(tiny_model, **{flag: value})).returncode == 2
 
 
-def test_interactive_needs_room_for_a_prompt_and_a_sample(tiny_model):
-    assert_clean_error(run(INTERACTIVE, *tiny_flags(tiny_model, length=32)), '--length', '31')
+def test_interactive_needs_a_sample_per_prompt(tiny_model):
     assert_clean_error(run(INTERACTIVE, *tiny_flags(tiny_model, nsamples=0)), '--nsamples')
 
 
@@ -377,3 +376,147 @@ def test_interactive_greedy_continuation_from_a_run_is_the_trained_weights(tiny_
     prompt = [tiny_model.vocab['Ġthe']]
     tokens = reference.greedy(weights, tiny_model.hparams, prompt, 6)[1:]
     assert decode(tiny_model, tokens) + '\n' + SEPARATOR in done.out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stop strings
+# ---------------------------------------------------------------------------------------------------------------
+
+def greedy_text(tiny_model, prompt, length):
+    return decode(tiny_model, reference.greedy(tiny_model.params, tiny_model.hparams, prompt, length)[len(prompt):])
+
+
+def first_cut(text, stop_strings):
+    """The text before the first stop string, from the definition."""
+    return text[:min([text.index(s) for s in stop_strings if s in text] or [len(text)])]
+
+
+@pytest.mark.parametrize('batch_size', [1, 2])
+def test_unconditional_stop_strings_end_each_sample_before_them(tiny_model, batch_size):
+    """Two stop strings, one taken from the middle of the greedy sample (so it may span tokens), one never
+    produced; streamed (batch 1) or printed per batch, the text ends before the first."""
+    text = greedy_text(tiny_model, [tiny_model.endoftext], 16)
+    stop = text[7:9]
+    flags = tiny_flags(tiny_model, nsamples=2, batch_size=batch_size, length=16, temperature=0)
+    done = run(UNCONDITIONAL, *flags, '--stop', stop, '--stop=@@never@@')
+    assert done.returncode == 0, done.err
+    sample = '=' * 40 + ' SAMPLE {} ' + '=' * 40 + '\n' + first_cut(text, [stop]) + '\n'
+    assert done.out == sample.format(1) + sample.format(2)
+    assert len(first_cut(text, [stop])) <= 7
+
+
+def test_interactive_stop_string_in_the_prompt_is_not_a_stop(tiny_model):
+    prompt = ' the hello'
+    text = greedy_text(tiny_model, [258, ord(' '), 257, 263, ord('o')], 12)
+    stop = text[4:6]
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=12, temperature=0), f'--stop={stop}',
+               f'--stop={prompt[1:4]}', stdin=(prompt + '\n').encode())
+    assert done.returncode == 0, done.err
+    expected = first_cut(text, [stop, prompt[1:4]])
+    assert f'SAMPLE 1 {"=" * 40}\n{expected}\n{SEPARATOR}\n' in done.out
+
+
+def test_stop_escapes_stand_for_newline_and_tab():
+    import cli
+    assert cli.check_stops(['a\\nb', '\\t', 'c\\\\n', 5]) == ['a\nb', '\t', 'c\\n', '5']
+    assert cli.gather_repeated(['--stop', 'x', '--seed=1', '--stop=5'], 'stop') == ["--stop=['x', '5']", '--seed=1']
+
+
+@pytest.mark.parametrize('script', [UNCONDITIONAL, INTERACTIVE])
+def test_empty_stop_string_is_a_flag_error(tiny_model, script):
+    done = run(script, *tiny_flags(tiny_model, length=4), '--stop=', stdin=b'hi\n')
+    assert_clean_error(done, '--stop')
+    assert done.returncode == 2 and done.out == ''
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Penalties
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_penalty_flags_give_the_numpy_penalised_greedy_text(tiny_model):
+    """All four at once from the unconditional script, against the NumPy model and definitions."""
+    from test_penalties import numpy_greedy
+    knobs = dict(repetition=1.3, presence=0.5, frequency=0.25, no_repeat_ngram=3)
+    tokens = numpy_greedy(tiny_model, [tiny_model.endoftext], 12, **knobs)[1:]
+    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=1, length=12, temperature=0, repetition_penalty=1.3,
+                                          presence_penalty=0.5, frequency_penalty=0.25, no_repeat_ngram_size=3))
+    assert done.returncode == 0, done.err
+    assert done.out == '=' * 40 + ' SAMPLE 1 ' + '=' * 40 + '\n' + decode(tiny_model, tokens) + '\n'
+
+
+def test_bad_penalty_is_a_flag_error(tiny_model):
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, repetition_penalty=0), stdin=b'hi\n')
+    assert_clean_error(done, '--repetition_penalty')
+    assert done.returncode == 2 and done.out == ''
+
+
+@pytest.mark.parametrize('flag, value', [('repetition_penalty', -1), ('repetition_penalty', 'x'),
+                                         ('presence_penalty', 'x'), ('frequency_penalty', float('nan')),
+                                         ('frequency_penalty', float('inf')), ('no_repeat_ngram_size', -1),
+                                         ('no_repeat_ngram_size', 1.5)])
+def test_each_bad_penalty_names_its_flag(flag, value):
+    import cli
+    import flags
+    knobs = dict(repetition_penalty=1, presence_penalty=0, frequency_penalty=0, no_repeat_ngram_size=0)
+    with pytest.raises(flags.UsageError, match=f'--{flag}'):
+        cli.check_penalties(**{**knobs, flag: value})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Many prompts: a prompt file, multi-line prompts
+# ---------------------------------------------------------------------------------------------------------------
+
+def tiny_ids(tiny_model, text):
+    """The tiny model's ids for text made of ' the', 'hello' pieces and single bytes (see tests/tiny.py)."""
+    import encoder
+    return encoder.read_vocabulary(tiny_model.dir).encode(text)
+
+
+def test_prompt_file_samples_different_prompts_in_one_batch(tiny_model, tmp_path):
+    """Three prompts of different lengths, one spanning two lines, two samples each at batch 4: each prompt's
+    samples are its NumPy greedy continuation, under its own echo."""
+    prompts = ['hello the', 'a\nb and c', ' the']
+    (tmp_path / 'prompts.txt').write_text('\n\n'.join(prompts) + '\n\n\n')
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=6, temperature=0, nsamples=2, batch_size=4,
+                                        prompt_file=tmp_path / 'prompts.txt'))
+    assert done.returncode == 0, done.err
+    expected = ''
+    for prompt in prompts:
+        text = greedy_text(tiny_model, tiny_ids(tiny_model, prompt), 6)
+        expected += 'Model prompt >>> ' + prompt.replace('\n', '\n... ') + '\n'
+        expected += ''.join('=' * 40 + f' SAMPLE {n} ' + '=' * 40 + '\n' + text + '\n' for n in (1, 2))
+        expected += SEPARATOR + '\n'
+    assert done.out == expected
+
+
+def test_prompt_separator_and_a_typed_prompt_over_two_lines(tiny_model, tmp_path):
+    (tmp_path / 'p.txt').write_text('one\n\ntwo\n%%\nthree\n')
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=4, temperature=0, prompt_file=tmp_path / 'p.txt',
+                                        prompt_separator='%%'))
+    assert done.out.count(SEPARATOR) == 2 and 'Model prompt >>> one\n... \n... two\n' in done.out
+    typed = run(INTERACTIVE, *tiny_flags(tiny_model, length=5, temperature=0), stdin=b'a\\\nb\n')
+    text = greedy_text(tiny_model, tiny_ids(tiny_model, 'a\nb'), 5)
+    assert f'SAMPLE 1 {"=" * 40}\n{text}\n{SEPARATOR}' in typed.out and '... ' in typed.out
+
+
+@pytest.mark.parametrize('content', ['', '\n\n  \n'])
+def test_empty_prompt_file_is_a_flag_error(tiny_model, tmp_path, content):
+    (tmp_path / 'empty.txt').write_text(content)
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, prompt_file=tmp_path / 'empty.txt'))
+    assert_clean_error(done, '--prompt_file', 'no prompt')
+    assert done.returncode == 2 and done.out == ''
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Past the window
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('script, prompt', [(UNCONDITIONAL, None), (INTERACTIVE, ' the hello')])
+def test_length_past_the_window_follows_the_rule(tiny_model, script, prompt):
+    from test_sample import numpy_sliding_greedy
+    start = [tiny_model.endoftext] if prompt is None else [258, ord(' '), 257, 263, ord('o')]
+    tokens = numpy_sliding_greedy(tiny_model, start, 40, 12)[len(start):]
+    done = run(script, *tiny_flags(tiny_model, nsamples=1, length=40, temperature=0, context_keep=12),
+               stdin=(prompt or '').encode() + b'\n')
+    assert done.returncode == 0, done.err
+    assert '=' * 40 + ' SAMPLE 1 ' + '=' * 40 + '\n' + decode(tiny_model, tokens) + '\n' in done.out
