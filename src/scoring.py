@@ -1,0 +1,139 @@
+"""Scoring text with GPT-2: the windows a long document is cut into, and the log-probabilities of their targets.
+
+A document x_1..x_N is scored after the <|endoftext|> token x_0, so that its first token is scored too. A model
+sees at most n_ctx tokens at once, so a longer document is scored in windows (stride S, 1 to n_ctx):
+
+- the first window takes x_0..x_{n_ctx-1} as input and scores all its targets x_1..x_{n_ctx};
+- each later window moves on by S tokens and scores only the S targets no window has scored yet, its last ones,
+  so each of them sees at least n_ctx + 1 - S tokens before it;
+- the last window ends just before the document's last token, and is as long as the document allows.
+
+Every token is scored exactly once. At S = n_ctx this is lm-evaluation-harness's `loglikelihood_rolling`
+(disjoint windows); a smaller S gives each token more context for more work (S = 512 at n_ctx 1024 is the
+sliding window of the Hugging Face perplexity guide).
+
+A window is written (tokens, k): tokens [L + 1] are its input (all but the last) and its targets (all but the
+first), and it scores the last k targets. The model's logits are reduced to the targets' log-probabilities inside
+the graph: a window of 1024 positions has 200 MB of logits at the 124M model's vocabulary, and 4 KB of results.
+"""
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import model
+
+# Bytes of logits a batch of windows may take (their softmax needs as much again): the default batch size.
+LOGITS_BUDGET = 1 << 30
+MAX_DEFAULT_BATCH = 64
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Windows
+# ---------------------------------------------------------------------------------------------------------------
+
+def windows(chunks, first, n_ctx, stride):
+    """The windows of one document whose tokens arrive as chunks (lists or arrays of ids, of any sizes), after
+    the token `first`. Yields (tokens [L + 1] int32 array, k), in order; only the tokens a later window needs are
+    kept, so a document longer than memory can be scored. A document without tokens has no windows."""
+    if not 1 <= stride <= n_ctx:
+        raise ValueError(f'stride must be from 1 to n_ctx {n_ctx}, got {stride}')
+    chunks = iter(chunks)
+    buffer = [first]  # tokens from absolute position `start` on (x_0 is position 0)
+    start, scored = 0, 0  # x_1..x_scored are scored
+    exhausted = False
+    while True:
+        wanted = scored + (n_ctx if scored == 0 else stride)  # the last target of the next window, if there
+        while not exhausted and start + len(buffer) <= wanted:
+            chunk = next(chunks, None)
+            if chunk is None:
+                exhausted = True
+            else:
+                buffer.extend(int(t) for t in chunk)
+        end = min(wanted, start + len(buffer) - 1)  # the window's last target x_end
+        if end <= scored:
+            return
+        low = max(0, end - n_ctx)  # its first input
+        yield np.asarray(buffer[low - start:end + 1 - start], dtype=np.int32), end - scored
+        scored = end
+        # The next window's first input is at least x_{end + 1 - n_ctx}.
+        keep = max(0, end + 1 - n_ctx)
+        del buffer[:keep - start]
+        start = max(start, keep)
+
+
+def default_batch_size(hparams):
+    """Windows scored at once: as many full windows as LOGITS_BUDGET of logits holds (5 at the released sizes)."""
+    per_window = hparams.n_ctx * hparams.n_vocab * 4
+    return max(1, min(MAX_DEFAULT_BATCH, LOGITS_BUDGET // per_window))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The graph
+# ---------------------------------------------------------------------------------------------------------------
+
+def target_logprobs(hparams, inputs, targets):
+    """inputs, targets [batch, seq] int32 -> (log p(target | inputs up to it) [batch, seq] float32,
+    whether each target is the argmax [batch, seq] bool). The model's variables are reused if they exist
+    (cli.start_restore creates them)."""
+    logits = model.model(hparams, inputs, reuse=tf.AUTO_REUSE)['logits']  # [batch, seq, n_vocab]
+    # log softmax at the target only: logit[target] - logsumexp(logits), never a [batch, seq, n_vocab] result.
+    chosen = tf.gather(logits, targets, axis=2, batch_dims=2)  # [batch, seq]
+    logprobs = chosen - tf.reduce_logsumexp(logits, axis=-1)
+    greedy = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), targets)
+    return logprobs, greedy
+
+
+class Scorer:
+    """Scores windows in a session whose graph holds the model's variables (restored, or about to be)."""
+
+    def __init__(self, sess, hparams):
+        self.sess = sess
+        self.hparams = hparams
+        self.inputs = tf.placeholder(tf.int32, [None, None], name='score_inputs')
+        self.targets = tf.placeholder(tf.int32, [None, None], name='score_targets')
+        self.logprobs, self.greedy = target_logprobs(hparams, self.inputs, self.targets)
+
+    def score(self, batch):
+        """batch: windows (tokens [L + 1], k) -> for each, (log-probabilities [k] float64, greedy [k] bool) of its
+        last k targets. The windows are padded on the right to the longest: a causal model's earlier positions
+        never see the padding."""
+        longest = max(len(tokens) for tokens, _ in batch) - 1
+        rows = np.zeros([len(batch), longest + 1], dtype=np.int32)
+        for row, (tokens, _) in zip(rows, batch):
+            row[:len(tokens)] = tokens
+        logprobs, greedy = self.sess.run([self.logprobs, self.greedy],
+                                         {self.inputs: rows[:, :-1], self.targets: rows[:, 1:]})
+        results = []
+        for n, (tokens, k) in enumerate(batch):
+            end = len(tokens) - 1
+            results.append((logprobs[n, end - k:end].astype(np.float64), greedy[n, end - k:end]))
+        return results
+
+
+def score_documents(score, documents, *, first, n_ctx, stride, batch_size):
+    """Score many documents, batching the windows of consecutive documents together.
+
+    score: Scorer.score or any function of the same kind; documents: (key, chunks) pairs, chunks as windows()
+    takes them. Yields (key, target ids [k], log-probabilities [k], last) per window, in document order; `last`
+    marks a document's last window. A document without tokens yields nothing."""
+    pending = []  # (key, tokens, k, last)
+
+    def flush():
+        results = score([(tokens, k) for _, tokens, k, _ in pending])
+        for (key, tokens, k, last), (logprobs, _) in zip(pending, results):
+            yield key, tokens[len(tokens) - k:], logprobs, last
+        pending.clear()
+
+    for key, chunks in documents:
+        previous = None
+        for window in windows(chunks, first, n_ctx, stride):
+            if previous is not None:
+                pending.append((key, *previous, False))
+                if len(pending) == batch_size:
+                    yield from flush()
+            previous = window
+        if previous is not None:
+            pending.append((key, *previous, True))
+            if len(pending) == batch_size:
+                yield from flush()
+    if pending:
+        yield from flush()
