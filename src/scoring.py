@@ -70,16 +70,17 @@ def default_batch_size(hparams):
 # The graph
 # ---------------------------------------------------------------------------------------------------------------
 
-def target_logprobs(hparams, inputs, targets):
-    """inputs, targets [batch, seq] int32 -> (log p(target | inputs up to it) [batch, seq] float32,
-    whether each target is the argmax [batch, seq] bool). The model's variables are reused if they exist
-    (cli.start_restore creates them)."""
-    logits = model.model(hparams, inputs, reuse=tf.AUTO_REUSE)['logits']  # [batch, seq, n_vocab]
+def reduced(logits, targets, banned=None):
+    """logits [batch, seq, n_vocab], targets [batch, seq] -> (log-probabilities of the targets, whether each is
+    the argmax); with banned [n_vocab] bool, also whether each is the argmax of the tokens not banned."""
     # log softmax at the target only: logit[target] - logsumexp(logits), never a [batch, seq, n_vocab] result.
     chosen = tf.gather(logits, targets, axis=2, batch_dims=2)  # [batch, seq]
     logprobs = chosen - tf.reduce_logsumexp(logits, axis=-1)
     greedy = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), targets)
-    return logprobs, greedy
+    if banned is None:
+        return logprobs, greedy
+    allowed = tf.where(banned, tf.fill(tf.shape(banned), logits.dtype.min), tf.zeros_like(banned, logits.dtype))
+    return logprobs, greedy, tf.equal(tf.argmax(logits + allowed, axis=-1, output_type=tf.int32), targets)
 
 
 class Scorer:
@@ -90,23 +91,67 @@ class Scorer:
         self.hparams = hparams
         self.inputs = tf.placeholder(tf.int32, [None, None], name='score_inputs')
         self.targets = tf.placeholder(tf.int32, [None, None], name='score_targets')
-        self.logprobs, self.greedy = target_logprobs(hparams, self.inputs, self.targets)
+        # Tokens the argmax may not take, for lambada.py's stop-word filter; none unless fed.
+        self.banned = tf.placeholder_with_default(tf.zeros([hparams.n_vocab], tf.bool), [hparams.n_vocab])
+        logits = model.model(hparams, self.inputs, reuse=tf.AUTO_REUSE)['logits']  # [batch, seq, n_vocab]
+        self.logprobs, self.greedy, self.allowed_greedy = reduced(logits, self.targets, self.banned)
 
-    def score(self, batch):
+    def score(self, batch, banned=None):
         """batch: windows (tokens [L + 1], k) -> for each, (log-probabilities [k] float64, greedy [k] bool) of its
-        last k targets. The windows are padded on the right to the longest: a causal model's earlier positions
-        never see the padding."""
+        last k targets, and with banned ([n_vocab] bool) a third array: greedy among the tokens not banned. The
+        windows are padded on the right to the longest: a causal model's earlier positions never see the
+        padding."""
         longest = max(len(tokens) for tokens, _ in batch) - 1
         rows = np.zeros([len(batch), longest + 1], dtype=np.int32)
         for row, (tokens, _) in zip(rows, batch):
             row[:len(tokens)] = tokens
-        logprobs, greedy = self.sess.run([self.logprobs, self.greedy],
-                                         {self.inputs: rows[:, :-1], self.targets: rows[:, 1:]})
+        feed = {self.inputs: rows[:, :-1], self.targets: rows[:, 1:]}
+        fetches = [self.logprobs, self.greedy]
+        if banned is not None:
+            feed[self.banned] = banned
+            fetches.append(self.allowed_greedy)
+        arrays = self.sess.run(fetches, feed)
         results = []
         for n, (tokens, k) in enumerate(batch):
             end = len(tokens) - 1
-            results.append((logprobs[n, end - k:end].astype(np.float64), greedy[n, end - k:end]))
+            row = [a[n, end - k:end] for a in arrays]
+            results.append((row[0].astype(np.float64), *row[1:]))
         return results
+
+
+def score_windows(score, windows, batch_size, **options):
+    """Score windows in batches of similar lengths (longest first, as lm-evaluation-harness orders its requests,
+    so a batch pads little); -> score's results in the order of windows."""
+    order = sorted(range(len(windows)), key=lambda n: -len(windows[n][0]))
+    results = [None] * len(windows)
+    for start in range(0, len(order), batch_size):
+        part = order[start:start + batch_size]
+        for n, result in zip(part, score([windows[n] for n in part], **options)):
+            results[n] = result
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A continuation after a context, as lm-evaluation-harness scores it
+# ---------------------------------------------------------------------------------------------------------------
+
+def encode_pair(enc, context, continuation):
+    """-> (context ids, continuation ids) as lm-evaluation-harness tokenises a loglikelihood request: spaces at
+    the end of the context move to the start of the continuation, and the continuation's ids are those of the
+    whole text after the context's own ids (so BPE sees the text whole)."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = enc.encode(context + continuation)
+    context_ids = enc.encode(context)
+    return context_ids, whole[len(context_ids):]
+
+
+def continuation_window(context_ids, continuation_ids, n_ctx):
+    """-> the window (tokens, k) that scores the continuation: the last n_ctx + 1 tokens of both, the context
+    cut from the left when too long (as the harness does)."""
+    tokens = np.asarray(list(context_ids) + list(continuation_ids), dtype=np.int32)[-(n_ctx + 1):]
+    return tokens, len(continuation_ids)
 
 
 def score_documents(score, documents, *, first, n_ctx, stride, batch_size):
