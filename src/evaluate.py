@@ -7,6 +7,7 @@
 """
 import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -78,6 +79,13 @@ def import_harness():
     return lm_eval, harness
 
 
+@functools.lru_cache(maxsize=4)
+def task_manager(include_path):
+    """The harness's index of tasks (it reads every task definition it has: seconds), once per include_path."""
+    import lm_eval.tasks
+    return lm_eval.tasks.TaskManager(include_path=include_path)
+
+
 def task_names(tasks):
     names = tasks.split(',') if isinstance(tasks, str) else list(tasks or [])
     names = [str(n).strip() for n in names if str(n).strip()]
@@ -119,7 +127,7 @@ def run_harness(tasks=None, model_name='124M', models_dir='models', limit=None, 
     if include_path is not None and not Path(include_path).is_dir():
         raise flags.UsageError(f'--include_path {include_path} is not a folder; give a folder of task YAML files')
     lm_eval, harness = import_harness()
-    manager = lm_eval.tasks.TaskManager(include_path=str(include_path) if include_path else None)
+    manager = task_manager(str(include_path) if include_path else None)
     unknown = [n for n in names if n not in manager.all_tasks]
     if unknown:
         raise flags.UsageError(f'unknown task {", ".join(unknown)}; see lm_eval --tasks list for the names, or '
