@@ -18,7 +18,6 @@ import tensorflow.compat.v1 as tf
 import checkpoint
 import flags
 import lambada
-import sample
 import scoring
 
 EVAL_REQUIREMENTS = 'requirements-eval.txt'
@@ -45,7 +44,7 @@ def run_lambada(path, model_name='124M', models_dir='models', batch_size=None, l
     except lambada.LambadaError as err:
         flags.fail(err, code=1)
     model_dir, hparams, enc = cli.load_model(model_name, models_dir)
-    with tf.Graph().as_default(), tf.Session(config=sample.session_config()) as sess:
+    with tf.Graph().as_default(), tf.Session(config=scoring.session_config()) as sess:
         restored = cli.start_restore(sess, model_dir, hparams)
         scorer = scoring.Scorer(sess, hparams)
         restored()

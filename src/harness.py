@@ -47,7 +47,7 @@ class HarnessModel(TemplateLM):
         self._max_gen_toks = int(max_gen_toks)
         self.graph = tf.Graph()
         with self.graph.as_default():
-            self.sess = tf.Session(config=sample.session_config())
+            self.sess = tf.Session(config=scoring.session_config())
             restored = cli.start_restore(self.sess, model_dir, self.hparams)
             self.scorer = scoring.Scorer(self.sess, self.hparams)
             restored()

@@ -18,7 +18,6 @@ import checkpoint
 import detokenize
 import flags
 import load_dataset
-import sample
 import scoring
 
 DOCUMENTS = ('file', 'endoftext', 'lines')
@@ -308,7 +307,7 @@ def score(*files, model_name='124M', models_dir='models', documents='file', stri
     batch_size = batch_size or scoring.default_batch_size(hparams)
     writer = PerTokenWriter(per_token, enc) if per_token else None
     try:
-        with tf.Graph().as_default(), tf.Session(config=sample.session_config()) as sess:
+        with tf.Graph().as_default(), tf.Session(config=scoring.session_config()) as sess:
             restored = cli.start_restore(sess, model_dir, hparams)
             scorer = scoring.Scorer(sess, hparams)
             restored()

@@ -60,6 +60,14 @@ def windows(chunks, first, n_ctx, stride):
         start = max(start, keep)
 
 
+def session_config():
+    """Scoring runs a few large products at a time, so each op gets every core (TensorFlow's default), unlike
+    sampling's many small ones (sample.session_config); soft placement and GPU memory taken as needed as there."""
+    config = tf.ConfigProto(allow_soft_placement=True)
+    config.gpu_options.allow_growth = True
+    return config
+
+
 def default_batch_size(hparams):
     """Windows scored at once: as many full windows as LOGITS_BUDGET of logits holds (5 at the released sizes)."""
     per_window = hparams.n_ctx * hparams.n_vocab * 4
