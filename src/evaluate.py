@@ -30,7 +30,7 @@ EVAL_REQUIREMENTS = 'requirements-eval.txt'
 @flags.script(
     "LAMBADA accuracy and last-word perplexity, as lm-evaluation-harness's lambada_openai computes them.",
     path="OpenAI's lambada_test.jsonl, or any file of one {\"text\": ...} per line.",
-    batch_size='examples scored at once; default: as many windows as 1 GiB of logits holds.',
+    batch_size='examples scored at once; default: as many windows as 1 GiB of activations holds (10 at 124M).',
     last_token='predict only the last BPE token of each text, not the whole last word (a variant some '
                'reproductions of the paper used).',
     stop_words="predict the word's first token among tokens that are no stop word (NLTK's English list): an "
@@ -112,7 +112,7 @@ def write_results(results, output_path):
     "Run tasks of EleutherAI's lm-evaluation-harness on this model (needs requirements-eval.txt).",
     tasks='comma-separated task names, e.g. lambada_openai,wikitext (the harness fetches their data).',
     limit='at most this many examples per task (a fraction below 1: that share); default all.',
-    batch_size='windows scored at once; default: as many as 1 GiB of logits holds.',
+    batch_size='windows scored at once; default: as many as 1 GiB of activations holds (10 windows at 124M).',
     output_path='write the results as JSON to this .json file, or to results.json in this folder.',
     include_path='a folder of local task definitions (YAML) to add to the known tasks.',
     num_fewshot='examples of the task shown before each one; default the task\'s own (zero-shot).')

@@ -37,7 +37,7 @@ DEFAULT_MAX_GEN_TOKS = 256  # the harness's default for generation tasks that gi
 class HarnessModel(TemplateLM):
     """GPT-2 from a model folder (a released size or a fine-tuning run folder), loaded as the sampling scripts
     load it (cli.load_model), for lm_eval.simple_evaluate. batch_size: windows scored at once (default: as many
-    as 1 GiB of logits holds)."""
+    as 1 GiB of activations holds: scoring.default_batch_size)."""
 
     def __init__(self, model_name='124M', models_dir='models', batch_size=None, max_gen_toks=DEFAULT_MAX_GEN_TOKS):
         super().__init__()

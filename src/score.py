@@ -288,7 +288,7 @@ def score_files(scorer, enc, paths, *, documents, stride, batch_size, detokenize
               "non-empty line).",
     stride="tokens each window moves on by, 1 to the model's window; a token sees at least window + 1 - "
            "stride tokens before it. Default: the window (disjoint windows, as lm-evaluation-harness).",
-    batch_size='windows scored at once; default: as many as 1 GiB of logits holds.',
+    batch_size='windows scored at once; default: as many as 1 GiB of activations holds (10 windows at 124M).',
     json='print one JSON object: {"files": [{"path": ..., FIGURES}], "total": {FIGURES}}.',
     per_token='write one JSON line per document to this file: path, document, ids, tokens, logprobs.',
     detokenizer="undo a corpus's tokenised spelling before scoring: none (default), wikitext or ptb; "

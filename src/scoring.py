@@ -21,9 +21,11 @@ import tensorflow.compat.v1 as tf
 
 import model
 
-# Bytes of logits a batch of windows may take (their softmax needs as much again): the default batch size.
-LOGITS_BUDGET = 1 << 30
+# Bytes of activations a batch of windows may take: the default batch size.
+ACTIVATION_BUDGET = 1 << 30
 MAX_DEFAULT_BATCH = 64
+# Scored positions whose logits are made at once (see reduced): 51 MB at the released vocabulary.
+CHUNK_ROWS = 256
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -69,26 +71,53 @@ def session_config():
 
 
 def default_batch_size(hparams):
-    """Windows scored at once: as many full windows as LOGITS_BUDGET of logits holds (5 at the released sizes)."""
-    per_window = hparams.n_ctx * hparams.n_vocab * 4
-    return max(1, min(MAX_DEFAULT_BATCH, LOGITS_BUDGET // per_window))
+    """Windows scored at once: as many full windows as ACTIVATION_BUDGET holds of the largest activations, a
+    layer's attention scores and weights, 2 x n_head x n_ctx^2 floats a window (10 at 124M, 5 at 1558M)."""
+    per_window = 2 * hparams.n_head * hparams.n_ctx ** 2 * 4
+    return max(1, min(MAX_DEFAULT_BATCH, ACTIVATION_BUDGET // per_window))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The graph
 # ---------------------------------------------------------------------------------------------------------------
 
-def reduced(logits, targets, banned=None):
-    """logits [batch, seq, n_vocab], targets [batch, seq] -> (log-probabilities of the targets, whether each is
-    the argmax); with banned [n_vocab] bool, also whether each is the argmax of the tokens not banned."""
-    # log softmax at the target only: logit[target] - logsumexp(logits), never a [batch, seq, n_vocab] result.
-    chosen = tf.gather(logits, targets, axis=2, batch_dims=2)  # [batch, seq]
-    logprobs = chosen - tf.reduce_logsumexp(logits, axis=-1)
-    greedy = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), targets)
-    if banned is None:
-        return logprobs, greedy
-    allowed = tf.where(banned, tf.fill(tf.shape(banned), logits.dtype.min), tf.zeros_like(banned, logits.dtype))
-    return logprobs, greedy, tf.equal(tf.argmax(logits + allowed, axis=-1, output_type=tf.int32), targets)
+def final_hidden(hparams, tokens):
+    """tokens [batch, seq] -> (the last layer norm's output [batch, seq, n_embd], wte [n_vocab, n_embd]):
+    model.model without its unembedding, so that logits are made only for the positions scored, a chunk at a
+    time. The model's variables are reused if they exist (cli.start_restore creates them)."""
+    with tf.variable_scope('model', reuse=tf.AUTO_REUSE):
+        wpe, wte = model.embeddings(hparams)
+        h = model.embed(tokens, model.positions_for(tokens, 0), wpe, wte)
+        for layer in range(hparams.n_layer):
+            h, _ = model.block(h, f'h{layer}', past=None, hparams=hparams)
+        return model.norm(h, 'ln_f'), wte
+
+
+def reduced(h, wte, targets, banned):
+    """h [rows, n_embd], targets [rows], banned [n_vocab] bool -> (log p(target) [rows], whether each target is
+    the argmax [rows], whether it is the argmax of the tokens not banned [rows]).
+
+    The logits are made CHUNK_ROWS rows at a time, one chunk after the other, and reduced at once: log softmax at
+    the target only, logit[target] - logsumexp(logits). A full window of the 124M model would otherwise hold
+    200 MB of logits and as much again for the softmax (bench/bench_score.py measures the peak)."""
+    rows = tf.shape(h)[0]
+    chunks = (rows + CHUNK_ROWS - 1) // CHUNK_ROWS
+    pad = chunks * CHUNK_ROWS - rows
+    h = tf.reshape(tf.pad(h, [[0, pad], [0, 0]]), [chunks, CHUNK_ROWS, h.shape[-1]])
+    targets = tf.reshape(tf.pad(targets, [[0, pad]]), [chunks, CHUNK_ROWS])
+    penalty = tf.where(banned, tf.fill(tf.shape(banned), tf.float32.min), tf.zeros(tf.shape(banned)))
+
+    def chunk(args):
+        h, targets = args
+        logits = tf.matmul(h, wte, transpose_b=True)  # [CHUNK_ROWS, n_vocab]
+        chosen = tf.gather(logits, targets, axis=1, batch_dims=1)
+        argmax = lambda z: tf.argmax(z, axis=-1, output_type=tf.int32)
+        return (chosen - tf.reduce_logsumexp(logits, axis=-1), tf.equal(argmax(logits), targets),
+                tf.equal(argmax(logits + penalty), targets))
+
+    out = tf.map_fn(chunk, (h, targets), fn_output_signature=(tf.float32, tf.bool, tf.bool), parallel_iterations=1,
+                    back_prop=False)
+    return [tf.reshape(o, [-1])[:rows] for o in out]
 
 
 class Scorer:
@@ -97,12 +126,14 @@ class Scorer:
     def __init__(self, sess, hparams):
         self.sess = sess
         self.hparams = hparams
-        self.inputs = tf.placeholder(tf.int32, [None, None], name='score_inputs')
-        self.targets = tf.placeholder(tf.int32, [None, None], name='score_targets')
+        self.inputs = tf.placeholder(tf.int32, [None, None], name='score_inputs')  # [batch, seq]
+        self.scored = tf.placeholder(tf.int32, [None], name='score_positions')  # [rows] in batch * seq
+        self.targets = tf.placeholder(tf.int32, [None], name='score_targets')  # [rows]
         # Tokens the argmax may not take, for lambada.py's stop-word filter; none unless fed.
         self.banned = tf.placeholder_with_default(tf.zeros([hparams.n_vocab], tf.bool), [hparams.n_vocab])
-        logits = model.model(hparams, self.inputs, reuse=tf.AUTO_REUSE)['logits']  # [batch, seq, n_vocab]
-        self.logprobs, self.greedy, self.allowed_greedy = reduced(logits, self.targets, self.banned)
+        h, wte = final_hidden(hparams, self.inputs)
+        h = tf.gather(tf.reshape(h, [-1, hparams.n_embd]), self.scored)  # [rows, n_embd]
+        self.logprobs, self.greedy, self.allowed_greedy = reduced(h, wte, self.targets, self.banned)
 
     def score(self, batch, banned=None):
         """batch: windows (tokens [L + 1], k) -> for each, (log-probabilities [k] float64, greedy [k] bool) of its
@@ -113,17 +144,20 @@ class Scorer:
         rows = np.zeros([len(batch), longest + 1], dtype=np.int32)
         for row, (tokens, _) in zip(rows, batch):
             row[:len(tokens)] = tokens
-        feed = {self.inputs: rows[:, :-1], self.targets: rows[:, 1:]}
+        # The flat positions of the scored targets: the last k of each window's L.
+        scored = np.concatenate([n * longest + np.arange(len(tokens) - 1 - k, len(tokens) - 1)
+                                 for n, (tokens, k) in enumerate(batch)])
+        feed = {self.inputs: rows[:, :-1], self.scored: scored, self.targets: rows[:, 1:].reshape(-1)[scored]}
         fetches = [self.logprobs, self.greedy]
         if banned is not None:
             feed[self.banned] = banned
             fetches.append(self.allowed_greedy)
         arrays = self.sess.run(fetches, feed)
-        results = []
-        for n, (tokens, k) in enumerate(batch):
-            end = len(tokens) - 1
-            row = [a[n, end - k:end] for a in arrays]
-            results.append((row[0].astype(np.float64), *row[1:]))
+        results, start = [], 0
+        for _, k in batch:
+            part = [a[start:start + k] for a in arrays]
+            results.append((part[0].astype(np.float64), *part[1:]))
+            start += k
         return results
 
 

@@ -119,6 +119,20 @@ def test_a_document_without_tokens_has_no_windows():
     assert list(scoring.windows([[], []], 99, N_CTX, 4)) == []
 
 
-def test_default_batch_size_fits_the_logits_budget():
+def test_default_batch_size_fits_the_activation_budget():
     hparams = model.default_hparams().override_from_dict({'n_vocab': 50257})
-    assert scoring.default_batch_size(hparams) == 5  # 5 windows x 1024 x 50257 x 4 bytes < 1 GiB < 6 windows
+    # 124M: 2 x 12 heads x 1024^2 x 4 bytes = 96 MiB a window; 10 fit in 1 GiB, 11 do not
+    assert scoring.default_batch_size(hparams) == 10
+    assert scoring.default_batch_size(hparams.override_from_dict({'n_head': 25})) == 5  # 1558M: 200 MiB
+
+
+def test_logits_made_in_chunks_score_as_in_one(scorer, tiny_model, monkeypatch):
+    """Chunks of 5 rows, the last one padded, give what one chunk of all the scored rows gives."""
+    monkeypatch.setattr(scoring, 'CHUNK_ROWS', 5)
+    with scorer.sess.graph.as_default():
+        chunked = scoring.Scorer(scorer.sess, tiny_model.hparams_object())
+    batch = [(np.array(document(n + 1, seed=n), np.int32), k) for n, k in ((N_CTX, 13), (7, 7), (20, 3))]
+    banned = np.arange(tiny_model.hparams['n_vocab']) % 3 == 0
+    for mine, whole in zip(chunked.score(batch, banned=banned), scorer.score(batch, banned=banned)):
+        for a, b in zip(mine, whole):
+            np.testing.assert_allclose(a, b, atol=1e-6)
