@@ -9,7 +9,8 @@ Each measurement runs in a fresh process (this file, with the settings as JSON),
 peer runs with --peers_python, an environment with torch and transformers (no dependency of this project). The
 document is random token ids; both sides score it by the windows of scoring.py (the peer's loop is the Hugging
 Face perplexity guide's, with the same window starts and scored tokens) and batch windows of one length. Tokens/s counts scored tokens over the
-scoring time, after one warm-up window; every row notes the load average when it started.
+scoring time, after one warm-up window; CPU ms/token (all threads) moves less with the load of a shared machine;
+every row notes the load average when it started.
 """
 import json
 import os
@@ -53,12 +54,12 @@ def measure_tf(settings):
         scorer = scoring.Scorer(sess, hparams)
         restored()
         scorer.score([(doc[:N_CTX + 1], 1)])  # warm-up
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         scored = sum(len(ids) for _, ids, _, _ in scoring.score_documents(
             scorer.score, [(0, [doc])], first=ENDOFTEXT, n_ctx=N_CTX, stride=settings['stride'],
             batch_size=settings['batch_size']))
-        seconds = time.perf_counter() - start
-    return {'tokens': scored, 'seconds': seconds, 'peak_rss_mib': peak_rss_mib()}
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {'tokens': scored, 'seconds': seconds, 'cpu_seconds': cpu, 'peak_rss_mib': peak_rss_mib()}
 
 
 def peer_windows(doc, stride):
@@ -93,15 +94,16 @@ def measure_hf(settings):
 
     with torch.inference_mode():
         run([(0, min(N_CTX, len(seq) - 1), 1)])  # warm-up
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         groups = {}
         for w in windows:
             groups.setdefault(w[1] - w[0], []).append(w)
         for same_length in groups.values():
             for i in range(0, len(same_length), batch):
                 run(same_length[i:i + batch])
-        seconds = time.perf_counter() - start
-    return {'tokens': sum(k for _, _, k in windows), 'seconds': seconds, 'peak_rss_mib': peak_rss_mib()}
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {'tokens': sum(k for _, _, k in windows), 'seconds': seconds, 'cpu_seconds': cpu,
+            'peak_rss_mib': peak_rss_mib()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -121,16 +123,17 @@ def main(strides=(1024, 512), batch_size=1, tokens=4096, peers_python=DEFAULT_PE
     strides = [strides] if isinstance(strides, int) else list(strides)
     print(f'124M shape, random weights, a document of {tokens} tokens, batch {batch_size}, '
           f'{os.cpu_count()} cores', flush=True)
-    print('| stride | scorer | tokens/s | peak RSS (MiB) | load at start |')
-    print('|---|---|---|---|---|')
+    print('| stride | scorer | tokens/s | CPU ms/token | peak RSS (MiB) | load at start |')
+    print('|---|---|---|---|---|---|')
     for stride in strides:
         sides = [('this project (TF)', sys.executable, 'tf')]
         if peers_python:
             sides.append(('HF transformers (PyTorch)', peers_python, 'hf'))
         for label, python, side in sides:
             r = in_child(python, {'side': side, 'stride': stride, 'batch_size': batch_size, 'tokens': tokens})
-            print(f"| {stride} | {label} | {r['tokens'] / r['seconds']:.0f} | {r['peak_rss_mib']:.0f} | "
-                  f"{r['load']:.2f} |", flush=True)
+            print(f"| {stride} | {label} | {r['tokens'] / r['seconds']:.0f} | "
+                  f"{1000 * r['cpu_seconds'] / r['tokens']:.1f} | {r['peak_rss_mib']:.0f} | {r['load']:.2f} |",
+                  flush=True)
 
 
 if __name__ == '__main__':
