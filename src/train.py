@@ -19,13 +19,17 @@ import fire
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import adafactor
 import checkpoint
 import flags
 import load_dataset
 import model
 import sample
+import schedules
 
-OPTIMIZERS = ('adam', 'sgd')
+OPTIMIZERS = ('adam', 'sgd', 'adafactor')
+# --learning_rate's default for each optimizer: Adafactor's is transformers' fine-tuning setting.
+DEFAULT_LEARNING_RATE = {'adam': 2e-5, 'sgd': 2e-5, 'adafactor': 1e-3}
 # The variables --only_train_transformer_layers trains: the blocks', not the embeddings' or ln_f's.
 TRANSFORMER_LAYER = re.compile(r'^model/h\d+/')
 
@@ -61,11 +65,15 @@ def with_noise(tokens, p, n_vocab, key):
     return tf.where(replace, tf.cast(random_tokens, tokens.dtype), tokens)
 
 
-def make_optimizer(name, learning_rate):
+def make_optimizer(name, learning_rate, adafactor_options=None):
+    """adafactor_options: the keyword arguments of adafactor.AdafactorOptimizer (beta1, relative_step,
+    scale_parameter)."""
     if name == 'adam':
         return tf.train.AdamOptimizer(learning_rate)
     if name == 'sgd':
         return tf.train.GradientDescentOptimizer(learning_rate)
+    if name == 'adafactor':
+        return adafactor.AdafactorOptimizer(learning_rate, **(adafactor_options or {}))
     raise ValueError(f'unknown optimizer {name!r}; known: {", ".join(OPTIMIZERS)}')
 
 
@@ -90,6 +98,7 @@ class Training:
     model_vars: list  # every model variable (the released checkpoint's)
     saved_vars: list  # what a run checkpoint holds: model, optimizer state and global_step
     accumulate_gradients: int
+    learning_rate: object = None  # float32 [] tensor (or a float): the rate of the next update
 
     def run_step(self, sess, batches):
         """One optimizer update from accumulate_gradients micro-batches [(tokens, lengths), ...]
@@ -109,7 +118,8 @@ class Training:
 
 
 def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_rate=2e-5, accumulate_gradients=1,
-                   only_train_transformer_layers=False, memory_saving_gradients=False, noise=0.0, seed=0):
+                   only_train_transformer_layers=False, memory_saving_gradients=False, noise=0.0, seed=0,
+                   lr_schedule='constant', warmup_steps=0, total_steps=None, adafactor_options=None):
     """Build, in the default graph, the model and the ops of one training step -> Training.
 
     The model's variables are resource variables with the released names (model/h0/attn/c_attn/w, ...), so the
@@ -119,7 +129,8 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
 
     hparams: model.HParams. batch_size: rows per micro-batch. seq_len: the longest row that will be fed (at most
     hparams.n_ctx); shorter rows are padded, and lengths says where each row's tokens end.
-    optimizer: 'adam' or 'sgd', at learning_rate.
+    optimizer: 'adam', 'sgd' or 'adafactor' (adafactor_options: AdafactorOptimizer's keywords), at learning_rate
+    times the schedule's factor (schedules.py: lr_schedule, warmup_steps, total_steps) at global_step.
     The loss is the mean cross-entropy of logits[:, :-1] against tokens[:, 1:] over the real (unpadded) targets:
     without padding, exactly the original's mean over the window.
     accumulate_gradients N: one update from N micro-batches, the gradient of their summed loss divided by their
@@ -150,7 +161,9 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
 
         model_vars = [v for v in tf.global_variables() if v.name.startswith('model/')]
         train_vars = [v for v in model_vars if TRANSFORMER_LAYER.match(v.name) or not only_train_transformer_layers]
-        opt = make_optimizer(optimizer, learning_rate)
+        rate = schedules.learning_rate(tf, learning_rate, lr_schedule, global_step, warmup_steps=warmup_steps,
+                                       total_steps=total_steps)
+        opt = make_optimizer(optimizer, rate, adafactor_options)
         if accumulate_gradients == 1:
             grads = opt.compute_gradients(loss, train_vars)
             accumulate_op, accumulators = None, []
@@ -163,7 +176,7 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
     return Training(tokens=tokens, lengths=lengths, loss=loss, loss_sum=loss_sum, target_count=target_count,
                     train_op=train_op, accumulate_op=accumulate_op, micro_batch=micro_batch, global_step=global_step,
                     seed=seed_var, train_vars=train_vars, model_vars=model_vars, saved_vars=saved,
-                    accumulate_gradients=accumulate_gradients)
+                    accumulate_gradients=accumulate_gradients, learning_rate=rate)
 
 
 def after_all(grads_and_vars):
@@ -478,8 +491,17 @@ FLAGS = dict(
             'chunk).',
     encoding='the text files\' encoding.',
     batch_size='windows per step (per micro-batch with accumulate_gradients).',
-    learning_rate='the optimizer\'s learning rate, above 0.',
-    optimizer='adam or sgd.',
+    learning_rate='the optimizer\'s learning rate, above 0; by default 2e-5 for adam and sgd, 1e-3 for adafactor.',
+    optimizer='adam, sgd, or adafactor (second moments factored per matrix, no first moment: the optimizer state '
+              'is about 0.1% of the weights instead of Adam\'s 200%).',
+    adafactor_beta1='with adafactor, keep a first moment with this decay (e.g. 0.9; more memory); by default none.',
+    adafactor_relative_step='with adafactor, its own rate min(1e-2, 1/sqrt(step)) instead of --learning_rate.',
+    adafactor_scale_parameter='with adafactor, scale each update by the RMS of its weight.',
+    lr_schedule='constant, linear (down to 0 at total_steps) or cosine (half a cosine to 0 at total_steps), '
+                'after warmup_steps of linear warmup from 0.',
+    warmup_steps='updates of linear warmup from 0 to the learning rate.',
+    total_steps='with linear or cosine: the update count at which the rate reaches 0 (counted over the whole run, '
+                'resumes included).',
     accumulate_gradients='make each step from this many batches (the same update as one batch this many times '
                          'the size, in the memory of one).',
     memory_saving_gradients='recompute activations in the backward pass instead of keeping them: less memory, '
@@ -524,7 +546,10 @@ def check_flags(given):
     for name in ('steps', 'sample_every', 'val_every', 'top_k'):
         flags.whole_number(name, given[name], 0)
     flags.whole_number('seed', given['seed'], 0, 2**32 - 1, allow_none=True)
-    flags.number('learning_rate', given['learning_rate'], 0, float('inf'), low_open=True, what='a number above 0')
+    if given['learning_rate'] is not None:
+        flags.number('learning_rate', given['learning_rate'], 0, float('inf'), low_open=True,
+                     what='a number above 0')
+    check_optimizer_flags(given)
     flags.number('noise', given['noise'], 0, 1, what='a number from 0 to below 1')
     if given['noise'] == 1:
         raise flags.UsageError('--noise must be a number from 0 to below 1, got 1')
@@ -533,8 +558,6 @@ def check_flags(given):
         load_dataset.check_encoding(given['encoding'])
     except ValueError as err:
         raise flags.UsageError(err) from None
-    if given['optimizer'] not in OPTIMIZERS:
-        raise flags.UsageError(f'--optimizer must be one of {", ".join(OPTIMIZERS)}, got {given["optimizer"]!r}')
     for name in ('memory_saving_gradients', 'only_train_transformer_layers', 'overwrite'):
         if not isinstance(given[name], bool):
             raise flags.UsageError(f'--{name} takes no value (or true/false), got {given[name]!r}')
@@ -544,6 +567,42 @@ def check_flags(given):
                                  f'{given[name]!r}')
     if bool(given['val_dataset']) != bool(given['val_every']):
         raise flags.UsageError('--val_dataset and --val_every go together: give both to validate, or neither')
+
+
+def check_optimizer_flags(given):
+    """--optimizer, its Adafactor settings and the learning-rate schedule."""
+    if given['optimizer'] not in OPTIMIZERS:
+        raise flags.UsageError(f'--optimizer must be one of {", ".join(OPTIMIZERS)}, got {given["optimizer"]!r}')
+    for name in ('adafactor_relative_step', 'adafactor_scale_parameter'):
+        if not isinstance(given[name], bool):
+            raise flags.UsageError(f'--{name} takes no value (or true/false), got {given[name]!r}')
+    if given['adafactor_beta1'] is not None:
+        flags.number('adafactor_beta1', given['adafactor_beta1'], 0, 1, what='a number from 0 to below 1')
+        if given['adafactor_beta1'] == 1:
+            raise flags.UsageError('--adafactor_beta1 must be a number from 0 to below 1, got 1')
+    adafactor_only = [n for n in ('adafactor_beta1', 'adafactor_relative_step', 'adafactor_scale_parameter')
+                      if given[n] not in (None, False)]
+    if adafactor_only and given['optimizer'] != 'adafactor':
+        raise flags.UsageError(f'--{adafactor_only[0]} goes with --optimizer adafactor')
+    if given['adafactor_relative_step'] and given['learning_rate'] is not None:
+        raise flags.UsageError('--adafactor_relative_step sets its own rate: give it without --learning_rate')
+    if given['adafactor_relative_step'] and (given['lr_schedule'] != 'constant' or given['warmup_steps']):
+        raise flags.UsageError('--adafactor_relative_step sets its own rate: give it without --lr_schedule and '
+                               '--warmup_steps')
+    flags.whole_number('warmup_steps', given['warmup_steps'], 0)
+    flags.whole_number('total_steps', given['total_steps'], 1, allow_none=True)
+    try:
+        schedules.check(given['lr_schedule'], given['warmup_steps'], given['total_steps'])
+    except ValueError as err:
+        raise flags.UsageError(err) from None
+
+
+def adafactor_options(given):
+    """AdafactorOptimizer's keywords from the flags, or None for another optimizer."""
+    if given['optimizer'] != 'adafactor':
+        return None
+    return dict(beta1=given['adafactor_beta1'], relative_step=given['adafactor_relative_step'],
+                scale_parameter=given['adafactor_scale_parameter'])
 
 
 def check_model_flags(given, hparams):
@@ -564,7 +623,9 @@ def read_dataset(enc, path, **options):
 @flags.script('Fine-tune GPT-2 on a dataset. The run folder CHECKPOINT_DIR/RUN_NAME is a model folder that the '
             'sampling scripts load.', **FLAGS)
 def train_main(dataset=None, model_name='124M', models_dir='models', combine=50000, encoding='utf-8', batch_size=1,
-               learning_rate=2e-5, optimizer='adam', accumulate_gradients=1, memory_saving_gradients=False,
+               learning_rate=None, optimizer='adam', adafactor_beta1=None, adafactor_relative_step=False,
+               adafactor_scale_parameter=False, lr_schedule='constant', warmup_steps=0, total_steps=None,
+               accumulate_gradients=1, memory_saving_gradients=False,
                only_train_transformer_layers=False, noise=0.0, seq_len=None, steps=0, seed=None, run_name='run1',
                checkpoint_dir='checkpoint', restore_from='latest', overwrite=False, save_every=1000,
                max_checkpoints=5, sample_every=100, sample_length=None, sample_num=1, sample_dir='samples', top_k=40,
@@ -584,10 +645,14 @@ def train_main(dataset=None, model_name='124M', models_dir='models', combine=500
     run.start(start.model_dir, discard=restore_from == 'fresh' and overwrite)
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
+        if learning_rate is None:
+            learning_rate = None if adafactor_relative_step else DEFAULT_LEARNING_RATE[optimizer]
         training = build_training(start.hparams, batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
                                   learning_rate=learning_rate, accumulate_gradients=accumulate_gradients,
                                   only_train_transformer_layers=only_train_transformer_layers,
-                                  memory_saving_gradients=memory_saving_gradients, noise=noise, seed=seed)
+                                  memory_saving_gradients=memory_saving_gradients, noise=noise, seed=seed,
+                                  lr_schedule=lr_schedule, warmup_steps=warmup_steps, total_steps=total_steps,
+                                  adafactor_options=adafactor_options(given))
         validation = val_chunks and Validation(start.hparams, val_chunks, seq_len=seq_len, batch_size=val_batch_size,
                                                batch_count=val_batch_count, seed=seed)
         samples = sample_every and Samples(start.hparams, start.enc,

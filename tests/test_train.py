@@ -196,3 +196,27 @@ def test_recomputation_waits_for_the_gradient_from_above(tiny_model):
     loss = s.training.loss_sum.op
     for op in products:
         assert loss in ancestors(op), op.name
+
+
+def test_sgd_under_a_warmup_schedule_moves_by_the_scheduled_rate(tiny_model):
+    """Linear warmup over 4 updates: the first update's rate is 0, the second's a quarter of the base."""
+    lr = 0.1
+    s = Session(tiny_model, optimizer='sgd', learning_rate=lr, lr_schedule='linear', warmup_steps=4, total_steps=8)
+    tokens, lengths = batch(tiny_model, 2)
+    before = s.values()
+    s.training.run_step(s.sess, [(tokens, lengths)])
+    after_first = s.values()
+    grads = s.gradients(tokens, lengths)
+    s.training.run_step(s.sess, [(tokens, lengths)])
+    after_second = s.values()
+    for name in before:
+        assert np.array_equal(after_first[name], before[name]), name
+        np.testing.assert_allclose(after_second[name] - after_first[name], -lr / 4 * grads[name], rtol=1e-4,
+                                   atol=1e-7, err_msg=name)
+
+
+def test_adafactor_is_chosen_by_name_and_keeps_little_state(tiny_model):
+    s = Session(tiny_model, optimizer='adafactor', learning_rate=1e-3)
+    state = [v for v in s.training.saved_vars if 'Adafactor' in v.op.name]
+    weights = sum(int(np.prod(v.shape)) for v in s.training.model_vars)
+    assert state and sum(int(np.prod(v.shape)) for v in state) < weights / 4

@@ -127,6 +127,21 @@ def test_n_steps_then_n_more_equal_2n_straight_bit_for_bit(setup):
         assert np.array_equal(resumed[name], whole[name]), name
 
 
+def test_adafactor_with_a_schedule_resumed_n_plus_n_equals_2n_bit_for_bit(setup):
+    """Adafactor's state and the schedule's position (global_step) go on across a resume."""
+    options = dict(optimizer='adafactor', learning_rate=None, lr_schedule='cosine', warmup_steps=1, total_steps=4)
+    first = run_train(setup(run_name='a', steps=2, **options), env=ONE_THREAD)
+    second = run_train(setup(run_name='a', steps=2, **options), env=ONE_THREAD)
+    straight = run_train(setup(run_name='b', steps=4, **options), env=ONE_THREAD)
+    assert {**losses(first.stdout), **losses(second.stdout)} == losses(straight.stdout)
+    resumed, whole = tensors(setup.run_dir('a') / 'model-4'), tensors(setup.run_dir('b') / 'model-4')
+    assert sorted(resumed) == sorted(whole)
+    assert whole['adafactor_step'] == 4 and 'model/h0/attn/c_attn/w/Adafactor_row' in whole
+    assert not any('Adam' in name for name in whole)
+    for name in whole:
+        assert np.array_equal(resumed[name], whole[name]), name
+
+
 def test_only_the_last_checkpoints_are_kept_across_restarts(setup):
     run_train(setup(steps=3, save_every=1, max_checkpoints=2))
     assert state(setup.run_dir()) == ['model-2', 'model-3']
@@ -255,7 +270,8 @@ def run_in_process(capsys, args):
     ('seq_len', 33), ('seq_len', 1), ('learning_rate', 0), ('learning_rate', -1), ('optimizer', 'rmsprop'),
     ('noise', 1), ('batch_size', 0), ('accumulate_gradients', 0), ('top_p', 2), ('val_every', 5),
     ('encoding', 'no-such-codec'), ('run_name', 'a/b'), ('max_checkpoints', 0), ('sample_length', 32),
-    ('steps', -1), ('dataset', None),
+    ('steps', -1), ('dataset', None), ('lr_schedule', 'step'), ('lr_schedule', 'linear'), ('total_steps', 0),
+    ('warmup_steps', -1), ('adafactor_beta1', 1), ('adafactor_beta1', 0.9), ('adafactor_relative_step', 'x'),
 ])
 def test_bad_flag_exits_2_naming_it_and_creates_nothing(setup, capsys, flag, value):
     code, err = run_in_process(capsys, setup(**{flag: value}))
