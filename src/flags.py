@@ -26,6 +26,8 @@ COMMON_FLAGS = {
     'models_dir': 'the folder holding the model folders; a relative path is looked up in the working '
                   'directory, then in the repository.',
     'stop_at_endoftext': 'end each sample at its first <|endoftext|> token (which is not printed).',
+    'checkpoint': "which of a training run's checkpoints to load: latest (the default), best (the lowest "
+                  "validation loss, with train.py --keep_best) or a step, e.g. 1000.",
 }
 
 

@@ -16,12 +16,12 @@ import sample
     nsamples='how many samples to print; 0 (the default) keeps going until Ctrl-C.',
     length="tokens per sample, 1 to the model's window (1024, the default).")
 def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=None, temperature=1, top_k=0,
-                 top_p=1, models_dir='models', stop_at_endoftext=False):
+                 top_p=1, models_dir='models', stop_at_endoftext=False, checkpoint='latest'):
     batch_size = cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
                                           top_k=top_k, top_p=top_p, seed=seed)
-    model_dir, hparams, enc = cli.load_model(model_name, models_dir)
+    model_dir, hparams, enc = cli.load_model(model_name, models_dir, checkpoint)
     length = cli.check_length(length, hparams.n_ctx, default=hparams.n_ctx)
-    endoftext = enc.encoder[checkpoint.ENDOFTEXT]
+    endoftext = enc.encoder[cli.checkpoint.ENDOFTEXT]
     printer = cli.SamplePrinter(enc, stop_token=endoftext if stop_at_endoftext else None)
 
     with tf.Graph().as_default(), tf.Session(config=sample.session_config()) as sess:

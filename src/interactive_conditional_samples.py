@@ -49,12 +49,12 @@ def fit_prompt(tokens, room):
     length="tokens per sample, 1 to the model's window less one (1023); by default half the window (512). "
            "A prompt longer than the window has room for keeps only its last tokens.")
 def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, length=None, temperature=1, top_k=0,
-                   top_p=1, models_dir='models', stop_at_endoftext=False):
+                   top_p=1, models_dir='models', stop_at_endoftext=False, checkpoint='latest'):
     batch_size = cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
                                           top_k=top_k, top_p=top_p, seed=seed, min_nsamples=1)
-    model_dir, hparams, enc = cli.load_model(model_name, models_dir)
+    model_dir, hparams, enc = cli.load_model(model_name, models_dir, checkpoint)
     length = cli.check_length(length, hparams.n_ctx, default=hparams.n_ctx // 2, room_for_prompt=True)
-    endoftext = enc.encoder[checkpoint.ENDOFTEXT]
+    endoftext = enc.encoder[cli.checkpoint.ENDOFTEXT]
     printer = cli.SamplePrinter(enc, stop_token=endoftext if stop_at_endoftext else None)
 
     with tf.Graph().as_default(), tf.Session(config=sample.session_config()) as sess:
@@ -69,7 +69,7 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
                                         frozen_weights=True)
         restored()
         while (text := read_prompt()) is not None:
-            tokens = fit_prompt(enc.encode(text, allowed_special={checkpoint.ENDOFTEXT}), hparams.n_ctx - length)
+            tokens = fit_prompt(enc.encode(text, allowed_special={cli.checkpoint.ENDOFTEXT}), hparams.n_ctx - length)
             run_batch = lambda n: sess.run(output, {context: [tokens]})[:n, len(tokens):]
             cli.print_samples(run_batch, printer, nsamples=nsamples, batch_size=batch_size)
             print('=' * 80, flush=True)

@@ -263,16 +263,39 @@ class RunFolder:
                 os.replace(temporary, self.path / name)
         if discard:
             (self.path / checkpoint.STATE_FILE).unlink(missing_ok=True)
+            (self.path / checkpoint.BEST_FILE).unlink(missing_ok=True)
         self.remove_unlisted()
 
     def save(self, sess, saver, step, max_checkpoints):
-        """Save checkpoint model-STEP, make it the latest, and keep only the last max_checkpoints -> its path."""
+        """Save checkpoint model-STEP, make it the latest, and keep only the last max_checkpoints (and the best,
+        see record_best) -> its path."""
         name = checkpoint_name(step)
         saver.save(sess, str(self.path / name), write_meta_graph=False, write_state=False)
-        kept = [n for n in self.checkpoints() if n != name] + [name]
-        self.write_state(kept[-max_checkpoints:])
-        self.remove_unlisted()
+        self.prune([n for n in self.checkpoints() if n != name] + [name], max_checkpoints)
         return self.path / name
+
+    def prune(self, names, max_checkpoints):
+        """Keep the last max_checkpoints of names (oldest first) and the best one, in their order."""
+        if not names:
+            return
+        best = (checkpoint.read_best(self.path) or {}).get('checkpoint')
+        self.write_state([n for i, n in enumerate(names) if i >= len(names) - max_checkpoints or n == best])
+        self.remove_unlisted()
+
+    def best(self):
+        """The run's best.json as a dict (checkpoint.BEST_FILE), {} if none."""
+        return checkpoint.read_best(self.path) or {}
+
+    def record_best(self, max_checkpoints, **best):
+        """Write best.json (checkpoint.best_text's keywords), replaced atomically; a checkpoint that was kept only
+        as the best and is no longer is removed."""
+        temporary = self.path / (checkpoint.BEST_FILE + TEMPORARY)
+        with open(temporary, 'w', encoding='utf-8') as f:
+            f.write(checkpoint.best_text(**best))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self.path / checkpoint.BEST_FILE)
+        self.prune(self.checkpoints(), max_checkpoints)
 
     def write_state(self, names):
         """The state file, in TensorFlow's format, replaced atomically."""
@@ -422,6 +445,41 @@ class Validation:
         loss = total / count
         print(f'[{step} | {progress.elapsed():.2f}] validation loss={loss:.4f} perplexity={np.exp(loss):.2f}',
               flush=True)
+        return loss
+
+
+class Best:
+    """--keep_best and --early_stopping: after each validation, the run's best.json is brought up to date; with
+    keep_best the checkpoint of a new lowest loss is saved (if it is not already) and never pruned, and with
+    early_stopping N the run stops after N validations in a row without a new lowest loss. The record is in the
+    run folder, so a resumed run goes on counting (a validation of the same step is not counted twice)."""
+
+    def __init__(self, run, *, keep_best, early_stopping, max_checkpoints):
+        self.run, self.keep_best, self.early_stopping = run, keep_best, early_stopping
+        self.max_checkpoints = max_checkpoints
+
+    def update(self, loss, step, save):
+        """After a validation of loss at step; save() saves a checkpoint of step -> True to stop the run."""
+        best = self.run.best()
+        if best.get('last') == step:
+            return False
+        if best.get('loss') is None or loss < best['loss']:
+            name = None
+            if self.keep_best and step > 0:
+                if checkpoint_name(step) not in self.run.checkpoints():
+                    save()
+                name = checkpoint_name(step)
+            best = dict(checkpoint=name, loss=loss, step=step, since=0)
+        else:
+            best = dict(best, since=best.get('since', 0) + 1)
+        best['last'] = step
+        self.run.record_best(self.max_checkpoints, **{k: best.get(k) for k in ('checkpoint', 'loss', 'step',
+                                                                               'since', 'last')})
+        if self.early_stopping and best['since'] >= self.early_stopping:
+            print(f'Stopping early: {best["since"]} validations without a loss below {best["loss"]:.4f} (step '
+                  f'{best["step"]})', flush=True)
+            return True
+        return False
 
 
 class Samples:
@@ -450,16 +508,27 @@ class Samples:
 
 
 def train_loop(sess, training, sampler, run, saver, *, steps, save_every, max_checkpoints, sample_every, samples,
-               val_every, validation):
+               val_every, validation, best=None):
     """Train until `steps` more steps are done (0: until Ctrl-C), saving every save_every steps and at the end;
-    samples every sample_every steps and at the end of `steps`."""
+    samples every sample_every steps and at the end of `steps`. best: a Best, for --keep_best and
+    --early_stopping."""
     step = int(sess.run(training.global_step))
     sampler.draws = step * training.accumulate_gradients  # go on with the windows a straight run would draw
     last, saved = (step + steps if steps else None), step
     progress, stop = Progress(), StopRequest()
-    if validation:
-        validation.run(sess, step, progress)
-    while not stop.requested and (last is None or step < last):
+
+    def validate():
+        """-> True to stop early."""
+        nonlocal saved
+        loss = validation.run(sess, step, progress)
+
+        def save():
+            nonlocal saved
+            print(f'Saving {run.save(sess, saver, step, max_checkpoints)}', flush=True)
+            saved = step
+        return best is not None and best.update(loss, step, save)
+    early = bool(validation) and validate()
+    while not early and not stop.requested and (last is None or step < last):
         batches = [sampler.sample(training.tokens.shape[0]) for _ in range(training.accumulate_gradients)]
         began = time.time()
         loss = training.run_step(sess, batches)
@@ -471,7 +540,7 @@ def train_loop(sess, training, sampler, run, saver, *, steps, save_every, max_ch
         if samples and step % sample_every == 0:
             samples.run(sess, step)
         if validation and step % val_every == 0:
-            validation.run(sess, step, progress)
+            early = validate()
     if step != saved:
         print(f'Saving {run.save(sess, saver, step, max_checkpoints)}', flush=True)
     if samples and not stop.requested and step % sample_every:
@@ -533,6 +602,10 @@ FLAGS = dict(
     val_every='print the validation loss and perplexity every this many steps (and at the start); 0 for never.',
     val_batch_size='windows per validation batch.',
     val_batch_count='validation batches; the windows are chosen once, so the loss is comparable over the run.',
+    keep_best='keep the checkpoint of the lowest validation loss (saved when it is reached) whatever '
+              'max_checkpoints says; sample from it with --checkpoint best. Needs val_every.',
+    early_stopping='stop after this many validations in a row without a new lowest loss; 0 for never. Needs '
+                   'val_every.',
 )
 
 
@@ -567,6 +640,12 @@ def check_flags(given):
                                  f'{given[name]!r}')
     if bool(given['val_dataset']) != bool(given['val_every']):
         raise flags.UsageError('--val_dataset and --val_every go together: give both to validate, or neither')
+    if not isinstance(given['keep_best'], bool):
+        raise flags.UsageError(f'--keep_best takes no value (or true/false), got {given["keep_best"]!r}')
+    flags.whole_number('early_stopping', given['early_stopping'], 0)
+    for name in ('keep_best', 'early_stopping'):
+        if given[name] and not given['val_every']:
+            raise flags.UsageError(f'--{name} needs validation: give --val_dataset and --val_every')
 
 
 def check_optimizer_flags(given):
@@ -629,7 +708,8 @@ def train_main(dataset=None, model_name='124M', models_dir='models', combine=500
                only_train_transformer_layers=False, noise=0.0, seq_len=None, steps=0, seed=None, run_name='run1',
                checkpoint_dir='checkpoint', restore_from='latest', overwrite=False, save_every=1000,
                max_checkpoints=5, sample_every=100, sample_length=None, sample_num=1, sample_dir='samples', top_k=40,
-               top_p=1.0, val_dataset=None, val_every=0, val_batch_size=2, val_batch_count=40):
+               top_p=1.0, val_dataset=None, val_every=0, val_batch_size=2, val_batch_count=40, keep_best=False,
+               early_stopping=0):
     given = dict(locals())
     check_flags(given)
     # Everything is checked before anything is written: the model, the flags that depend on it, the data.
@@ -665,7 +745,10 @@ def train_main(dataset=None, model_name='124M', models_dir='models', combine=500
                   flush=True)
             train_loop(sess, training, load_dataset.Sampler(chunks, seq_len, seed), run, saver, steps=steps,
                        save_every=save_every, max_checkpoints=max_checkpoints, sample_every=sample_every,
-                       samples=samples, val_every=val_every, validation=validation)
+                       samples=samples, val_every=val_every, validation=validation,
+                       best=(keep_best or early_stopping) and Best(run, keep_best=keep_best,
+                                                                  early_stopping=early_stopping,
+                                                                  max_checkpoints=max_checkpoints) or None)
 
 
 if __name__ == '__main__':
