@@ -23,6 +23,7 @@ import adafactor
 import checkpoint
 import flags
 import load_dataset
+import memory
 import model
 import sample
 import schedules
@@ -239,8 +240,12 @@ def checkpoint_name(step):
 class RunFolder:
     """A run's folder, CHECKPOINT_DIR/RUN_NAME (see above); the folder need not exist yet."""
 
-    def __init__(self, path):
+    def __init__(self, path, *, checkpoint_size=0, free_space=None):
+        """checkpoint_size: the bytes a save writes, checked against free_space(path) (memory.free_space by
+        default) before each save."""
         self.path = Path(path)
+        self.checkpoint_size = checkpoint_size
+        self.free_space = free_space or (lambda folder: memory.free_space(folder))
 
     def checkpoints(self):
         """The kept checkpoints' names, oldest first."""
@@ -270,6 +275,8 @@ class RunFolder:
         """Save checkpoint model-STEP, make it the latest, and keep only the last max_checkpoints (and the best,
         see record_best) -> its path."""
         name = checkpoint_name(step)
+        # The new checkpoint is written whole before any old one is removed: it needs its full size free.
+        memory.check_disk(self.path, self.checkpoint_size, self.free_space)
         saver.save(sess, str(self.path / name), write_meta_graph=False, write_state=False)
         self.prune([n for n in self.checkpoints() if n != name] + [name], max_checkpoints)
         return self.path / name
@@ -692,6 +699,21 @@ def check_model_flags(given, hparams):
     return seq_len, sample_length
 
 
+def report_memory(hparams, run, **settings):
+    """Print the memory the run will need and its checkpoints' size; warn in one line when the machine has less
+    memory available, or the disk less room than one checkpoint."""
+    needed = memory.estimate(hparams, **settings)
+    print(needed.line(batch_size=settings['batch_size'], seq_len=settings['seq_len']), flush=True)
+    print(f'Checkpoints: {run.checkpoint_size / memory.GB:.2f} GB each (weights and optimizer state)', flush=True)
+    warning = memory.memory_warning(needed.total, memory.available_memory())
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    free = run.free_space(run.path)
+    if free < run.checkpoint_size:
+        print(f'warning: the disk of {run.path} has {free / memory.GB:.2f} GB free, less than one checkpoint',
+              file=sys.stderr, flush=True)
+
+
 def read_dataset(enc, path, **options):
     try:
         return load_dataset.load_dataset(enc, path, **options)
@@ -739,6 +761,10 @@ def train_main(dataset=None, model_name='124M', models_dir='models', combine=500
                                            checkpoint.resolve_models_dir(sample_dir) / run_name, length=sample_length,
                                            count=sample_num, batch_size=batch_size, top_k=top_k, top_p=top_p or 1)
         saver = tf.train.Saver(var_list={v.op.name: v for v in training.saved_vars}, max_to_keep=None)
+        run.checkpoint_size = memory.checkpoint_bytes(training.saved_vars)
+        report_memory(start.hparams, run, batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
+                      memory_saving_gradients=memory_saving_gradients, accumulate_gradients=accumulate_gradients,
+                      only_train_transformer_layers=only_train_transformer_layers, adafactor_beta1=adafactor_beta1)
         with tf.Session() as sess:
             restore(sess, training, start.prefix)
             print(f'Training {run.path} from {start.prefix} at step {int(sess.run(training.global_step))}',
