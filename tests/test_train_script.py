@@ -297,6 +297,8 @@ def test_missing_model_or_data_exits_1_and_creates_nothing(setup, capsys, flags,
     for word in words:
         assert word in last
     assert not (setup.tmp / 'ck').exists()
+    if flags.get('dataset') == setup.tmp / 'empty.txt':
+        assert err.count('\n') == 1, err  # the error line alone, no progress bar before it
 
 
 def test_a_bad_flag_from_the_shell_is_one_line(setup):
