@@ -53,6 +53,67 @@ def token_losses(logits, tokens, lengths):
     return losses, real
 
 
+# Tokens per piece of the chunked cross-entropy: its logits are 128 x 50257 floats, 26 MB, where the whole
+# window's are 206 MB, and as much again for their gradient and for the softmax.
+LOSS_CHUNK = 128
+
+
+def chunked_token_losses(h, wte, tokens, lengths, chunk=LOSS_CHUNK):
+    """token_losses(unembed(h, wte), tokens, lengths) without the logits [batch, seq, n_vocab] at full size: h
+    [batch, seq, n_embd] (after ln_f), wte [n_vocab, n_embd]. The forward pass makes the logits of `chunk` tokens
+    at a time and keeps none of them; the backward pass makes them again, chunk by chunk, and adds each chunk's
+    share of the embeddings' gradient to one sum. The same losses and gradients (up to the order of float
+    additions), for one more product of the logits."""
+    batch, seq, n_embd = model.shape_list(h)
+    next_tokens = tf.concat([tokens[:, 1:], tokens[:, :1]], axis=1)  # the last position's target is dropped
+    flat_losses = chunked_cross_entropy(tf.reshape(h, [-1, n_embd]), tf.convert_to_tensor(wte),
+                                        tf.reshape(next_tokens, [-1]), chunk)
+    losses = tf.reshape(flat_losses, [batch, seq])[:, :-1]
+    target_positions = tf.range(1, tf.shape(tokens)[1])
+    real = tf.cast(target_positions[tf.newaxis, :] < lengths[:, tf.newaxis], losses.dtype)
+    return losses, real
+
+
+def chunked_cross_entropy(h, wte, targets, chunk):
+    """h [tokens, n_embd], wte [n_vocab, n_embd], targets [tokens] -> cross-entropy of each token's logits
+    h @ wte^T against its target [tokens], `chunk` tokens at a time (see chunked_token_losses)."""
+    n = tf.shape(h)[0]
+    pieces = (n + chunk - 1) // chunk
+
+    def part(i):
+        return slice(i * chunk, tf.minimum((i + 1) * chunk, n))
+
+    @tf.custom_gradient
+    def run(h, wte):
+        def body(i, losses):
+            logits = tf.matmul(h[part(i)], wte, transpose_b=True)  # [chunk, n_vocab]
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets[part(i)], logits=logits)
+            return i + 1, losses.write(i, loss)
+        array = tf.TensorArray(h.dtype, size=pieces, infer_shape=False, element_shape=tf.TensorShape([None]))
+        # One chunk at a time: each iteration's logits are freed before the next one's are made.
+        _, array = tf.while_loop(lambda i, _: i < pieces, body, [0, array], back_prop=False, parallel_iterations=1)
+
+        def grad(dlosses):
+            with tf.control_dependencies([dlosses]):
+                h_after = tf.identity(h)  # the logits are made again only once the backward pass is here
+
+            def body(i, dh, dwte):
+                rows = part(i)
+                logits = tf.matmul(h_after[rows], wte, transpose_b=True)
+                _, softmax_less_target = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+                    features=logits, labels=targets[rows])  # d loss / d logits, [chunk, n_vocab]
+                dlogits = softmax_less_target * dlosses[rows][:, tf.newaxis]
+                dwte = dwte + tf.matmul(dlogits, h_after[rows], transpose_a=True)
+                return i + 1, dh.write(i, tf.matmul(dlogits, wte)), dwte
+            dh = tf.TensorArray(h.dtype, size=pieces, infer_shape=False,
+                                element_shape=tf.TensorShape([None, h.shape[-1]]))
+            _, dh, dwte = tf.while_loop(lambda i, *_: i < pieces, body, [0, dh, tf.zeros_like(wte)],
+                                        back_prop=False, parallel_iterations=1)
+            return dh.concat(), dwte
+        return array.concat(), grad
+    return run(h, wte)
+
+
 def with_noise(tokens, p, n_vocab, key):
     """[batch, seq] -> the same, each token replaced by a uniformly random one with probability p, as a
     regulariser (nshepperd's --noise). The draw is stateless, keyed by key [2], so a resumed run draws the
@@ -154,8 +215,12 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
                                    trainable=False)
         key = tf.stack([seed_var, global_step * accumulate_gradients + tf.cast(micro_batch, tf.int64)])
         inputs = with_noise(tokens, noise, hparams.n_vocab, key)
-        logits = model.model(hparams, inputs, recompute=memory_saving_gradients)['logits']
-        losses, real = token_losses(logits, tokens, lengths)
+        output = model.model(hparams, inputs, recompute=memory_saving_gradients)
+        if memory_saving_gradients:
+            wte = [v for v in tf.global_variables() if v.op.name == 'model/wte'][0]
+            losses, real = chunked_token_losses(output['h'], wte, tokens, lengths)
+        else:
+            losses, real = token_losses(output['logits'], tokens, lengths)
         loss_sum = tf.reduce_sum(losses * real)
         target_count = tf.reduce_sum(real)
         loss = loss_sum / target_count
@@ -169,7 +234,7 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
             grads = opt.compute_gradients(loss, train_vars)
             accumulate_op, accumulators = None, []
             if memory_saving_gradients:
-                grads = after_all(grads)
+                grads = layer_by_layer(grads)
             train_op = opt.apply_gradients(grads, global_step=global_step)
         else:
             accumulate_op, train_op, accumulators = accumulating(opt, loss_sum, target_count, train_vars, global_step)
@@ -184,6 +249,25 @@ def after_all(grads_and_vars):
     """The gradients, each available only once all are computed. With recompute, the backward pass reads the
     weights again; without this, a weight could be updated before a recomputation still to come has read it."""
     grads = tf.tuple([g for g, _ in grads_and_vars])
+    return [(g, v) for g, (_, v) in zip(grads, grads_and_vars)]
+
+
+def layer_by_layer(grads_and_vars):
+    """The gradients of each transformer block available together, once all of that block's are computed, so that
+    the optimizer updates a block, and frees its gradients, as soon as its backward pass is done, instead of
+    holding all of them (3.1 GB at 774M) until the last is made (after_all). That is soon enough and not too
+    soon: with recompute, every read of a block's weights in its backward pass feeds one of its gradients, so
+    none comes after the update; the blocks below read only their own weights. The other variables (wte, wpe,
+    ln_f), read only outside the blocks, are updated when their gradient is ready."""
+    groups = {}
+    for i, (g, v) in enumerate(grads_and_vars):
+        match = TRANSFORMER_LAYER.match(v.op.name)
+        groups.setdefault(match.group(0) if match else i, []).append(i)
+    grads = [g for g, _ in grads_and_vars]
+    for members in groups.values():
+        if len(members) > 1:
+            for i, g in zip(members, tf.tuple([grads[i] for i in members])):
+                grads[i] = g
     return [(g, v) for g, (_, v) in zip(grads, grads_and_vars)]
 
 
