@@ -77,23 +77,25 @@ class AdafactorOptimizer(tf.train.Optimizer):
         dtype = var.dtype.base_dtype
         t = tf.cast(self._t, dtype)
         beta2 = 1.0 - tf.pow(t, DECAY_RATE)
-        update = tf.square(grad) + self._eps1
         updates = []
+        # Few temporaries of the variable's size (the embeddings' is 0.3 GB at 1558M): the squares once, the
+        # update, and one product at a time. mean(g^2 + eps1) is taken as mean(g^2) + eps1, and the clipping
+        # and the rate are one scalar.
         if factored(var.shape.as_list()):
             row, col = self.get_slot(var, 'row'), self.get_slot(var, 'col')
-            new_row = beta2 * row + (1.0 - beta2) * tf.reduce_mean(update, axis=-1)  # shape[:-1]
-            new_col = beta2 * col + (1.0 - beta2) * tf.reduce_mean(update, axis=-2)  # shape[:-2] + shape[-1:]
+            square = tf.square(grad)
+            new_row = beta2 * row + (1.0 - beta2) * (tf.reduce_mean(square, axis=-1) + self._eps1)  # shape[:-1]
+            new_col = beta2 * col + (1.0 - beta2) * (tf.reduce_mean(square, axis=-2) + self._eps1)
             updates += [row.assign(new_row), col.assign(new_col)]
             r = tf.math.rsqrt(new_row / tf.reduce_mean(new_row, axis=-1, keepdims=True))[..., tf.newaxis]
             c = tf.math.rsqrt(new_col)[..., tf.newaxis, :]
-            u = r * c * grad
+            u = (grad * r) * c
         else:
             v = self.get_slot(var, 'v')
-            new_v = beta2 * v + (1.0 - beta2) * update
+            new_v = beta2 * v + (1.0 - beta2) * (tf.square(grad) + self._eps1)
             updates.append(v.assign(new_v))
             u = tf.math.rsqrt(new_v) * grad
-        u = u / tf.maximum(rms(u) / self._clip_threshold, 1.0)
-        u = u * self._learning_rate(var, t)
+        u = u * (self._learning_rate(var, t) / tf.maximum(rms(u) / self._clip_threshold, 1.0))
         if self._beta1 is not None:
             m = self.get_slot(var, 'm')
             u = self._beta1 * m + (1.0 - self._beta1) * u
