@@ -84,3 +84,34 @@ def test_train_script_reports_memory_and_fails_cleanly_on_a_full_disk(setup, cap
     assert lines[-1].startswith('error: not enough disk space') and 'Traceback' not in err
     assert sorted(p.name for p in setup.run_dir().iterdir()) == files
     assert checkpoint.read_state(setup.run_dir()) == ['model-1']
+
+
+def test_the_estimate_is_within_20_percent_of_the_measured_peak(tmp_path, tiny_model):
+    """The tiny model widened (a vocabulary of 30000, 4 layers of 256, 512 tokens, 2 rows) so that the weights,
+    Adam's state, the activations and the logits are half of the peak: train.py's printed estimate against the
+    peak RSS of its process."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import conftest
+    import tiny
+    hparams = dict(n_vocab=30000, n_ctx=512, n_embd=256, n_head=4, n_layer=4)
+    model_dir = tmp_path / 'models' / 'wide'
+    model_dir.mkdir(parents=True)
+    tiny.write_tiny_model(model_dir, hparams, tiny.random_params(hparams), tiny_model.vocab)
+    assert json.loads((model_dir / 'hparams.json').read_text())['n_vocab'] == 30000
+    (tmp_path / 'data.txt').write_text('the hello and the world in hell or the and world\n' * 400)
+    process = subprocess.Popen(
+        [sys.executable, str(conftest.REPO / 'src' / 'train.py'), f'--dataset={tmp_path / "data.txt"}',
+         f'--models_dir={tmp_path / "models"}', '--model_name=wide', f'--checkpoint_dir={tmp_path / "ck"}',
+         '--steps=1', '--seq_len=512', '--batch_size=2', '--sample_every=0', '--seed=1'],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    estimate = float(re.search(r'^Memory: about ([\d.]+) GB', out, re.M).group(1)) * 1e9
+    peak = usage.ru_maxrss * 1024
+    assert 0.8 * peak <= estimate <= 1.2 * peak, (estimate, peak)
