@@ -292,8 +292,8 @@ def main(configs=('tf',), peers=True, rounds=1, batch_size=1, seq_len=1024, step
             print(json.dumps(row), flush=True)
             rows.append(row)
 
-    print(f'\n{name} random weights, batch {batch_size} x {seq_len} tokens, Adam unless +optimizer=..., median of {steps} steps per '
-          f'run; '
+    print(f'\n{name} random weights, batch {batch_size} x {seq_len} tokens, Adam unless +optimizer=..., median of '
+          f'{steps} steps per run; '
           f'load = 1-minute load average at the start of the run, on {os.cpu_count()} cores; CPU s: '
           f'CPU time of the process (all threads), which grows less than the time on the clock with the load')
     print(table(rows))

@@ -27,6 +27,7 @@ KEPT_ATTENTION_ROWS = 2
 RECOMPUTED_BLOCK_FACTOR = 2
 # The logits [tokens, n_vocab], the cross-entropy's gradient of them, and the product's work space.
 LOGITS_COPIES = 3
+LOSS_CHUNK = 128  # tokens per piece of train.chunked_token_losses, which reads it here
 
 
 @dataclasses.dataclass
@@ -95,7 +96,12 @@ def estimate(hparams, *, batch_size, seq_len, optimizer='adam', memory_saving_gr
         kept = FLOAT * tokens * e * hparams.n_layer + RECOMPUTED_BLOCK_FACTOR * block
     else:
         kept = block * hparams.n_layer
-    logits = LOGITS_COPIES * FLOAT * tokens * hparams.n_vocab
+    if memory_saving_gradients and lean:
+        # The chunked cross-entropy: a chunk's logits, and the embeddings' gradient being summed.
+        logits = (LOGITS_COPIES * FLOAT * min(tokens, LOSS_CHUNK) * hparams.n_vocab
+                  + 2 * FLOAT * hparams.n_vocab * e)
+    else:
+        logits = LOGITS_COPIES * FLOAT * tokens * hparams.n_vocab
     return Estimate(weights=weights, gradients=gradients, optimizer_state=state, activations=kept + logits)
 
 

@@ -55,7 +55,7 @@ def token_losses(logits, tokens, lengths):
 
 # Tokens per piece of the chunked cross-entropy: its logits are 128 x 50257 floats, 26 MB, where the whole
 # window's are 206 MB, and as much again for their gradient and for the softmax.
-LOSS_CHUNK = 128
+LOSS_CHUNK = memory.LOSS_CHUNK
 
 
 def chunked_token_losses(h, wte, tokens, lengths, chunk=LOSS_CHUNK):
