@@ -154,23 +154,41 @@ def measure_script(src, common):
 
 
 def write_shape_model(model_dir, n_layer, n_embd, n_head):
-    """A random-weight model of a released shape, written by TensorFlow one variable at a time (in a fresh
-    process, see bench_sample.in_fresh_process): the 1558M shape's 6.2 GB of weights, never a second copy."""
+    """A random-weight model of a released shape, written by TensorFlow a layer at a time (in a fresh process, see
+    bench_sample.in_fresh_process): each layer's variables are saved to a bundle of their own, and the bundles
+    merged into model.ckpt, so the 1558M shape's 6.2 GB of weights are never in memory at once."""
     tf = checkpoint.import_tensorflow()
     tf.disable_v2_behavior()
     model_dir.mkdir(parents=True, exist_ok=True)
     n_vocab = bench_sample.write_vocabulary(model_dir)
     hparams = {'n_vocab': n_vocab, 'n_ctx': 1024, 'n_embd': n_embd, 'n_head': n_head, 'n_layer': n_layer}
     (model_dir / 'hparams.json').write_text(json.dumps(hparams, indent=2) + '\n', encoding='utf-8')
+    shapes = checkpoint.variable_shapes(SimpleNamespace(**hparams))
+    groups = {}
+    for name in shapes:
+        groups.setdefault(name.split('/')[1] if name.startswith('model/h') else name, []).append(name)
+    prefix = str(model_dir / checkpoint.CHECKPOINT_PREFIX)
+    parts = []
     with tf.Graph().as_default(), tf.Session() as sess:
-        variables = {}
-        for i, (name, shape) in enumerate(checkpoint.variable_shapes(SimpleNamespace(**hparams)).items()):
-            base = 1.0 if name.endswith('/g') else 0.0
-            value = base + 0.02 * tf.random.stateless_normal(shape, seed=[i, 0])
-            variables[name] = tf.Variable(value, name=name, use_resource=True)
-            sess.run(variables[name].initializer)
-        tf.train.Saver(var_list=variables).save(sess, str(model_dir / checkpoint.CHECKPOINT_PREFIX),
-                                                write_state=False)
+        names = tf.placeholder(tf.string, [None])
+        for number, (group, members) in enumerate(groups.items()):
+            values = []
+            for name in members:
+                seed = list(shapes).index(name)
+                base = 1.0 if name.endswith('/g') else 0.0
+                values.append(base + 0.02 * tf.random.stateless_normal(shapes[name], seed=[seed, 0]))
+            part = f'{prefix}.part{number}'
+            sess.run(tf.raw_ops.SaveV2(prefix=part, tensor_names=members, shape_and_slices=[''] * len(members),
+                                       tensors=values))
+            parts.append(part)
+        sess.run(tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=parts, destination_prefix=prefix,
+                                               delete_old_dirs=True))
+        del names
+    # The graph file the released folders have: the variables alone, which the scripts never read.
+    with tf.Graph().as_default():
+        variables = [tf.Variable(tf.zeros([1]), name=name, validate_shape=False) for name in shapes]
+        tf.train.export_meta_graph(str(model_dir / 'model.ckpt.meta'), clear_devices=True)
+        del variables
     (model_dir / checkpoint.STATE_FILE).write_text(checkpoint.state_text([checkpoint.CHECKPOINT_PREFIX]))
     (model_dir / '.complete').touch()
 
