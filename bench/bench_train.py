@@ -32,6 +32,7 @@ import tarfile
 import time
 from io import BytesIO
 from pathlib import Path
+from types import SimpleNamespace
 
 import fire
 import numpy as np
@@ -152,6 +153,57 @@ def measure_script(src, common):
             'step_cpu_s': None, 'first_step_cpu_s': None, 'peak_rss_mb': round(usage.ru_maxrss / 1024)}
 
 
+def write_shape_model(model_dir, n_layer, n_embd, n_head):
+    """A random-weight model of a released shape, written by TensorFlow a layer at a time (in a fresh process, see
+    bench_sample.in_fresh_process): each layer's variables are saved to a bundle of their own, and the bundles
+    merged into model.ckpt, so the 1558M shape's 6.2 GB of weights are never in memory at once."""
+    tf = checkpoint.import_tensorflow()
+    tf.disable_v2_behavior()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    n_vocab = bench_sample.write_vocabulary(model_dir)
+    hparams = {'n_vocab': n_vocab, 'n_ctx': 1024, 'n_embd': n_embd, 'n_head': n_head, 'n_layer': n_layer}
+    (model_dir / 'hparams.json').write_text(json.dumps(hparams, indent=2) + '\n', encoding='utf-8')
+    shapes = checkpoint.variable_shapes(SimpleNamespace(**hparams))
+    groups = {}
+    for name in shapes:
+        groups.setdefault(name.split('/')[1] if name.startswith('model/h') else name, []).append(name)
+    prefix = str(model_dir / checkpoint.CHECKPOINT_PREFIX)
+    parts = []
+    with tf.Graph().as_default(), tf.Session() as sess:
+        names = tf.placeholder(tf.string, [None])
+        for number, (group, members) in enumerate(groups.items()):
+            values = []
+            for name in members:
+                seed = list(shapes).index(name)
+                base = 1.0 if name.endswith('/g') else 0.0
+                values.append(base + 0.02 * tf.random.stateless_normal(shapes[name], seed=[seed, 0]))
+            part = f'{prefix}.part{number}'
+            sess.run(tf.raw_ops.SaveV2(prefix=part, tensor_names=members, shape_and_slices=[''] * len(members),
+                                       tensors=values))
+            parts.append(part)
+        sess.run(tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=parts, destination_prefix=prefix,
+                                               delete_old_dirs=True))
+        del names
+    # The graph file the released folders have: the variables alone, which the scripts never read.
+    with tf.Graph().as_default():
+        variables = [tf.Variable(tf.zeros([1]), name=name, validate_shape=False) for name in shapes]
+        tf.train.export_meta_graph(str(model_dir / 'model.ckpt.meta'), clear_devices=True)
+        del variables
+    (model_dir / checkpoint.STATE_FILE).write_text(checkpoint.state_text([checkpoint.CHECKPOINT_PREFIX]))
+    (model_dir / '.complete').touch()
+
+
+def ensure_shape(shape):
+    """--shape NAME -> (name, model folder): the cached random-weight model of that released shape."""
+    if shape not in checkpoint.MODEL_SIZES:
+        sys.exit(f'error: --shape must be one of {", ".join(checkpoint.MODEL_SIZES)}, got {shape!r}')
+    model_dir = bench_sample.CACHE_DIR / shape
+    if not (model_dir / '.complete').exists():
+        print(f'writing a random-weight {shape} model to {model_dir} (once) ...', flush=True)
+        bench_sample.in_fresh_process(write_shape_model, model_dir, *checkpoint.MODEL_SIZES[shape])
+    return shape, model_dir
+
+
 def measure(config, src, common, peers_python, profile):
     name, _, knobs = parse_config(config)
     if name == 'script':
@@ -183,16 +235,35 @@ def table(rows):
     return '\n'.join(lines)
 
 
+def memory_table(rows):
+    """The README's Memory table rows (Markdown) for the `tf` rows."""
+    lines = ['| shape | optimizer | memory saving | peak RSS | tokens/s | load |', '|---|---|---|--:|--:|--:|']
+    for row in rows:
+        name, _, knobs = parse_config(row['config'])
+        if name != 'tf':
+            continue
+        lines.append(f'| {row["model"]} | {knobs.get("optimizer", "adam")} | '
+                     f'{"on" if knobs.get("recompute") else "off"} | {row["peak_rss_mb"] / 1000:.1f} GB | '
+                     f'{row["tokens_per_s"]:.1f} | {row["load"]:.1f} |')
+    return '\n'.join(lines)
+
+
 def print_profile(row):
     profile = row['profile']
     print(f'\n{row["config"]}: one traced step, allocator peak {profile["allocator_peak_mb"]} MB')
     print(f'  {"op":<36} {"ms":>9}     {"op":<36} {"MB new":>9}')
     for (op, ms), (op2, mb) in zip(profile['ms_by_op'].items(), profile['output_mb_by_op'].items()):
         print(f'  {op:<36} {ms:9.1f}     {op2:<36} {mb:9.1f}')
+    if 'live_mb_at_peak' in profile:
+        print(f'  the step\'s own peak (above the variables and optimizer state): {profile["step_peak_mb"]} MB; '
+              f'held then, by op (layers summed):')
+        for op, mb in profile['live_mb_at_peak'].items():
+            print(f'    {op:<70} {mb:9.1f}')
 
 
 def main(configs=('tf',), peers=True, rounds=1, batch_size=1, seq_len=1024, steps=3, learning_rate=2e-5,
-         n_layer=12, n_embd=768, n_head=12, profile=False, dropout=0.0, peers_python=DEFAULT_PEERS_PYTHON):
+         n_layer=12, n_embd=768, n_head=12, profile=False, dropout=0.0, peers_python=DEFAULT_PEERS_PYTHON,
+         shape=None):
     """Benchmark training steps on a random-weight GPT-2; print one JSON line per run, then a table.
 
     configs: configurations of this project to measure, e.g. --configs=tf,tf+xla (see the module's docstring)
@@ -208,6 +279,8 @@ def main(configs=('tf',), peers=True, rounds=1, batch_size=1, seq_len=1024, step
     profile: trace one step of each configuration of this project: ms and MB of outputs by op type
     dropout: the peers' dropout (GPT-2 and this project train without; transformers' default config has 0.1)
     peers_python: the Python with torch and transformers installed
+    shape: a released shape by name (124M, 355M, 774M, 1558M) instead of n_layer, n_embd and n_head; its
+           random weights are written once to bench/.cache/models/NAME, one variable at a time
     """
     configs = configs.split(',') if isinstance(configs, str) else list(configs)
     if peers and not Path(peers_python).exists():
@@ -217,7 +290,10 @@ def main(configs=('tf',), peers=True, rounds=1, batch_size=1, seq_len=1024, step
         configs += [c for c in PEERS if c not in configs]
     # Each revision is exported now: a commit made while this runs must not change what HEAD measures.
     sources = {config: src_of(parse_config(config)[1]) for config in configs}
-    name, model_dir = bench_sample.ensure_model(n_layer, n_embd, n_head)
+    if shape is not None:
+        name, model_dir = ensure_shape(str(shape))
+    else:
+        name, model_dir = bench_sample.ensure_model(n_layer, n_embd, n_head)
     hparams = checkpoint.read_hparams(model_dir)
     if seq_len > hparams['n_ctx']:
         raise ValueError(f'seq_len {seq_len} exceeds n_ctx {hparams["n_ctx"]}')
@@ -234,7 +310,8 @@ def main(configs=('tf',), peers=True, rounds=1, batch_size=1, seq_len=1024, step
             print(json.dumps(row), flush=True)
             rows.append(row)
 
-    print(f'\n{name} random weights, batch {batch_size} x {seq_len} tokens, Adam, median of {steps} steps per run; '
+    print(f'\n{name} random weights, batch {batch_size} x {seq_len} tokens, Adam unless +optimizer=..., median of '
+          f'{steps} steps per run; '
           f'load = 1-minute load average at the start of the run, on {os.cpu_count()} cores; CPU s: '
           f'CPU time of the process (all threads), which grows less than the time on the clock with the load')
     print(table(rows))
@@ -244,6 +321,7 @@ def main(configs=('tf',), peers=True, rounds=1, batch_size=1, seq_len=1024, step
             return statistics.median(values) if values else None
         medians = [{'config': f'{c} (median)', **{key: median(c, key) for _, key, _ in COLUMNS}} for c in configs]
         print(table(medians))
+    print(memory_table(rows))
     for row in rows:
         if 'profile' in row:
             print_profile(row)

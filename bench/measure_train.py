@@ -8,6 +8,7 @@ revision's), and the knobs of one configuration (see KNOBS).
 """
 import json
 import os
+import re
 from pathlib import Path
 import resource
 import statistics
@@ -22,6 +23,7 @@ KNOBS = {
     'grappler': 'default',  # 'default', 'one' (one pass of the meta-optimizer) or 'off' (no rewrites)
     'loop': 'auto',  # 'bare': the loop below over model.model; 'train': train.py's builder; 'auto': train if any
     'recompute': False,  # train.py's --memory_saving_gradients
+    'optimizer': 'adam',  # train.py's --optimizer: adam, sgd or adafactor
     'arenas': 0,  # MALLOC_ARENA_MAX for glibc's malloc (0: its default, 8 per core), set by bench_train.py
     'mmap_mb': 0,  # MALLOC_MMAP_THRESHOLD_ in MB (0: glibc's default, which rises up to 32 MB as blocks are freed)
     'profile': False,  # trace one step and return where its time and memory go
@@ -88,9 +90,11 @@ def train_builder(tf, hparams, settings):
     """train.py's own graph and restore, as `python src/train.py` makes them (without its sampler)."""
     import train
 
+    options = {} if settings['optimizer'] == 'adam' else {'optimizer': settings['optimizer']}  # older revisions
+    learning_rate = 1e-3 if settings['optimizer'] == 'adafactor' else settings['learning_rate']
     training = train.build_training(hparams, batch_size=settings['batch_size'], seq_len=settings['seq_len'],
-                                    optimizer='adam', learning_rate=settings['learning_rate'],
-                                    memory_saving_gradients=settings['recompute'])
+                                    learning_rate=learning_rate, memory_saving_gradients=settings['recompute'],
+                                    **options)
     feed_lengths = {training.lengths: [settings['seq_len']] * settings['batch_size']}
 
     def restore(sess):
@@ -125,7 +129,36 @@ def op_profile(tf, sess, train_op, feed):
 
     def top(d, n=20):
         return {k: round(v, 1) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:n]}
-    return {'ms_by_op': top(ms), 'output_mb_by_op': top(mb), 'allocator_peak_mb': round(peak)}
+    live_peak, live = live_at_peak(metadata)
+    return {'ms_by_op': top(ms), 'output_mb_by_op': top(mb), 'allocator_peak_mb': round(peak),
+            'step_peak_mb': round(live_peak), 'live_mb_at_peak': top(live, 30)}
+
+
+def live_at_peak(metadata):
+    """From the trace's allocation records (every allocation and free during the step, by the op that made it):
+    the peak of the memory the step allocated on top of what was there before (variables and optimizer state),
+    and the MB still held at that moment by each op's allocations, by op name with its layer number dropped
+    (model/h7/... and model/h8/... together), the largest first."""
+    events = []
+    for device in metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            for memory in node.memory:
+                for record in memory.allocation_records:
+                    events.append((record.alloc_micros, record.alloc_bytes, node.node_name))
+    events.sort()
+    total, peak, peak_index = 0, 0, -1
+    for i, (_, size, _) in enumerate(events):
+        total += size
+        if total > peak:
+            peak, peak_index = total, i
+    held = {}
+    for _, size, name in events[:peak_index + 1]:
+        held[name] = held.get(name, 0) + size
+    grouped = {}
+    for name, size in held.items():
+        key = re.sub(r'h\d+(?=/|_)', 'hN', name)
+        grouped[key] = grouped.get(key, 0) + size / 2**20
+    return peak / 2**20, {k: v for k, v in grouped.items() if v > 0.5}
 
 
 def cpu_seconds():

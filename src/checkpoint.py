@@ -170,6 +170,44 @@ def state_text(names):
     return f'model_checkpoint_path: "{names[-1]}"\n' + ''.join(f'all_model_checkpoint_paths: "{n}"\n' for n in names)
 
 
+# A training run's record of its best validation (train.py --keep_best, --early_stopping): JSON with the keys
+# checkpoint (the name of the best checkpoint, or null), loss (the lowest validation loss), step (where), since
+# (validations since then without improvement), last (the step of the last validation counted).
+BEST_FILE = 'best.json'
+
+
+def read_best(model_dir):
+    """The run's best.json as a dict, or None where there is none (or it cannot be read)."""
+    try:
+        best = json.loads((Path(model_dir) / BEST_FILE).read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return None
+    return best if isinstance(best, dict) else None
+
+
+def best_text(*, checkpoint, loss, step, since, last):
+    return json.dumps({'checkpoint': checkpoint, 'loss': loss, 'step': step, 'since': since, 'last': last}) + '\n'
+
+
+def choose_checkpoint(model_dir, which='latest'):
+    """--checkpoint latest|best|STEP -> the file name prefix of that checkpoint in model_dir: the current one,
+    the run's best (train.py --keep_best), or model-STEP. ModelError if the folder has no such checkpoint."""
+    if which in (None, 'latest'):
+        return current_checkpoint(model_dir)
+    if which == 'best':
+        best = read_best(model_dir)
+        if not best or not best.get('checkpoint'):
+            raise ModelError(f'--checkpoint best: {model_dir} has no best checkpoint (train with --keep_best and '
+                             f'--val_every to keep one); give latest or a step')
+        return best['checkpoint']
+    name = f'model-{which}'
+    kept = read_state(model_dir)
+    if name not in kept:
+        steps = ', '.join(n.split('-', 1)[1] for n in kept if n.startswith('model-')) or 'none'
+        raise ModelError(f'--checkpoint {which}: {model_dir} holds no checkpoint of that step (it holds: {steps})')
+    return name
+
+
 def current_checkpoint(model_dir):
     """The file name prefix of the checkpoint that model_dir's state file names: model.ckpt in a released
     folder, model-STEP in a training run. A state file that names none means the released layout."""
@@ -184,18 +222,19 @@ def required_files(prefix):
     return (STATE_FILE, *MODEL_INFO_FILES, *checkpoint_files(prefix))
 
 
-def check_model_dir(model_dir, model_name=None):
+def check_model_dir(model_dir, model_name=None, prefix=None):
     """Raise ModelError unless model_dir holds every file of a checkpoint whose variables match hparams.json: the
     checkpoint its `checkpoint` state file names (model.ckpt as released, or a training run's latest).
 
     Cheap: reads hparams.json and the checkpoint index, and compares the weights file's size with what the
-    index needs; it does not read the weights. Returns the hparams dict.
+    index needs; it does not read the weights. Returns the hparams dict. prefix: check that checkpoint (a file
+    name prefix in model_dir) instead of the current one.
     """
     model_dir = Path(model_dir)
     model_name = model_name or model_dir.name
     if not model_dir.is_dir():
         raise ModelError(f'model folder {model_dir} not found; {download_hint(model_name)}')
-    prefix = current_checkpoint(model_dir)
+    prefix = prefix or current_checkpoint(model_dir)
     missing = [f for f in required_files(prefix) if not (model_dir / f).is_file()]
     if missing:
         partial = [f for f in missing if (model_dir / (f + PARTIAL_SUFFIX)).exists()]

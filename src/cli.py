@@ -7,6 +7,7 @@ import codecs
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import checkpoint
 import flags
@@ -136,14 +137,26 @@ def check_context_keep(context_keep, n_ctx):
 # Loading a model
 # ---------------------------------------------------------------------------------------------------------------
 
-def load_model(model_name, models_dir):
-    """-> (model_dir, hparams, encoder), after checking that the folder holds a complete, consistent model."""
+class ModelFolder(type(Path())):
+    """A model folder's path that also names the checkpoint in it to load (checkpoint_name)."""
+    checkpoint_name = None
+
+
+def load_model(model_name, models_dir, which='latest'):
+    """-> (model_dir, hparams, encoder), after checking that the folder holds a complete, consistent model.
+    which: the --checkpoint flag, latest, best or a step (checkpoint.choose_checkpoint); start_restore restores
+    that one."""
     flags.folder_name('model_name', model_name)
+    if not (which in ('latest', 'best') or (isinstance(which, int) and not isinstance(which, bool) and which >= 0)):
+        raise flags.UsageError(f'--checkpoint must be latest, best or a step (a whole number), got {which!r}')
     models_dir = checkpoint.resolve_models_dir(models_dir)
-    model_dir = models_dir / model_name
+    model_dir = ModelFolder(models_dir / model_name)
     if not models_dir.is_dir():
         raise checkpoint.ModelError(f'models folder {models_dir} not found; {checkpoint.download_hint(model_name)}')
-    hparams = model.default_hparams().override_from_dict(checkpoint.check_model_dir(model_dir, model_name))
+    if which != 'latest' and model_dir.is_dir():
+        model_dir.checkpoint_name = checkpoint.choose_checkpoint(model_dir, which)
+    hparams = model.default_hparams().override_from_dict(
+        checkpoint.check_model_dir(model_dir, model_name, model_dir.checkpoint_name))
     enc = encoder.read_vocabulary(model_dir)
     if max(enc.encoder.values()) >= hparams.n_vocab:
         raise checkpoint.ModelError(f'encoder.json in {model_dir} does not fit the model (it needs ids below '
@@ -180,7 +193,8 @@ def start_restore(sess, model_dir, hparams):
 
     def restore():
         try:
-            run(str(model_dir / checkpoint.current_checkpoint(model_dir)))
+            run(str(model_dir / (getattr(model_dir, 'checkpoint_name', None)
+                                 or checkpoint.current_checkpoint(model_dir))))
         except tf.errors.OpError as err:
             failure.append(error_reason(err))
 

@@ -8,7 +8,7 @@ import fire
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-import checkpoint
+from checkpoint import ENDOFTEXT
 import flags
 import sample
 
@@ -21,18 +21,18 @@ import sample
 def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=None, temperature=1, top_k=0,
                  top_p=1, models_dir='models', stop_at_endoftext=False, stop=None,
                  repetition_penalty=1, presence_penalty=0, frequency_penalty=0, no_repeat_ngram_size=0,
-                 context_keep=None):
+                 context_keep=None, checkpoint='latest'):
     batch_size = cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
                                           top_k=top_k, top_p=top_p, seed=seed)
     stops = cli.check_stops(stop)
     penalties = cli.check_penalties(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                                     frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
-    model_dir, hparams, enc = cli.load_model(model_name, models_dir)
+    model_dir, hparams, enc = cli.load_model(model_name, models_dir, checkpoint)
     length = cli.check_length(length, hparams.n_ctx, default=hparams.n_ctx)
     context_keep = cli.check_context_keep(context_keep, hparams.n_ctx)
     # The start token and every sampled token but the last go through the model: past the window, it slides.
     sliding = {'context_keep': context_keep} if length > hparams.n_ctx else {}
-    endoftext = enc.encoder[checkpoint.ENDOFTEXT]
+    endoftext = enc.encoder[ENDOFTEXT]
     printer = cli.SamplePrinter(enc, stop_token=endoftext if stop_at_endoftext else None, stops=stops)
 
     with tf.Graph().as_default(), tf.Session(config=sample.session_config()) as sess:

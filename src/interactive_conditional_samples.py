@@ -8,7 +8,7 @@ import fire
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-import checkpoint
+from checkpoint import ENDOFTEXT
 import flags
 import sample
 
@@ -125,24 +125,24 @@ def sample_prompt_file(sess, output, context, lengths, prompts, tokens, printer,
 def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, length=None, temperature=1, top_k=0,
                    top_p=1, models_dir='models', stop_at_endoftext=False, stop=None,
                    repetition_penalty=1, presence_penalty=0, frequency_penalty=0, no_repeat_ngram_size=0,
-                   prompt_file=None, prompt_separator='', context_keep=None):
+                   prompt_file=None, prompt_separator='', context_keep=None, checkpoint='latest'):
     batch_size = cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
                                           top_k=top_k, top_p=top_p, seed=seed, min_nsamples=1)
     stops = cli.check_stops(stop)
     penalties = cli.check_penalties(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                                     frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
     prompts = None if prompt_file is None else read_prompt_file(str(prompt_file), str(prompt_separator))
-    model_dir, hparams, enc = cli.load_model(model_name, models_dir)
+    model_dir, hparams, enc = cli.load_model(model_name, models_dir, checkpoint)
     length = cli.check_length(length, hparams.n_ctx, default=hparams.n_ctx // 2, room_for_prompt=True)
     context_keep = cli.check_context_keep(context_keep, hparams.n_ctx)
     # Below the window, prompt and sample fit it, as in the original; from the window on, it slides.
     sliding = length >= hparams.n_ctx
-    endoftext = enc.encoder[checkpoint.ENDOFTEXT]
+    endoftext = enc.encoder[ENDOFTEXT]
     printer = cli.SamplePrinter(enc, stop_token=endoftext if stop_at_endoftext else None, stops=stops)
     room = None if sliding else hparams.n_ctx - length
 
     def encode(text):
-        return fit_prompt(enc.encode(text, allowed_special={checkpoint.ENDOFTEXT}), room)
+        return fit_prompt(enc.encode(text, allowed_special={ENDOFTEXT}), room)
     if prompts is not None and not sliding:
         batch_size = min(batch_size, nsamples * len(prompts))
 

@@ -204,7 +204,8 @@ def token_stream(enc, files, *, combine, encoding):
     dtype = token_dtype(vocab_size)
     characters = 0  # of the text files in the chunk being gathered
     total = sum(os.path.getsize(f) for f in files)
-    with tqdm.tqdm(total=total, unit='B', unit_scale=True, desc='dataset') as progress:
+    # No bar for a dataset with nothing in it: its error line is all that is printed.
+    with tqdm.tqdm(total=total, unit='B', unit_scale=True, desc='dataset', disable=not total) as progress:
         for path in files:
             if path.suffix == NPZ_SUFFIX:
                 if characters:

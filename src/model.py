@@ -265,27 +265,30 @@ def unembed(h, wte):
 def recomputed_block(x, scope, *, hparams):
     """block() without past, keeping none of its activations for the backward pass, which runs it again once the
     gradient from above has arrived. (tf.recompute_grad would order that with `t == t`, which v1 graphs make a
-    Python True: it recomputes during the forward pass and saves nothing.)"""
+    Python True: it recomputes during the forward pass and saves nothing.) -> (h, None): no present, which
+    training does not use (as an output it would be kept, with a gradient of zeros, for every layer until its
+    backward pass: 0.75 GB at 774M)."""
     outer = tf.get_variable_scope()
 
     @tf.custom_gradient
     def run(x):
-        h, present = block(x, scope, past=None, hparams=hparams)
+        h, _ = block(x, scope, past=None, hparams=hparams)
 
-        def grad(dh, dpresent, variables=None):
+        def grad(dh, variables=None):
             with tf.control_dependencies([dh]):
                 x_again = tf.identity(x)
             with tf.variable_scope(outer, reuse=True):
-                again = block(x_again, scope, past=None, hparams=hparams)
-            grads = tf.gradients(again, [x_again] + variables, grad_ys=[dh, dpresent])
+                again, _ = block(x_again, scope, past=None, hparams=hparams)
+            grads = tf.gradients(again, [x_again] + variables, grad_ys=dh)
             return grads[0], grads[1:]
-        return (h, present), grad
-    return run(x)
+        return h, grad
+    return run(x), None
 
 
 def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False):
     """X [batch, seq] token ids, past [batch, n_layer, 2, head, past_seq, head_dim] or None
-    -> {'logits': [batch, seq, n_vocab], 'present': [batch, n_layer, 2, head, seq, head_dim]}
+    -> {'logits': [batch, seq, n_vocab], 'present': [batch, n_layer, 2, head, seq, head_dim] (None with
+    recompute), 'h': the last hidden state after ln_f [batch, seq, n_embd], from which the logits are made}
 
     recompute: for training, keep only each block's input for the backward pass and compute the rest again there
     (less memory, one more forward pass of the blocks); needs resource variables and no past."""
@@ -304,4 +307,4 @@ def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False)
                 h, present = block(h, f'h{layer}', past=layer_past, hparams=hparams)
             presents.append(present)
         h = norm(h, 'ln_f')
-        return {'logits': unembed(h, wte), 'present': tf.stack(presents, axis=1)}
+        return {'logits': unembed(h, wte), 'present': None if recompute else tf.stack(presents, axis=1), 'h': h}

@@ -19,13 +19,18 @@ import fire
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import adafactor
 import checkpoint
 import flags
 import load_dataset
+import memory
 import model
 import sample
+import schedules
 
-OPTIMIZERS = ('adam', 'sgd')
+OPTIMIZERS = ('adam', 'sgd', 'adafactor')
+# --learning_rate's default for each optimizer: Adafactor's is transformers' fine-tuning setting.
+DEFAULT_LEARNING_RATE = {'adam': 2e-5, 'sgd': 2e-5, 'adafactor': 1e-3}
 # The variables --only_train_transformer_layers trains: the blocks', not the embeddings' or ln_f's.
 TRANSFORMER_LAYER = re.compile(r'^model/h\d+/')
 
@@ -48,6 +53,67 @@ def token_losses(logits, tokens, lengths):
     return losses, real
 
 
+# Tokens per piece of the chunked cross-entropy: its logits are 128 x 50257 floats, 26 MB, where the whole
+# window's are 206 MB, and as much again for their gradient and for the softmax.
+LOSS_CHUNK = memory.LOSS_CHUNK
+
+
+def chunked_token_losses(h, wte, tokens, lengths, chunk=LOSS_CHUNK):
+    """token_losses(unembed(h, wte), tokens, lengths) without the logits [batch, seq, n_vocab] at full size: h
+    [batch, seq, n_embd] (after ln_f), wte [n_vocab, n_embd]. The forward pass makes the logits of `chunk` tokens
+    at a time and keeps none of them; the backward pass makes them again, chunk by chunk, and adds each chunk's
+    share of the embeddings' gradient to one sum. The same losses and gradients (up to the order of float
+    additions), for one more product of the logits."""
+    batch, seq, n_embd = model.shape_list(h)
+    next_tokens = tf.concat([tokens[:, 1:], tokens[:, :1]], axis=1)  # the last position's target is dropped
+    flat_losses = chunked_cross_entropy(tf.reshape(h, [-1, n_embd]), tf.convert_to_tensor(wte),
+                                        tf.reshape(next_tokens, [-1]), chunk)
+    losses = tf.reshape(flat_losses, [batch, seq])[:, :-1]
+    target_positions = tf.range(1, tf.shape(tokens)[1])
+    real = tf.cast(target_positions[tf.newaxis, :] < lengths[:, tf.newaxis], losses.dtype)
+    return losses, real
+
+
+def chunked_cross_entropy(h, wte, targets, chunk):
+    """h [tokens, n_embd], wte [n_vocab, n_embd], targets [tokens] -> cross-entropy of each token's logits
+    h @ wte^T against its target [tokens], `chunk` tokens at a time (see chunked_token_losses)."""
+    n = tf.shape(h)[0]
+    pieces = (n + chunk - 1) // chunk
+
+    def part(i):
+        return slice(i * chunk, tf.minimum((i + 1) * chunk, n))
+
+    @tf.custom_gradient
+    def run(h, wte):
+        def body(i, losses):
+            logits = tf.matmul(h[part(i)], wte, transpose_b=True)  # [chunk, n_vocab]
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets[part(i)], logits=logits)
+            return i + 1, losses.write(i, loss)
+        array = tf.TensorArray(h.dtype, size=pieces, infer_shape=False, element_shape=tf.TensorShape([None]))
+        # One chunk at a time: each iteration's logits are freed before the next one's are made.
+        _, array = tf.while_loop(lambda i, _: i < pieces, body, [0, array], back_prop=False, parallel_iterations=1)
+
+        def grad(dlosses):
+            with tf.control_dependencies([dlosses]):
+                h_after = tf.identity(h)  # the logits are made again only once the backward pass is here
+
+            def body(i, dh, dwte):
+                rows = part(i)
+                logits = tf.matmul(h_after[rows], wte, transpose_b=True)
+                _, softmax_less_target = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+                    features=logits, labels=targets[rows])  # d loss / d logits, [chunk, n_vocab]
+                dlogits = softmax_less_target * dlosses[rows][:, tf.newaxis]
+                dwte = dwte + tf.matmul(dlogits, h_after[rows], transpose_a=True)
+                return i + 1, dh.write(i, tf.matmul(dlogits, wte)), dwte
+            dh = tf.TensorArray(h.dtype, size=pieces, infer_shape=False,
+                                element_shape=tf.TensorShape([None, h.shape[-1]]))
+            _, dh, dwte = tf.while_loop(lambda i, *_: i < pieces, body, [0, dh, tf.zeros_like(wte)],
+                                        back_prop=False, parallel_iterations=1)
+            return dh.concat(), dwte
+        return array.concat(), grad
+    return run(h, wte)
+
+
 def with_noise(tokens, p, n_vocab, key):
     """[batch, seq] -> the same, each token replaced by a uniformly random one with probability p, as a
     regulariser (nshepperd's --noise). The draw is stateless, keyed by key [2], so a resumed run draws the
@@ -61,11 +127,15 @@ def with_noise(tokens, p, n_vocab, key):
     return tf.where(replace, tf.cast(random_tokens, tokens.dtype), tokens)
 
 
-def make_optimizer(name, learning_rate):
+def make_optimizer(name, learning_rate, adafactor_options=None):
+    """adafactor_options: the keyword arguments of adafactor.AdafactorOptimizer (beta1, relative_step,
+    scale_parameter)."""
     if name == 'adam':
         return tf.train.AdamOptimizer(learning_rate)
     if name == 'sgd':
         return tf.train.GradientDescentOptimizer(learning_rate)
+    if name == 'adafactor':
+        return adafactor.AdafactorOptimizer(learning_rate, **(adafactor_options or {}))
     raise ValueError(f'unknown optimizer {name!r}; known: {", ".join(OPTIMIZERS)}')
 
 
@@ -90,6 +160,7 @@ class Training:
     model_vars: list  # every model variable (the released checkpoint's)
     saved_vars: list  # what a run checkpoint holds: model, optimizer state and global_step
     accumulate_gradients: int
+    learning_rate: object = None  # float32 [] tensor (or a float): the rate of the next update
 
     def run_step(self, sess, batches):
         """One optimizer update from accumulate_gradients micro-batches [(tokens, lengths), ...]
@@ -109,7 +180,8 @@ class Training:
 
 
 def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_rate=2e-5, accumulate_gradients=1,
-                   only_train_transformer_layers=False, memory_saving_gradients=False, noise=0.0, seed=0):
+                   only_train_transformer_layers=False, memory_saving_gradients=False, noise=0.0, seed=0,
+                   lr_schedule='constant', warmup_steps=0, total_steps=None, adafactor_options=None):
     """Build, in the default graph, the model and the ops of one training step -> Training.
 
     The model's variables are resource variables with the released names (model/h0/attn/c_attn/w, ...), so the
@@ -119,7 +191,8 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
 
     hparams: model.HParams. batch_size: rows per micro-batch. seq_len: the longest row that will be fed (at most
     hparams.n_ctx); shorter rows are padded, and lengths says where each row's tokens end.
-    optimizer: 'adam' or 'sgd', at learning_rate.
+    optimizer: 'adam', 'sgd' or 'adafactor' (adafactor_options: AdafactorOptimizer's keywords), at learning_rate
+    times the schedule's factor (schedules.py: lr_schedule, warmup_steps, total_steps) at global_step.
     The loss is the mean cross-entropy of logits[:, :-1] against tokens[:, 1:] over the real (unpadded) targets:
     without padding, exactly the original's mean over the window.
     accumulate_gradients N: one update from N micro-batches, the gradient of their summed loss divided by their
@@ -142,20 +215,26 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
                                    trainable=False)
         key = tf.stack([seed_var, global_step * accumulate_gradients + tf.cast(micro_batch, tf.int64)])
         inputs = with_noise(tokens, noise, hparams.n_vocab, key)
-        logits = model.model(hparams, inputs, recompute=memory_saving_gradients)['logits']
-        losses, real = token_losses(logits, tokens, lengths)
+        output = model.model(hparams, inputs, recompute=memory_saving_gradients)
+        if memory_saving_gradients:
+            wte = [v for v in tf.global_variables() if v.op.name == 'model/wte'][0]
+            losses, real = chunked_token_losses(output['h'], wte, tokens, lengths)
+        else:
+            losses, real = token_losses(output['logits'], tokens, lengths)
         loss_sum = tf.reduce_sum(losses * real)
         target_count = tf.reduce_sum(real)
         loss = loss_sum / target_count
 
         model_vars = [v for v in tf.global_variables() if v.name.startswith('model/')]
         train_vars = [v for v in model_vars if TRANSFORMER_LAYER.match(v.name) or not only_train_transformer_layers]
-        opt = make_optimizer(optimizer, learning_rate)
+        rate = schedules.learning_rate(tf, learning_rate, lr_schedule, global_step, warmup_steps=warmup_steps,
+                                       total_steps=total_steps)
+        opt = make_optimizer(optimizer, rate, adafactor_options)
         if accumulate_gradients == 1:
             grads = opt.compute_gradients(loss, train_vars)
             accumulate_op, accumulators = None, []
             if memory_saving_gradients:
-                grads = after_all(grads)
+                grads = layer_by_layer(grads)
             train_op = opt.apply_gradients(grads, global_step=global_step)
         else:
             accumulate_op, train_op, accumulators = accumulating(opt, loss_sum, target_count, train_vars, global_step)
@@ -163,13 +242,32 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
     return Training(tokens=tokens, lengths=lengths, loss=loss, loss_sum=loss_sum, target_count=target_count,
                     train_op=train_op, accumulate_op=accumulate_op, micro_batch=micro_batch, global_step=global_step,
                     seed=seed_var, train_vars=train_vars, model_vars=model_vars, saved_vars=saved,
-                    accumulate_gradients=accumulate_gradients)
+                    accumulate_gradients=accumulate_gradients, learning_rate=rate)
 
 
 def after_all(grads_and_vars):
     """The gradients, each available only once all are computed. With recompute, the backward pass reads the
     weights again; without this, a weight could be updated before a recomputation still to come has read it."""
     grads = tf.tuple([g for g, _ in grads_and_vars])
+    return [(g, v) for g, (_, v) in zip(grads, grads_and_vars)]
+
+
+def layer_by_layer(grads_and_vars):
+    """The gradients of each transformer block available together, once all of that block's are computed, so that
+    the optimizer updates a block, and frees its gradients, as soon as its backward pass is done, instead of
+    holding all of them (3.1 GB at 774M) until the last is made (after_all). That is soon enough and not too
+    soon: with recompute, every read of a block's weights in its backward pass feeds one of its gradients, so
+    none comes after the update; the blocks below read only their own weights. The other variables (wte, wpe,
+    ln_f), read only outside the blocks, are updated when their gradient is ready."""
+    groups = {}
+    for i, (g, v) in enumerate(grads_and_vars):
+        match = TRANSFORMER_LAYER.match(v.op.name)
+        groups.setdefault(match.group(0) if match else i, []).append(i)
+    grads = [g for g, _ in grads_and_vars]
+    for members in groups.values():
+        if len(members) > 1:
+            for i, g in zip(members, tf.tuple([grads[i] for i in members])):
+                grads[i] = g
     return [(g, v) for g, (_, v) in zip(grads, grads_and_vars)]
 
 
@@ -226,8 +324,12 @@ def checkpoint_name(step):
 class RunFolder:
     """A run's folder, CHECKPOINT_DIR/RUN_NAME (see above); the folder need not exist yet."""
 
-    def __init__(self, path):
+    def __init__(self, path, *, checkpoint_size=0, free_space=None):
+        """checkpoint_size: the bytes a save writes, checked against free_space(path) (memory.free_space by
+        default) before each save."""
         self.path = Path(path)
+        self.checkpoint_size = checkpoint_size
+        self.free_space = free_space or (lambda folder: memory.free_space(folder))
 
     def checkpoints(self):
         """The kept checkpoints' names, oldest first."""
@@ -250,16 +352,41 @@ class RunFolder:
                 os.replace(temporary, self.path / name)
         if discard:
             (self.path / checkpoint.STATE_FILE).unlink(missing_ok=True)
+            (self.path / checkpoint.BEST_FILE).unlink(missing_ok=True)
         self.remove_unlisted()
 
     def save(self, sess, saver, step, max_checkpoints):
-        """Save checkpoint model-STEP, make it the latest, and keep only the last max_checkpoints -> its path."""
+        """Save checkpoint model-STEP, make it the latest, and keep only the last max_checkpoints (and the best,
+        see record_best) -> its path."""
         name = checkpoint_name(step)
+        # The new checkpoint is written whole before any old one is removed: it needs its full size free.
+        memory.check_disk(self.path, self.checkpoint_size, self.free_space)
         saver.save(sess, str(self.path / name), write_meta_graph=False, write_state=False)
-        kept = [n for n in self.checkpoints() if n != name] + [name]
-        self.write_state(kept[-max_checkpoints:])
-        self.remove_unlisted()
+        self.prune([n for n in self.checkpoints() if n != name] + [name], max_checkpoints)
         return self.path / name
+
+    def prune(self, names, max_checkpoints):
+        """Keep the last max_checkpoints of names (oldest first) and the best one, in their order."""
+        if not names:
+            return
+        best = (checkpoint.read_best(self.path) or {}).get('checkpoint')
+        self.write_state([n for i, n in enumerate(names) if i >= len(names) - max_checkpoints or n == best])
+        self.remove_unlisted()
+
+    def best(self):
+        """The run's best.json as a dict (checkpoint.BEST_FILE), {} if none."""
+        return checkpoint.read_best(self.path) or {}
+
+    def record_best(self, max_checkpoints, **best):
+        """Write best.json (checkpoint.best_text's keywords), replaced atomically; a checkpoint that was kept only
+        as the best and is no longer is removed."""
+        temporary = self.path / (checkpoint.BEST_FILE + TEMPORARY)
+        with open(temporary, 'w', encoding='utf-8') as f:
+            f.write(checkpoint.best_text(**best))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self.path / checkpoint.BEST_FILE)
+        self.prune(self.checkpoints(), max_checkpoints)
 
     def write_state(self, names):
         """The state file, in TensorFlow's format, replaced atomically."""
@@ -409,6 +536,41 @@ class Validation:
         loss = total / count
         print(f'[{step} | {progress.elapsed():.2f}] validation loss={loss:.4f} perplexity={np.exp(loss):.2f}',
               flush=True)
+        return loss
+
+
+class Best:
+    """--keep_best and --early_stopping: after each validation, the run's best.json is brought up to date; with
+    keep_best the checkpoint of a new lowest loss is saved (if it is not already) and never pruned, and with
+    early_stopping N the run stops after N validations in a row without a new lowest loss. The record is in the
+    run folder, so a resumed run goes on counting (a validation of the same step is not counted twice)."""
+
+    def __init__(self, run, *, keep_best, early_stopping, max_checkpoints):
+        self.run, self.keep_best, self.early_stopping = run, keep_best, early_stopping
+        self.max_checkpoints = max_checkpoints
+
+    def update(self, loss, step, save):
+        """After a validation of loss at step; save() saves a checkpoint of step -> True to stop the run."""
+        best = self.run.best()
+        if best.get('last') == step:
+            return False
+        if best.get('loss') is None or loss < best['loss']:
+            name = None
+            if self.keep_best and step > 0:
+                if checkpoint_name(step) not in self.run.checkpoints():
+                    save()
+                name = checkpoint_name(step)
+            best = dict(checkpoint=name, loss=loss, step=step, since=0)
+        else:
+            best = dict(best, since=best.get('since', 0) + 1)
+        best['last'] = step
+        self.run.record_best(self.max_checkpoints, **{k: best.get(k) for k in ('checkpoint', 'loss', 'step',
+                                                                               'since', 'last')})
+        if self.early_stopping and best['since'] >= self.early_stopping:
+            print(f'Stopping early: {best["since"]} validations without a loss below {best["loss"]:.4f} (step '
+                  f'{best["step"]})', flush=True)
+            return True
+        return False
 
 
 class Samples:
@@ -437,16 +599,27 @@ class Samples:
 
 
 def train_loop(sess, training, sampler, run, saver, *, steps, save_every, max_checkpoints, sample_every, samples,
-               val_every, validation):
+               val_every, validation, best=None):
     """Train until `steps` more steps are done (0: until Ctrl-C), saving every save_every steps and at the end;
-    samples every sample_every steps and at the end of `steps`."""
+    samples every sample_every steps and at the end of `steps`. best: a Best, for --keep_best and
+    --early_stopping."""
     step = int(sess.run(training.global_step))
     sampler.draws = step * training.accumulate_gradients  # go on with the windows a straight run would draw
     last, saved = (step + steps if steps else None), step
     progress, stop = Progress(), StopRequest()
-    if validation:
-        validation.run(sess, step, progress)
-    while not stop.requested and (last is None or step < last):
+
+    def validate():
+        """-> True to stop early."""
+        nonlocal saved
+        loss = validation.run(sess, step, progress)
+
+        def save():
+            nonlocal saved
+            print(f'Saving {run.save(sess, saver, step, max_checkpoints)}', flush=True)
+            saved = step
+        return best is not None and best.update(loss, step, save)
+    early = bool(validation) and validate()
+    while not early and not stop.requested and (last is None or step < last):
         batches = [sampler.sample(training.tokens.shape[0]) for _ in range(training.accumulate_gradients)]
         began = time.time()
         loss = training.run_step(sess, batches)
@@ -458,7 +631,7 @@ def train_loop(sess, training, sampler, run, saver, *, steps, save_every, max_ch
         if samples and step % sample_every == 0:
             samples.run(sess, step)
         if validation and step % val_every == 0:
-            validation.run(sess, step, progress)
+            early = validate()
     if step != saved:
         print(f'Saving {run.save(sess, saver, step, max_checkpoints)}', flush=True)
     if samples and not stop.requested and step % sample_every:
@@ -478,8 +651,17 @@ FLAGS = dict(
             'chunk).',
     encoding='the text files\' encoding.',
     batch_size='windows per step (per micro-batch with accumulate_gradients).',
-    learning_rate='the optimizer\'s learning rate, above 0.',
-    optimizer='adam or sgd.',
+    learning_rate='the optimizer\'s learning rate, above 0; by default 2e-5 for adam and sgd, 1e-3 for adafactor.',
+    optimizer='adam, sgd, or adafactor (second moments factored per matrix, no first moment: the optimizer state '
+              'is about 0.1% of the weights instead of Adam\'s 200%).',
+    adafactor_beta1='with adafactor, keep a first moment with this decay (e.g. 0.9; more memory); by default none.',
+    adafactor_relative_step='with adafactor, its own rate min(1e-2, 1/sqrt(step)) instead of --learning_rate.',
+    adafactor_scale_parameter='with adafactor, scale each update by the RMS of its weight.',
+    lr_schedule='constant, linear (down to 0 at total_steps) or cosine (half a cosine to 0 at total_steps), '
+                'after warmup_steps of linear warmup from 0.',
+    warmup_steps='updates of linear warmup from 0 to the learning rate.',
+    total_steps='with linear or cosine: the update count at which the rate reaches 0 (counted over the whole run, '
+                'resumes included).',
     accumulate_gradients='make each step from this many batches (the same update as one batch this many times '
                          'the size, in the memory of one).',
     memory_saving_gradients='recompute activations in the backward pass instead of keeping them: less memory, '
@@ -511,6 +693,10 @@ FLAGS = dict(
     val_every='print the validation loss and perplexity every this many steps (and at the start); 0 for never.',
     val_batch_size='windows per validation batch.',
     val_batch_count='validation batches; the windows are chosen once, so the loss is comparable over the run.',
+    keep_best='keep the checkpoint of the lowest validation loss (saved when it is reached) whatever '
+              'max_checkpoints says; sample from it with --checkpoint best. Needs val_every.',
+    early_stopping='stop after this many validations in a row without a new lowest loss; 0 for never. Needs '
+                   'val_every.',
 )
 
 
@@ -524,7 +710,10 @@ def check_flags(given):
     for name in ('steps', 'sample_every', 'val_every', 'top_k'):
         flags.whole_number(name, given[name], 0)
     flags.whole_number('seed', given['seed'], 0, 2**32 - 1, allow_none=True)
-    flags.number('learning_rate', given['learning_rate'], 0, float('inf'), low_open=True, what='a number above 0')
+    if given['learning_rate'] is not None:
+        flags.number('learning_rate', given['learning_rate'], 0, float('inf'), low_open=True,
+                     what='a number above 0')
+    check_optimizer_flags(given)
     flags.number('noise', given['noise'], 0, 1, what='a number from 0 to below 1')
     if given['noise'] == 1:
         raise flags.UsageError('--noise must be a number from 0 to below 1, got 1')
@@ -533,8 +722,6 @@ def check_flags(given):
         load_dataset.check_encoding(given['encoding'])
     except ValueError as err:
         raise flags.UsageError(err) from None
-    if given['optimizer'] not in OPTIMIZERS:
-        raise flags.UsageError(f'--optimizer must be one of {", ".join(OPTIMIZERS)}, got {given["optimizer"]!r}')
     for name in ('memory_saving_gradients', 'only_train_transformer_layers', 'overwrite'):
         if not isinstance(given[name], bool):
             raise flags.UsageError(f'--{name} takes no value (or true/false), got {given[name]!r}')
@@ -544,6 +731,48 @@ def check_flags(given):
                                  f'{given[name]!r}')
     if bool(given['val_dataset']) != bool(given['val_every']):
         raise flags.UsageError('--val_dataset and --val_every go together: give both to validate, or neither')
+    if not isinstance(given['keep_best'], bool):
+        raise flags.UsageError(f'--keep_best takes no value (or true/false), got {given["keep_best"]!r}')
+    flags.whole_number('early_stopping', given['early_stopping'], 0)
+    for name in ('keep_best', 'early_stopping'):
+        if given[name] and not given['val_every']:
+            raise flags.UsageError(f'--{name} needs validation: give --val_dataset and --val_every')
+
+
+def check_optimizer_flags(given):
+    """--optimizer, its Adafactor settings and the learning-rate schedule."""
+    if given['optimizer'] not in OPTIMIZERS:
+        raise flags.UsageError(f'--optimizer must be one of {", ".join(OPTIMIZERS)}, got {given["optimizer"]!r}')
+    for name in ('adafactor_relative_step', 'adafactor_scale_parameter'):
+        if not isinstance(given[name], bool):
+            raise flags.UsageError(f'--{name} takes no value (or true/false), got {given[name]!r}')
+    if given['adafactor_beta1'] is not None:
+        flags.number('adafactor_beta1', given['adafactor_beta1'], 0, 1, what='a number from 0 to below 1')
+        if given['adafactor_beta1'] == 1:
+            raise flags.UsageError('--adafactor_beta1 must be a number from 0 to below 1, got 1')
+    adafactor_only = [n for n in ('adafactor_beta1', 'adafactor_relative_step', 'adafactor_scale_parameter')
+                      if given[n] not in (None, False)]
+    if adafactor_only and given['optimizer'] != 'adafactor':
+        raise flags.UsageError(f'--{adafactor_only[0]} goes with --optimizer adafactor')
+    if given['adafactor_relative_step'] and given['learning_rate'] is not None:
+        raise flags.UsageError('--adafactor_relative_step sets its own rate: give it without --learning_rate')
+    if given['adafactor_relative_step'] and (given['lr_schedule'] != 'constant' or given['warmup_steps']):
+        raise flags.UsageError('--adafactor_relative_step sets its own rate: give it without --lr_schedule and '
+                               '--warmup_steps')
+    flags.whole_number('warmup_steps', given['warmup_steps'], 0)
+    flags.whole_number('total_steps', given['total_steps'], 1, allow_none=True)
+    try:
+        schedules.check(given['lr_schedule'], given['warmup_steps'], given['total_steps'])
+    except ValueError as err:
+        raise flags.UsageError(err) from None
+
+
+def adafactor_options(given):
+    """AdafactorOptimizer's keywords from the flags, or None for another optimizer."""
+    if given['optimizer'] != 'adafactor':
+        return None
+    return dict(beta1=given['adafactor_beta1'], relative_step=given['adafactor_relative_step'],
+                scale_parameter=given['adafactor_scale_parameter'])
 
 
 def check_model_flags(given, hparams):
@@ -552,6 +781,21 @@ def check_model_flags(given, hparams):
     sample_length = flags.whole_number('sample_length', given['sample_length'], 1, hparams.n_ctx - 1,
                                      allow_none=True) or hparams.n_ctx - 1
     return seq_len, sample_length
+
+
+def report_memory(hparams, run, **settings):
+    """Print the memory the run will need and its checkpoints' size; warn in one line when the machine has less
+    memory available, or the disk less room than one checkpoint."""
+    needed = memory.estimate(hparams, **settings)
+    print(needed.line(batch_size=settings['batch_size'], seq_len=settings['seq_len']), flush=True)
+    print(f'Checkpoints: {run.checkpoint_size / memory.GB:.2f} GB each (weights and optimizer state)', flush=True)
+    warning = memory.memory_warning(needed.total, memory.available_memory())
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    free = run.free_space(run.path)
+    if free < run.checkpoint_size:
+        print(f'warning: the disk of {run.path} has {free / memory.GB:.2f} GB free, less than one checkpoint',
+              file=sys.stderr, flush=True)
 
 
 def read_dataset(enc, path, **options):
@@ -564,11 +808,14 @@ def read_dataset(enc, path, **options):
 @flags.script('Fine-tune GPT-2 on a dataset. The run folder CHECKPOINT_DIR/RUN_NAME is a model folder that the '
             'sampling scripts load.', **FLAGS)
 def train_main(dataset=None, model_name='124M', models_dir='models', combine=50000, encoding='utf-8', batch_size=1,
-               learning_rate=2e-5, optimizer='adam', accumulate_gradients=1, memory_saving_gradients=False,
+               learning_rate=None, optimizer='adam', adafactor_beta1=None, adafactor_relative_step=False,
+               adafactor_scale_parameter=False, lr_schedule='constant', warmup_steps=0, total_steps=None,
+               accumulate_gradients=1, memory_saving_gradients=False,
                only_train_transformer_layers=False, noise=0.0, seq_len=None, steps=0, seed=None, run_name='run1',
                checkpoint_dir='checkpoint', restore_from='latest', overwrite=False, save_every=1000,
                max_checkpoints=5, sample_every=100, sample_length=None, sample_num=1, sample_dir='samples', top_k=40,
-               top_p=1.0, val_dataset=None, val_every=0, val_batch_size=2, val_batch_count=40):
+               top_p=1.0, val_dataset=None, val_every=0, val_batch_size=2, val_batch_count=40, keep_best=False,
+               early_stopping=0):
     given = dict(locals())
     check_flags(given)
     # Everything is checked before anything is written: the model, the flags that depend on it, the data.
@@ -584,23 +831,34 @@ def train_main(dataset=None, model_name='124M', models_dir='models', combine=500
     run.start(start.model_dir, discard=restore_from == 'fresh' and overwrite)
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
+        if learning_rate is None:
+            learning_rate = None if adafactor_relative_step else DEFAULT_LEARNING_RATE[optimizer]
         training = build_training(start.hparams, batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
                                   learning_rate=learning_rate, accumulate_gradients=accumulate_gradients,
                                   only_train_transformer_layers=only_train_transformer_layers,
-                                  memory_saving_gradients=memory_saving_gradients, noise=noise, seed=seed)
+                                  memory_saving_gradients=memory_saving_gradients, noise=noise, seed=seed,
+                                  lr_schedule=lr_schedule, warmup_steps=warmup_steps, total_steps=total_steps,
+                                  adafactor_options=adafactor_options(given))
         validation = val_chunks and Validation(start.hparams, val_chunks, seq_len=seq_len, batch_size=val_batch_size,
                                                batch_count=val_batch_count, seed=seed)
         samples = sample_every and Samples(start.hparams, start.enc,
                                            checkpoint.resolve_models_dir(sample_dir) / run_name, length=sample_length,
                                            count=sample_num, batch_size=batch_size, top_k=top_k, top_p=top_p or 1)
         saver = tf.train.Saver(var_list={v.op.name: v for v in training.saved_vars}, max_to_keep=None)
+        run.checkpoint_size = memory.checkpoint_bytes(training.saved_vars)
+        report_memory(start.hparams, run, batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
+                      memory_saving_gradients=memory_saving_gradients, accumulate_gradients=accumulate_gradients,
+                      only_train_transformer_layers=only_train_transformer_layers, adafactor_beta1=adafactor_beta1)
         with tf.Session() as sess:
             restore(sess, training, start.prefix)
             print(f'Training {run.path} from {start.prefix} at step {int(sess.run(training.global_step))}',
                   flush=True)
             train_loop(sess, training, load_dataset.Sampler(chunks, seq_len, seed), run, saver, steps=steps,
                        save_every=save_every, max_checkpoints=max_checkpoints, sample_every=sample_every,
-                       samples=samples, val_every=val_every, validation=validation)
+                       samples=samples, val_every=val_every, validation=validation,
+                       best=(keep_best or early_stopping) and Best(run, keep_best=keep_best,
+                                                                  early_stopping=early_stopping,
+                                                                  max_checkpoints=max_checkpoints) or None)
 
 
 if __name__ == '__main__':

@@ -196,3 +196,66 @@ def test_recomputation_waits_for_the_gradient_from_above(tiny_model):
     loss = s.training.loss_sum.op
     for op in products:
         assert loss in ancestors(op), op.name
+
+
+def test_sgd_under_a_warmup_schedule_moves_by_the_scheduled_rate(tiny_model):
+    """Linear warmup over 4 updates: the first update's rate is 0, the second's a quarter of the base."""
+    lr = 0.1
+    s = Session(tiny_model, optimizer='sgd', learning_rate=lr, lr_schedule='linear', warmup_steps=4, total_steps=8)
+    tokens, lengths = batch(tiny_model, 2)
+    before = s.values()
+    s.training.run_step(s.sess, [(tokens, lengths)])
+    after_first = s.values()
+    grads = s.gradients(tokens, lengths)
+    s.training.run_step(s.sess, [(tokens, lengths)])
+    after_second = s.values()
+    for name in before:
+        assert np.array_equal(after_first[name], before[name]), name
+        np.testing.assert_allclose(after_second[name] - after_first[name], -lr / 4 * grads[name], rtol=1e-4,
+                                   atol=1e-7, err_msg=name)
+
+
+def test_adafactor_is_chosen_by_name_and_keeps_little_state(tiny_model):
+    s = Session(tiny_model, optimizer='adafactor', learning_rate=1e-3)
+    state = [v for v in s.training.saved_vars if 'Adafactor' in v.op.name]
+    weights = sum(int(np.prod(v.shape)) for v in s.training.model_vars)
+    assert state and sum(int(np.prod(v.shape)) for v in state) < weights / 4
+
+
+def test_chunked_cross_entropy_equals_numpy_losses_and_gradients_over_uneven_chunks():
+    """5 chunks of 3 tokens, the last of 1 (13 tokens): losses and both gradients against NumPy's softmax."""
+    rng = np.random.default_rng(3)
+    h = rng.standard_normal((1, 14, 6)).astype(np.float32)
+    wte = rng.standard_normal((11, 6)).astype(np.float32)
+    tokens = rng.integers(11, size=(1, 14)).astype(np.int32)
+    weights = rng.uniform(0.5, 2, 13)  # d total / d loss of each token, unequal
+    with tf.Graph().as_default(), tf.Session() as sess:
+        h_t, wte_t = tf.constant(h), tf.constant(wte)
+        losses, real = train.chunked_token_losses(h_t, wte_t, tf.constant(tokens), tf.constant([14]), chunk=3)
+        total = tf.reduce_sum(losses * tf.constant(weights[None].astype(np.float32)))
+        got_losses, got_real, (dh, dwte) = sess.run([losses, real, tf.gradients(total, [h_t, wte_t])])
+    logits = h[0, :-1] @ wte.T  # [13, 11]
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    targets = tokens[0, 1:]
+    np.testing.assert_allclose(got_losses[0], -np.log(p[np.arange(13), targets]), rtol=1e-5)
+    assert np.array_equal(got_real, np.ones((1, 13)))
+    d = (p - np.eye(11)[targets]) * weights[:, None]  # d total / d logits
+    np.testing.assert_allclose(dh[0, :-1], d @ wte, rtol=1e-4, atol=1e-6)
+    assert np.array_equal(dh[0, -1], np.zeros(6))  # the last position predicts nothing
+    np.testing.assert_allclose(dwte, d.T @ h[0, :-1], rtol=1e-4, atol=1e-6)
+
+
+def test_the_lean_step_moves_every_weight_as_today_s_gradients_say(tiny_model):
+    """memory_saving_gradients (recomputed blocks, chunked cross-entropy, gradients applied block by block): one
+    SGD step moves each weight by -lr times the gradient of the plain graph, which keeps everything."""
+    lr = 0.1
+    tokens, lengths = batch(tiny_model, 2)
+    plain = Session(tiny_model).gradients(tokens, lengths)
+    lean = Session(tiny_model, optimizer='sgd', learning_rate=lr, memory_saving_gradients=True)
+    before = lean.values()
+    lean.training.run_step(lean.sess, [(tokens, lengths)])
+    after = lean.values()
+    for name in before:
+        np.testing.assert_allclose(after[name] - before[name], -lr * plain[name], rtol=1e-4, atol=1e-7,
+                                   err_msg=name)

@@ -13,6 +13,7 @@ import tensorflow.compat.v1 as tf
 
 import checkpoint
 import conftest
+import reference
 import train
 from test_scripts import assert_clean_error
 
@@ -123,6 +124,21 @@ def test_n_steps_then_n_more_equal_2n_straight_bit_for_bit(setup):
     resumed, whole = tensors(setup.run_dir('a') / 'model-4'), tensors(setup.run_dir('b') / 'model-4')
     assert sorted(resumed) == sorted(whole)
     assert any(name.endswith('/Adam_1') for name in whole) and whole['global_step'] == 4
+    for name in whole:
+        assert np.array_equal(resumed[name], whole[name]), name
+
+
+def test_adafactor_with_a_schedule_resumed_n_plus_n_equals_2n_bit_for_bit(setup):
+    """Adafactor's state and the schedule's position (global_step) go on across a resume."""
+    options = dict(optimizer='adafactor', learning_rate=None, lr_schedule='cosine', warmup_steps=1, total_steps=4)
+    first = run_train(setup(run_name='a', steps=2, **options), env=ONE_THREAD)
+    second = run_train(setup(run_name='a', steps=2, **options), env=ONE_THREAD)
+    straight = run_train(setup(run_name='b', steps=4, **options), env=ONE_THREAD)
+    assert {**losses(first.stdout), **losses(second.stdout)} == losses(straight.stdout)
+    resumed, whole = tensors(setup.run_dir('a') / 'model-4'), tensors(setup.run_dir('b') / 'model-4')
+    assert sorted(resumed) == sorted(whole)
+    assert whole['adafactor_step'] == 4 and 'model/h0/attn/c_attn/w/Adafactor_row' in whole
+    assert not any('Adam' in name for name in whole)
     for name in whole:
         assert np.array_equal(resumed[name], whole[name]), name
 
@@ -255,7 +271,8 @@ def run_in_process(capsys, args):
     ('seq_len', 33), ('seq_len', 1), ('learning_rate', 0), ('learning_rate', -1), ('optimizer', 'rmsprop'),
     ('noise', 1), ('batch_size', 0), ('accumulate_gradients', 0), ('top_p', 2), ('val_every', 5),
     ('encoding', 'no-such-codec'), ('run_name', 'a/b'), ('max_checkpoints', 0), ('sample_length', 32),
-    ('steps', -1), ('dataset', None),
+    ('steps', -1), ('dataset', None), ('lr_schedule', 'step'), ('lr_schedule', 'linear'), ('total_steps', 0),
+    ('warmup_steps', -1), ('adafactor_beta1', 1), ('adafactor_beta1', 0.9), ('adafactor_relative_step', 'x'),
 ])
 def test_bad_flag_exits_2_naming_it_and_creates_nothing(setup, capsys, flag, value):
     code, err = run_in_process(capsys, setup(**{flag: value}))
@@ -280,6 +297,8 @@ def test_missing_model_or_data_exits_1_and_creates_nothing(setup, capsys, flags,
     for word in words:
         assert word in last
     assert not (setup.tmp / 'ck').exists()
+    if flags.get('dataset') == setup.tmp / 'empty.txt':
+        assert err.count('\n') == 1, err  # the error line alone, no progress bar before it
 
 
 def test_a_bad_flag_from_the_shell_is_one_line(setup):
@@ -301,3 +320,84 @@ def test_a_run_folder_missing_its_latest_checkpoint_says_so(setup):
     (setup.run_dir() / 'model-1.data-00000-of-00001').unlink()
     with pytest.raises(checkpoint.ModelError, match='lacks model-1.data-00000-of-00001'):
         checkpoint.check_model_dir(setup.run_dir())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --keep_best, --early_stopping, and --checkpoint in the sampling scripts
+# ---------------------------------------------------------------------------------------------------------------
+
+class ScriptedRun:
+    """train.Best on a real run folder, with checkpoints that are files of a few bytes (no TensorFlow)."""
+
+    def __init__(self, path, *, keep_best, early_stopping, max_checkpoints):
+        self.run = train.RunFolder(path)
+        self.run.path.mkdir(parents=True)
+        self.max_checkpoints = max_checkpoints
+        self.best = train.Best(self.run, keep_best=keep_best, early_stopping=early_stopping,
+                               max_checkpoints=max_checkpoints)
+
+    def save(self, step):
+        name = train.checkpoint_name(step)
+        for f in checkpoint.checkpoint_files(name):
+            (self.run.path / f).write_bytes(b'x')
+        self.run.prune([n for n in self.run.checkpoints() if n != name] + [name], self.max_checkpoints)
+
+    def play(self, losses, save_every):
+        """A validation after every step (and at step 0), with losses[step] -> the step it stopped at."""
+        for step, loss in enumerate(losses):
+            if step and step % save_every == 0:
+                self.save(step)
+            if self.best.update(loss, step, lambda: self.save(step)):
+                return step
+        return None
+
+
+def test_keep_best_never_prunes_the_lowest_validation(tmp_path):
+    scripted = ScriptedRun(tmp_path / 'run', keep_best=True, early_stopping=0, max_checkpoints=2)
+    # Lowest at step 3 (not a save step: it is saved for being the best), then worse for long.
+    losses = [5.0, 4.0, 4.5, 3.0, 3.5, 3.2, 3.9, 3.1, 3.3]
+    assert scripted.play(losses, save_every=2) is None
+    assert state(scripted.run.path) == ['model-3', 'model-6', 'model-8']
+    assert checkpoint.read_best(scripted.run.path)['checkpoint'] == 'model-3'
+    assert checkpoint.read_best(scripted.run.path)['loss'] == 3.0
+    assert checkpoint_files(scripted.run.path) == sorted(
+        f for n in ('model-3', 'model-6', 'model-8') for f in checkpoint.checkpoint_files(n))
+    # A later new best replaces it, and the old one goes with the pruning.
+    scripted.best.update(2.0, 9, lambda: scripted.save(9))
+    assert state(scripted.run.path) == ['model-8', 'model-9']
+    assert checkpoint.choose_checkpoint(scripted.run.path, 'best') == 'model-9'
+
+
+def test_early_stopping_after_n_validations_without_improvement_and_across_a_resume(tmp_path):
+    scripted = ScriptedRun(tmp_path / 'run', keep_best=False, early_stopping=3, max_checkpoints=5)
+    # Best 2.0 at step 2; steps 3, 4 and 5 are no better (4 ties it: not an improvement) -> stop at 5.
+    assert scripted.play([3.0, 2.5, 2.0, 2.1, 2.0, 2.2, 1.0], save_every=100) == 5
+    assert checkpoint.read_best(scripted.run.path)['checkpoint'] is None  # without keep_best nothing is kept
+    # A run with one bad validation, stopped, resumed (its first validation repeats the last step's, uncounted).
+    again = ScriptedRun(tmp_path / 'again', keep_best=False, early_stopping=2, max_checkpoints=5)
+    assert again.play([3.0, 3.5], save_every=100) is None
+    resumed = train.Best(again.run, keep_best=False, early_stopping=2, max_checkpoints=5)
+    assert resumed.update(3.5, 1, lambda: None) is False
+    assert resumed.update(3.6, 2, lambda: None) is True
+
+
+def test_sampling_scripts_load_the_checkpoint_asked_for(setup, tiny_model):
+    from test_scripts import INTERACTIVE, UNCONDITIONAL, decode, run, tiny_flags
+    run_train(setup(steps=3, save_every=1, max_checkpoints=3, learning_rate=0.05))
+    run_dir = setup.run_dir()
+    (run_dir / checkpoint.BEST_FILE).write_text(checkpoint.best_text(checkpoint='model-1', loss=1.0, step=1,
+                                                                     since=0, last=3))
+    options = dict(models_dir=run_dir.parent, model_name='run1', nsamples=1, length=8, temperature=0)
+    greedy = {}
+    for step in (1, 2, 3):
+        weights = tensors(run_dir / f'model-{step}')
+        greedy[step] = decode(tiny_model, reference.greedy(weights, tiny_model.hparams, [tiny_model.endoftext],
+                                                           8)[1:])
+    assert len(set(greedy.values())) > 1  # the checkpoints differ in what they write
+    for which, step in (('2', 2), ('best', 1)):
+        done = run(UNCONDITIONAL, *tiny_flags(tiny_model, **options, checkpoint=which))
+        assert done.returncode == 0, done.err
+        assert done.out.split('\n', 1)[1] == greedy[step] + '\n', which
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, **dict(options, nsamples=1), checkpoint=7), stdin=b' the\n')
+    assert_clean_error(done, '--checkpoint 7', '1, 2, 3')
+    assert done.returncode == 1
