@@ -91,6 +91,11 @@ class Training:
     saved_vars: list  # what a run checkpoint holds: model, optimizer state and global_step
     accumulate_gradients: int
 
+    @property
+    def batch_size(self):
+        """Rows per (micro-)batch."""
+        return int(self.tokens.shape[0])
+
     def run_step(self, sess, batches):
         """One optimizer update from accumulate_gradients micro-batches [(tokens, lengths), ...]
         -> the mean loss over all their real targets, before the update."""
@@ -109,7 +114,8 @@ class Training:
 
 
 def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_rate=2e-5, accumulate_gradients=1,
-                   only_train_transformer_layers=False, memory_saving_gradients=False, noise=0.0, seed=0):
+                   only_train_transformer_layers=False, memory_saving_gradients=False, noise=0.0, seed=0,
+                   count_all=None):
     """Build, in the default graph, the model and the ops of one training step -> Training.
 
     The model's variables are resource variables with the released names (model/h0/attn/c_attn/w, ...), so the
@@ -128,6 +134,9 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
     memory_saving_gradients: recompute each block's activations in the backward pass (model.model(recompute=True)).
     noise p: each input token (not target) replaced at random with probability p, keyed by (seed, step,
     micro-batch), so a resumed run draws the same noise.
+    count_all: under tf.distribute, a function of this replica's target count -> the count of all replicas
+    (src/distribute.py); each replica's loss is then its summed loss over that, so that the replicas' gradients,
+    which the optimizer sums, add up to the gradient of the mean over every replica's targets. None: one device.
     restore() initialises and restores the variables.
     """
     if not 1 <= seq_len <= hparams.n_ctx:
@@ -146,7 +155,8 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
         losses, real = token_losses(logits, tokens, lengths)
         loss_sum = tf.reduce_sum(losses * real)
         target_count = tf.reduce_sum(real)
-        loss = loss_sum / target_count
+        count_all = count_all or (lambda count: count)
+        loss = loss_sum / count_all(target_count)
 
         model_vars = [v for v in tf.global_variables() if v.name.startswith('model/')]
         train_vars = [v for v in model_vars if TRANSFORMER_LAYER.match(v.name) or not only_train_transformer_layers]
@@ -158,7 +168,8 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
                 grads = after_all(grads)
             train_op = opt.apply_gradients(grads, global_step=global_step)
         else:
-            accumulate_op, train_op, accumulators = accumulating(opt, loss_sum, target_count, train_vars, global_step)
+            accumulate_op, train_op, accumulators = accumulating(opt, loss_sum, target_count, train_vars, global_step,
+                                                                 count_all)
     saved = [v for v in tf.global_variables() if not any(v is a for a in accumulators)]
     return Training(tokens=tokens, lengths=lengths, loss=loss, loss_sum=loss_sum, target_count=target_count,
                     train_op=train_op, accumulate_op=accumulate_op, micro_batch=micro_batch, global_step=global_step,
@@ -173,17 +184,21 @@ def after_all(grads_and_vars):
     return [(g, v) for g, (_, v) in zip(grads, grads_and_vars)]
 
 
-def accumulating(opt, loss_sum, target_count, train_vars, global_step):
+def accumulating(opt, loss_sum, target_count, train_vars, global_step, count_all):
     """-> (accumulate_op, train_op, accumulators): accumulate_op adds the gradients of loss_sum and target_count
-    to accumulators; train_op applies (summed gradients / summed count), then zeroes them."""
+    to accumulators; train_op applies (summed gradients / summed count, of all replicas), then zeroes them."""
+    # ON_READ: under tf.distribute each replica keeps its own sums (a plain variable's replicas would silently
+    # diverge); on one device it changes nothing.
+    local = dict(initializer=tf.zeros_initializer(), trainable=False,
+                 synchronization=tf.VariableSynchronization.ON_READ, aggregation=tf.VariableAggregation.SUM)
     with tf.variable_scope('accumulate'):
-        sums = [tf.get_variable(v.op.name, v.shape, v.dtype, initializer=tf.zeros_initializer(), trainable=False)
-                for v in train_vars]
-        count = tf.get_variable('target_count', [], tf.float32, initializer=tf.zeros_initializer(), trainable=False)
+        sums = [tf.get_variable(v.op.name, v.shape, v.dtype, **local) for v in train_vars]
+        count = tf.get_variable('target_count', [], tf.float32, **local)
     grads = opt.compute_gradients(loss_sum, train_vars)
     accumulate_op = tf.group([s.assign_add(tf.convert_to_tensor(g)) for s, (g, _) in zip(sums, grads)]
                              + [count.assign_add(target_count)])
-    mean = [(s.read_value() / count.read_value(), v) for s, v in zip(sums, train_vars)]
+    total = count_all(count.read_value())
+    mean = [(s.read_value() / total, v) for s, v in zip(sums, train_vars)]
     apply_op = opt.apply_gradients(mean, global_step=global_step)
     with tf.control_dependencies([apply_op]):
         train_op = tf.group([s.assign(tf.zeros_like(s)) for s in sums] + [count.assign(0.0)])
@@ -447,7 +462,7 @@ def train_loop(sess, training, sampler, run, saver, *, steps, save_every, max_ch
     if validation:
         validation.run(sess, step, progress)
     while not stop.requested and (last is None or step < last):
-        batches = [sampler.sample(training.tokens.shape[0]) for _ in range(training.accumulate_gradients)]
+        batches = [sampler.sample(training.batch_size) for _ in range(training.accumulate_gradients)]
         began = time.time()
         loss = training.run_step(sess, batches)
         step += 1
