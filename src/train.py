@@ -7,6 +7,7 @@ that survive a crash at any moment), then the training loop and its command line
 import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
 
 import dataclasses
+import functools
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import checkpoint
+import distribute
 import flags
 import load_dataset
 import model
@@ -48,16 +50,18 @@ def token_losses(logits, tokens, lengths):
     return losses, real
 
 
-def with_noise(tokens, p, n_vocab, key):
+def with_noise(tokens, p, n_vocab, key, rows=None):
     """[batch, seq] -> the same, each token replaced by a uniformly random one with probability p, as a
     regulariser (nshepperd's --noise). The draw is stateless, keyed by key [2], so a resumed run draws the
-    same noise as one that never stopped."""
+    same noise as one that never stopped. rows (first, total): these are rows first.. of a batch of total rows
+    (a replica's, src/distribute.py), whose noise is those rows of the whole batch's."""
     if not p:
         return tokens
-    shape = tf.shape(tokens)
-    replace = tf.random.stateless_uniform(shape, seed=key) < p
+    first, total = rows or (0, tokens.shape[0])
+    shape = tf.stack([total, tf.shape(tokens)[1]])
+    replace = tf.random.stateless_uniform(shape, seed=key)[first:first + tokens.shape[0]] < p
     random_tokens = tf.random.stateless_uniform(shape, seed=key + [0, 1 << 40], minval=0, maxval=n_vocab,
-                                                dtype=tf.int64)
+                                                dtype=tf.int64)[first:first + tokens.shape[0]]
     return tf.where(replace, tf.cast(random_tokens, tokens.dtype), tokens)
 
 
@@ -115,7 +119,7 @@ class Training:
 
 def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_rate=2e-5, accumulate_gradients=1,
                    only_train_transformer_layers=False, memory_saving_gradients=False, noise=0.0, seed=0,
-                   count_all=None):
+                   count_all=None, rows=None):
     """Build, in the default graph, the model and the ops of one training step -> Training.
 
     The model's variables are resource variables with the released names (model/h0/attn/c_attn/w, ...), so the
@@ -137,6 +141,7 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
     count_all: under tf.distribute, a function of this replica's target count -> the count of all replicas
     (src/distribute.py); each replica's loss is then its summed loss over that, so that the replicas' gradients,
     which the optimizer sums, add up to the gradient of the mean over every replica's targets. None: one device.
+    rows (first, total): under tf.distribute, this replica's rows among all replicas' (for the noise).
     restore() initialises and restores the variables.
     """
     if not 1 <= seq_len <= hparams.n_ctx:
@@ -150,7 +155,7 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
         seed_var = tf.get_variable('train_seed', [], tf.int64, initializer=tf.constant_initializer(seed),
                                    trainable=False)
         key = tf.stack([seed_var, global_step * accumulate_gradients + tf.cast(micro_batch, tf.int64)])
-        inputs = with_noise(tokens, noise, hparams.n_vocab, key)
+        inputs = with_noise(tokens, noise, hparams.n_vocab, key, rows)
         logits = model.model(hparams, inputs, recompute=memory_saving_gradients)['logits']
         losses, real = token_losses(logits, tokens, lengths)
         loss_sum = tf.reduce_sum(losses * real)
@@ -192,7 +197,8 @@ def accumulating(opt, loss_sum, target_count, train_vars, global_step, count_all
     local = dict(initializer=tf.zeros_initializer(), trainable=False,
                  synchronization=tf.VariableSynchronization.ON_READ, aggregation=tf.VariableAggregation.SUM)
     with tf.variable_scope('accumulate'):
-        sums = [tf.get_variable(v.op.name, v.shape, v.dtype, **local) for v in train_vars]
+        # v.name, not v.op.name: in a replica beyond the first, the op is its copy's ('model/wte/replica_1').
+        sums = [tf.get_variable(v.name.split(':')[0], v.shape, v.dtype, **local) for v in train_vars]
         count = tf.get_variable('target_count', [], tf.float32, **local)
     grads = opt.compute_gradients(loss_sum, train_vars)
     accumulate_op = tf.group([s.assign_add(tf.convert_to_tensor(g)) for s, (g, _) in zip(sums, grads)]
@@ -454,7 +460,7 @@ class Samples:
 def train_loop(sess, training, sampler, run, saver, *, steps, save_every, max_checkpoints, sample_every, samples,
                val_every, validation):
     """Train until `steps` more steps are done (0: until Ctrl-C), saving every save_every steps and at the end;
-    samples every sample_every steps and at the end of `steps`."""
+    samples every sample_every steps and at the end of `steps`. run None: save nothing (a worker not the chief)."""
     step = int(sess.run(training.global_step))
     sampler.draws = step * training.accumulate_gradients  # go on with the windows a straight run would draw
     last, saved = (step + steps if steps else None), step
@@ -467,14 +473,14 @@ def train_loop(sess, training, sampler, run, saver, *, steps, save_every, max_ch
         loss = training.run_step(sess, batches)
         step += 1
         progress.step(step, loss, sum(int(lengths.sum()) for _, lengths in batches), time.time() - began)
-        if step % save_every == 0:
+        if run and step % save_every == 0:
             print(f'Saving {run.save(sess, saver, step, max_checkpoints)}', flush=True)
             saved = step
         if samples and step % sample_every == 0:
             samples.run(sess, step)
         if validation and step % val_every == 0:
             validation.run(sess, step, progress)
-    if step != saved:
+    if run and step != saved:
         print(f'Saving {run.save(sess, saver, step, max_checkpoints)}', flush=True)
     if samples and not stop.requested and step % sample_every:
         samples.run(sess, step)  # a run of --steps ends with samples of the weights it leaves
@@ -492,7 +498,8 @@ FLAGS = dict(
     combine='gather text files into chunks of at least this many characters (training windows stay within a '
             'chunk).',
     encoding='the text files\' encoding.',
-    batch_size='windows per step (per micro-batch with accumulate_gradients).',
+    batch_size='windows per step (per micro-batch with accumulate_gradients), on each device: the step\'s batch '
+               'is this times the devices of all workers.',
     learning_rate='the optimizer\'s learning rate, above 0.',
     optimizer='adam or sgd.',
     accumulate_gradients='make each step from this many batches (the same update as one batch this many times '
@@ -526,6 +533,12 @@ FLAGS = dict(
     val_every='print the validation loss and perplexity every this many steps (and at the start); 0 for never.',
     val_batch_size='windows per validation batch.',
     val_batch_count='validation batches; the windows are chosen once, so the loss is comparable over the run.',
+    devices='train on this many local devices at once, data-parallel (the GPUs, or with none CPU devices), or on '
+            'a list of them such as /gpu:0,/gpu:2; 1 (the default) trains on one. With TF_CONFIG set, each '
+            'worker uses its machine\'s GPUs (or its CPU) instead; see the README\'s Distributed training.',
+    collective_timeout='with TF_CONFIG: seconds a step may wait for the other workers (a lost worker) before '
+                       'this one exits with an error; longer than the chief\'s longest sampling, validation or '
+                       'save.',
 )
 
 
@@ -583,9 +596,12 @@ def train_main(dataset=None, model_name='124M', models_dir='models', combine=500
                only_train_transformer_layers=False, noise=0.0, seq_len=None, steps=0, seed=None, run_name='run1',
                checkpoint_dir='checkpoint', restore_from='latest', overwrite=False, save_every=1000,
                max_checkpoints=5, sample_every=100, sample_length=None, sample_num=1, sample_dir='samples', top_k=40,
-               top_p=1.0, val_dataset=None, val_every=0, val_batch_size=2, val_batch_count=40):
+               top_p=1.0, val_dataset=None, val_every=0, val_batch_size=2, val_batch_count=40, devices=1,
+               collective_timeout=300):
     given = dict(locals())
     check_flags(given)
+    cluster = distribute.choose(devices, os.environ.get('TF_CONFIG'), collective_timeout)  # None: one device
+    chief = cluster is None or cluster.is_chief
     # Everything is checked before anything is written: the model, the flags that depend on it, the data.
     run = RunFolder(checkpoint.resolve_models_dir(checkpoint_dir) / run_name)
     start = choose_start(run, restore_from=restore_from, overwrite=overwrite, model_name=model_name,
@@ -596,25 +612,36 @@ def train_main(dataset=None, model_name='124M', models_dir='models', combine=500
     if seed is None:
         seed = start.seed if start.seed is not None else int.from_bytes(os.urandom(4), 'little')
 
-    run.start(start.model_dir, discard=restore_from == 'fresh' and overwrite)
+    if chief:
+        run.start(start.model_dir, discard=restore_from == 'fresh' and overwrite)
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
-        training = build_training(start.hparams, batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
-                                  learning_rate=learning_rate, accumulate_gradients=accumulate_gradients,
+        build = functools.partial(build_training, start.hparams, batch_size=batch_size, seq_len=seq_len,
+                                  optimizer=optimizer, learning_rate=learning_rate,
+                                  accumulate_gradients=accumulate_gradients,
                                   only_train_transformer_layers=only_train_transformer_layers,
                                   memory_saving_gradients=memory_saving_gradients, noise=noise, seed=seed)
-        validation = val_chunks and Validation(start.hparams, val_chunks, seq_len=seq_len, batch_size=val_batch_size,
-                                               batch_count=val_batch_count, seed=seed)
-        samples = sample_every and Samples(start.hparams, start.enc,
-                                           checkpoint.resolve_models_dir(sample_dir) / run_name, length=sample_length,
-                                           count=sample_num, batch_size=batch_size, top_k=top_k, top_p=top_p or 1)
+        training = cluster.build(build, batch_size) if cluster else build()
+        # Only the chief validates and samples (and saves).
+        validation = chief and val_chunks and Validation(start.hparams, val_chunks, seq_len=seq_len,
+                                                         batch_size=val_batch_size, batch_count=val_batch_count,
+                                                         seed=seed)
+        samples = chief and sample_every and Samples(start.hparams, start.enc,
+                                                     checkpoint.resolve_models_dir(sample_dir) / run_name,
+                                                     length=sample_length, count=sample_num, batch_size=batch_size,
+                                                     top_k=top_k, top_p=top_p or 1)
         saver = tf.train.Saver(var_list={v.op.name: v for v in training.saved_vars}, max_to_keep=None)
-        with tf.Session() as sess:
-            restore(sess, training, start.prefix)
-            print(f'Training {run.path} from {start.prefix} at step {int(sess.run(training.global_step))}',
-                  flush=True)
-            train_loop(sess, training, load_dataset.Sampler(chunks, seq_len, seed), run, saver, steps=steps,
-                       save_every=save_every, max_checkpoints=max_checkpoints, sample_every=sample_every,
+        with cluster.session() if cluster else tf.Session() as sess:
+            if cluster:
+                training.restore(sess, start.prefix)  # and every replica, every worker, takes the chief's values
+            else:
+                restore(sess, training, start.prefix)
+            seed = int(sess.run(training.seed))  # the chief's, with TF_CONFIG: every worker draws the same batches
+            where = f': {batch_size} on each of {cluster.describe()}' if cluster else ''
+            print(f'Training {run.path} from {start.prefix} at step {int(sess.run(training.global_step))}, '
+                  f'batch {training.batch_size}{where}', flush=True)
+            train_loop(sess, training, load_dataset.Sampler(chunks, seq_len, seed), run if chief else None, saver,
+                       steps=steps, save_every=save_every, max_checkpoints=max_checkpoints, sample_every=sample_every,
                        samples=samples, val_every=val_every, validation=validation)
 
 
