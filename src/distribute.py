@@ -49,9 +49,10 @@ class Cluster:
         return tf.Session(self.target, config=self.config)
 
     def describe(self):
-        devices = self.strategy.extended.worker_devices
-        where = f'{len(devices)} device{"s" * (len(devices) > 1)} ({", ".join(devices)})'
-        return f'{where} x {self.num_workers} workers' if self.num_workers > 1 else where
+        """-> e.g. '2 replicas (2 devices)', '4 replicas (2 workers x 2 devices)'."""
+        devices = len(self.strategy.extended.worker_devices)
+        workers = f'{self.num_workers} workers x ' if self.num_workers > 1 else ''
+        return f'{self.replicas} replicas ({workers}{devices} device{"s" * (devices > 1)})'
 
     def build(self, build, batch_size):
         """build(count_all=..., rows=...) -> train.Training of batch_size rows (train.build_training with every
@@ -228,13 +229,14 @@ class Replicated:
             except tf.errors.OpError as err:
                 if self.cluster.num_workers == 1:
                     raise
-                lost(f'a collective step failed ({err.message.splitlines()[0]})')
+                lost(f'a collective step failed ({type(err).__name__})')  # its message: pages of graph nodes
 
 
 def sum_of_replicas(value):
     """In a replica: value summed over all replicas, without a gradient. Not ReplicaContext.all_reduce: its
     gradient function looks up every variable upstream by name and fails on the copies of replicas beyond the
     first ('model/wte/replica_1')."""
+    @tf.autograph.experimental.do_not_convert
     def merge(strategy, value):
         return strategy.extended.reduce_to(SUM, value, destinations=value)
     return tf.distribute.get_replica_context().merge_call(merge, args=(tf.stop_gradient(value),))
@@ -246,11 +248,21 @@ def sync_from_first_replica():
     context = tf.distribute.get_replica_context()
     first = tf.equal(context.replica_id_in_sync_group, 0)
     variables = [v for v in tf.global_variables() if v.synchronization != tf.VariableSynchronization.ON_READ]
+    # Summed as floats (the step and the seed as float64, exact below 2**53), one batch per dtype: the
+    # all-reduce packs a batch into one tensor.
     values = [tf.where(first, v.read_value(), tf.zeros_like(v)) for v in variables]
+    values = [value if value.dtype.is_floating else tf.cast(value, tf.float64) for value in values]
+    dtypes = [value.dtype for value in values]
 
-    def merge(strategy, *values):
-        reduced = strategy.extended.batch_reduce_to(SUM, list(zip(values, variables)))
-        return [strategy.extended.update(v, lambda copy, value: copy.assign(value), args=(r,))
+    @tf.autograph.experimental.do_not_convert
+    def merge(strategy, *values):  # values: of every replica (PerReplica), or of this one when it is the only one
+        reduced = [None] * len(values)
+        for dtype in set(dtypes):
+            group = [i for i in range(len(values)) if dtypes[i] == dtype]
+            pairs = [(values[i], variables[i]) for i in group]
+            for i, value in zip(group, strategy.extended.batch_reduce_to(SUM, pairs)):
+                reduced[i] = value
+        return [strategy.extended.update(v, lambda copy, value: copy.assign(tf.cast(value, copy.dtype)), args=(r,))
                 for v, r in zip(variables, reduced)]
     return context.merge_call(merge, args=values)
 
@@ -267,16 +279,17 @@ def lost(reason):
 
 
 class Watchdog:
-    """Within `with Watchdog(seconds):`, the process ends with an error line if the block outlasts seconds."""
+    """Within `with Watchdog(seconds):`, the process ends with an error line (or on_timeout(message) is called)
+    if the block outlasts seconds. None: no limit."""
 
-    def __init__(self, seconds):
-        self.seconds = seconds
+    def __init__(self, seconds, on_timeout=lost):
+        self.seconds, self.on_timeout = seconds, on_timeout
         self.timer = None
 
     def __enter__(self):
         if self.seconds:
-            self.timer = threading.Timer(self.seconds, lost, [f'no answer from the other workers in '
-                                                              f'{self.seconds:g} s (--collective_timeout)'])
+            message = f'no answer from the other workers in {self.seconds:g} s (--collective_timeout)'
+            self.timer = threading.Timer(self.seconds, self.on_timeout, [message])
             self.timer.daemon = True
             self.timer.start()
         return self
