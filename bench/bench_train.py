@@ -17,6 +17,9 @@ A configuration is NAME[@REVISION][+KNOB[=VALUE]]...:
     tf@REV           the same from git revision REV's src/ (exported to bench/.cache/src/), to compare code
     script           src/train.py itself on a random-token .npz, from launch to its progress lines (its own
                      tokens/s; no CPU times); script@REV too
+    script+workers=N src/train.py as N worker processes of one job (TF_CONFIG on 127.0.0.1), each pinned to its
+                     own core with one thread, the chief's tokens/s (the job's) and the bytes the all-reduce
+                     sends per step; script+devices=N: --devices N in one process (--workers, --devices add these)
     +KNOB=VALUE      a setting of measure_train.KNOBS, e.g. +xla, +intra=1, +inter=2, +grappler=one
     hf-eager         transformers with attn_implementation='eager' (attention weights materialised, as GPT-2)
     hf-sdpa          transformers' default, PyTorch's fused scaled_dot_product_attention
@@ -25,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +51,7 @@ import measure_train  # noqa: E402
 REPO = bench_sample.REPO
 SRC_CACHE = BENCH / '.cache' / 'src'
 PEERS = {'hf-eager': 'eager', 'hf-sdpa': 'sdpa'}
+DISTRIBUTED = ('workers', 'devices')  # the knobs of the script configuration: src/train.py over several of them
 DEFAULT_PEERS_PYTHON = '/work/peers-venv/bin/python'
 
 
@@ -63,6 +68,9 @@ def parse_config(text):
     settings = {}
     for knob in knobs:
         key, _, value = knob.partition('=')
+        if name == 'script' and key in DISTRIBUTED:
+            settings[key] = int(value)
+            continue
         if key not in measure_train.KNOBS:
             raise ValueError(f'unknown knob {key!r} in {text!r}: {", ".join(measure_train.KNOBS)}')
         default = measure_train.KNOBS[key]
@@ -121,7 +129,7 @@ def random_dataset(n_vocab, tokens=200_000):
 PROGRESS = re.compile(rb'^\[(\d+) \| [\d.]+\] loss=\S+ avg=\S+ tokens/s=([\d.]+)')
 
 
-def measure_script(src, common):
+def measure_script(src, common, extra=()):
     """Run src/train.py itself, as a user would, on a random-token dataset -> the time from launch to its first
     step's progress line, the median tokens/s of the steps after it, and its peak RSS."""
     runs = BENCH / '.cache' / 'runs'
@@ -130,7 +138,7 @@ def measure_script(src, common):
             '--model_name', model_dir.name, '--models_dir', str(model_dir.parent), '--checkpoint_dir', str(runs),
             '--run_name', 'bench', '--restore_from', 'fresh', '--overwrite', '--steps', str(common['steps'] + 1),
             '--seed', '1', '--batch_size', str(common['batch_size']), '--seq_len', str(common['seq_len']),
-            '--learning_rate', str(common['learning_rate'])]
+            '--learning_rate', str(common['learning_rate']), *extra]
     start = time.time()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
                             env=dict(os.environ, PYTHONUNBUFFERED='1'))
@@ -149,7 +157,7 @@ def measure_script(src, common):
         raise RuntimeError(f'train.py failed:\n{err.decode(errors="replace")[-3000:]}')
     tokens_per_s = statistics.median(rates)
     return {'loop': 'train.py', 'first_step_s': round(first_step, 3), 'tokens_per_s': tokens_per_s,
-            'step_s': round(common['batch_size'] * common['seq_len'] / tokens_per_s, 3),
+            'step_s': round(common['batch_size'] * common['seq_len'] / tokens_per_s * devices(extra), 3),
             'step_cpu_s': None, 'first_step_cpu_s': None, 'peak_rss_mb': round(usage.ru_maxrss / 1024)}
 
 
@@ -204,8 +212,72 @@ def ensure_shape(shape):
     return shape, model_dir
 
 
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(('127.0.0.1', 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def measure_workers(src, common, workers):
+    """Run src/train.py as `workers` processes of one job on 127.0.0.1, each on its own core with one thread ->
+    the chief's time to its first step's progress line, the median tokens/s of the steps after it (the job's),
+    and the bytes each worker's ring all-reduce sends per step: 2 (N - 1) / N of the float32 gradients."""
+    runs = BENCH / '.cache' / 'runs'
+    model_dir = Path(common['model_dir'])
+    hosts = [f'127.0.0.1:{port}' for port in free_ports(workers)]
+    cores = sorted(os.sched_getaffinity(0))
+    processes = []
+    start = time.time()
+    for i in range(workers):
+        args = [sys.executable, str(src / 'train.py'), '--dataset', str(random_dataset(common['n_vocab'])),
+                '--model_name', model_dir.name, '--models_dir', str(model_dir.parent), '--checkpoint_dir',
+                str(runs / f'w{i}'), '--run_name', 'bench', '--restore_from', 'fresh', '--overwrite', '--steps',
+                str(common['steps'] + 1), '--seed', '1', '--batch_size', str(common['batch_size']), '--seq_len',
+                str(common['seq_len']), '--learning_rate', str(common['learning_rate']), '--sample_every', '0']
+        env = dict(os.environ, PYTHONUNBUFFERED='1', TF_NUM_INTRAOP_THREADS='1', TF_NUM_INTEROP_THREADS='1',
+                   TF_CONFIG=json.dumps({'cluster': {'worker': hosts}, 'task': {'type': 'worker', 'index': i}}))
+        if workers == 1:
+            env.pop('TF_CONFIG')
+        core = cores[i % len(cores)]
+        processes.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO,
+                                          env=env, preexec_fn=lambda core=core: os.sched_setaffinity(0, {core})))
+    first_step, rates = None, []
+    for line in processes[0].stdout:
+        match = PROGRESS.match(line)
+        if match:
+            if first_step is None:
+                first_step = time.time() - start
+            else:
+                rates.append(float(match.group(2)))
+    codes = [p.wait() for p in processes]
+    for i in range(workers):
+        shutil.rmtree(runs / f'w{i}', ignore_errors=True)
+    if any(codes) or not rates:
+        raise RuntimeError(f'train.py workers failed with {codes}')
+    shapes = checkpoint.variable_shapes(SimpleNamespace(**{k: common[k] for k in checkpoint.HPARAMS_KEYS}))
+    params = sum(int(np.prod(shape)) for shape in shapes.values())
+    tokens_per_s = statistics.median(rates)
+    return {'loop': f'train.py x{workers}', 'first_step_s': round(first_step, 3), 'tokens_per_s': tokens_per_s,
+            'step_s': round(common['batch_size'] * workers * common['seq_len'] / tokens_per_s, 3),
+            'step_cpu_s': None, 'first_step_cpu_s': None, 'peak_rss_mb': None,
+            'sent_mb_per_step': round(2 * (workers - 1) / workers * 4 * params / 2**20, 1)}
+
+
+def devices(extra):
+    """train.py's --devices in extra, else 1: the job's batch is that many times --batch_size."""
+    return int(extra[list(extra).index('--devices') + 1]) if '--devices' in extra else 1
+
+
 def measure(config, src, common, peers_python, profile):
     name, _, knobs = parse_config(config)
+    if name == 'script' and 'workers' in knobs:
+        return measure_workers(src, common, knobs['workers'])
+    if name == 'script' and knobs.get('devices', 1) > 1:
+        return measure_script(src, common, ['--devices', str(knobs['devices'])])
     if name == 'script':
         return measure_script(src, common)
     if name in PEERS:
@@ -222,6 +294,7 @@ COLUMNS = [  # (heading, key, format of the value); each value is as wide as its
     ('tokens/s', 'tokens_per_s', '.1f'), ('s/step', 'step_s', '.2f'), ('CPU s/step', 'step_cpu_s', '.2f'),
     ('peak RSS MB', 'peak_rss_mb', '.0f'), ('1st step s', 'first_step_s', '.1f'),
     ('1st step CPU s', 'first_step_cpu_s', '.1f'), ('load', 'load', '.2f'),
+    ('sent MB/step', 'sent_mb_per_step', '.1f'),
 ]
 
 
@@ -263,7 +336,7 @@ def print_profile(row):
 
 def main(configs=('tf',), peers=True, rounds=1, batch_size=1, seq_len=1024, steps=3, learning_rate=2e-5,
          n_layer=12, n_embd=768, n_head=12, profile=False, dropout=0.0, peers_python=DEFAULT_PEERS_PYTHON,
-         shape=None):
+         shape=None, workers=(), devices=()):
     """Benchmark training steps on a random-weight GPT-2; print one JSON line per run, then a table.
 
     configs: configurations of this project to measure, e.g. --configs=tf,tf+xla (see the module's docstring)
@@ -281,8 +354,14 @@ def main(configs=('tf',), peers=True, rounds=1, batch_size=1, seq_len=1024, step
     peers_python: the Python with torch and transformers installed
     shape: a released shape by name (124M, 355M, 774M, 1558M) instead of n_layer, n_embd and n_head; its
            random weights are written once to bench/.cache/models/NAME, one variable at a time
+    workers: also measure src/train.py as this many worker processes of one job (e.g. --workers=1,2), each on its
+        own core; batch_size is each worker's
+    devices: also measure src/train.py --devices N (e.g. --devices=2), batch_size on each device
     """
     configs = configs.split(',') if isinstance(configs, str) else list(configs)
+    for knob, counts in (('workers', workers), ('devices', devices)):
+        counts = [counts] if isinstance(counts, int) else list(counts)
+        configs += [f'script+{knob}={n}' for n in counts if f'script+{knob}={n}' not in configs]
     if peers and not Path(peers_python).exists():
         sys.exit(f'error: no Python at --peers_python {peers_python}; make a venv with torch (CPU) and transformers '
                  f'there, or pass --peers=False')

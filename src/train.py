@@ -7,6 +7,7 @@ that survive a crash at any moment), then the training loop and its command line
 import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
 
 import dataclasses
+import functools
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import tensorflow.compat.v1 as tf
 
 import adafactor
 import checkpoint
+import distribute
 import flags
 import load_dataset
 import memory
@@ -114,16 +116,18 @@ def chunked_cross_entropy(h, wte, targets, chunk):
     return run(h, wte)
 
 
-def with_noise(tokens, p, n_vocab, key):
+def with_noise(tokens, p, n_vocab, key, rows=None):
     """[batch, seq] -> the same, each token replaced by a uniformly random one with probability p, as a
     regulariser (nshepperd's --noise). The draw is stateless, keyed by key [2], so a resumed run draws the
-    same noise as one that never stopped."""
+    same noise as one that never stopped. rows (first, total): these are rows first.. of a batch of total rows
+    (a replica's, src/distribute.py), whose noise is those rows of the whole batch's."""
     if not p:
         return tokens
-    shape = tf.shape(tokens)
-    replace = tf.random.stateless_uniform(shape, seed=key) < p
+    first, total = rows or (0, tokens.shape[0])
+    shape = tf.stack([total, tf.shape(tokens)[1]])
+    replace = tf.random.stateless_uniform(shape, seed=key)[first:first + tokens.shape[0]] < p
     random_tokens = tf.random.stateless_uniform(shape, seed=key + [0, 1 << 40], minval=0, maxval=n_vocab,
-                                                dtype=tf.int64)
+                                                dtype=tf.int64)[first:first + tokens.shape[0]]
     return tf.where(replace, tf.cast(random_tokens, tokens.dtype), tokens)
 
 
@@ -162,6 +166,11 @@ class Training:
     accumulate_gradients: int
     learning_rate: object = None  # float32 [] tensor (or a float): the rate of the next update
 
+    @property
+    def batch_size(self):
+        """Rows per (micro-)batch."""
+        return int(self.tokens.shape[0])
+
     def run_step(self, sess, batches):
         """One optimizer update from accumulate_gradients micro-batches [(tokens, lengths), ...]
         -> the mean loss over all their real targets, before the update."""
@@ -181,7 +190,8 @@ class Training:
 
 def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_rate=2e-5, accumulate_gradients=1,
                    only_train_transformer_layers=False, memory_saving_gradients=False, noise=0.0, seed=0,
-                   lr_schedule='constant', warmup_steps=0, total_steps=None, adafactor_options=None):
+                   lr_schedule='constant', warmup_steps=0, total_steps=None, adafactor_options=None,
+                   count_all=None, rows=None):
     """Build, in the default graph, the model and the ops of one training step -> Training.
 
     The model's variables are resource variables with the released names (model/h0/attn/c_attn/w, ...), so the
@@ -201,6 +211,10 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
     memory_saving_gradients: recompute each block's activations in the backward pass (model.model(recompute=True)).
     noise p: each input token (not target) replaced at random with probability p, keyed by (seed, step,
     micro-batch), so a resumed run draws the same noise.
+    count_all: under tf.distribute, a function of this replica's target count -> the count of all replicas
+    (src/distribute.py); each replica's loss is then its summed loss over that, so that the replicas' gradients,
+    which the optimizer sums, add up to the gradient of the mean over every replica's targets. None: one device.
+    rows (first, total): under tf.distribute, this replica's rows among all replicas' (for the noise).
     restore() initialises and restores the variables.
     """
     if not 1 <= seq_len <= hparams.n_ctx:
@@ -214,7 +228,7 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
         seed_var = tf.get_variable('train_seed', [], tf.int64, initializer=tf.constant_initializer(seed),
                                    trainable=False)
         key = tf.stack([seed_var, global_step * accumulate_gradients + tf.cast(micro_batch, tf.int64)])
-        inputs = with_noise(tokens, noise, hparams.n_vocab, key)
+        inputs = with_noise(tokens, noise, hparams.n_vocab, key, rows)
         output = model.model(hparams, inputs, recompute=memory_saving_gradients)
         if memory_saving_gradients:
             wte = [v for v in tf.global_variables() if v.op.name == 'model/wte'][0]
@@ -223,7 +237,8 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
             losses, real = token_losses(output['logits'], tokens, lengths)
         loss_sum = tf.reduce_sum(losses * real)
         target_count = tf.reduce_sum(real)
-        loss = loss_sum / target_count
+        count_all = count_all or (lambda count: count)
+        loss = loss_sum / count_all(target_count)
 
         model_vars = [v for v in tf.global_variables() if v.name.startswith('model/')]
         train_vars = [v for v in model_vars if TRANSFORMER_LAYER.match(v.name) or not only_train_transformer_layers]
@@ -237,7 +252,8 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
                 grads = layer_by_layer(grads)
             train_op = opt.apply_gradients(grads, global_step=global_step)
         else:
-            accumulate_op, train_op, accumulators = accumulating(opt, loss_sum, target_count, train_vars, global_step)
+            accumulate_op, train_op, accumulators = accumulating(opt, loss_sum, target_count, train_vars, global_step,
+                                                                 count_all)
     saved = [v for v in tf.global_variables() if not any(v is a for a in accumulators)]
     return Training(tokens=tokens, lengths=lengths, loss=loss, loss_sum=loss_sum, target_count=target_count,
                     train_op=train_op, accumulate_op=accumulate_op, micro_batch=micro_batch, global_step=global_step,
@@ -271,17 +287,22 @@ def layer_by_layer(grads_and_vars):
     return [(g, v) for g, (_, v) in zip(grads, grads_and_vars)]
 
 
-def accumulating(opt, loss_sum, target_count, train_vars, global_step):
+def accumulating(opt, loss_sum, target_count, train_vars, global_step, count_all):
     """-> (accumulate_op, train_op, accumulators): accumulate_op adds the gradients of loss_sum and target_count
-    to accumulators; train_op applies (summed gradients / summed count), then zeroes them."""
+    to accumulators; train_op applies (summed gradients / summed count, of all replicas), then zeroes them."""
+    # ON_READ: under tf.distribute each replica keeps its own sums (a plain variable's replicas would silently
+    # diverge); on one device it changes nothing.
+    local = dict(initializer=tf.zeros_initializer(), trainable=False,
+                 synchronization=tf.VariableSynchronization.ON_READ, aggregation=tf.VariableAggregation.SUM)
     with tf.variable_scope('accumulate'):
-        sums = [tf.get_variable(v.op.name, v.shape, v.dtype, initializer=tf.zeros_initializer(), trainable=False)
-                for v in train_vars]
-        count = tf.get_variable('target_count', [], tf.float32, initializer=tf.zeros_initializer(), trainable=False)
+        # v.name, not v.op.name: in a replica beyond the first, the op is its copy's ('model/wte/replica_1').
+        sums = [tf.get_variable(v.name.split(':')[0], v.shape, v.dtype, **local) for v in train_vars]
+        count = tf.get_variable('target_count', [], tf.float32, **local)
     grads = opt.compute_gradients(loss_sum, train_vars)
     accumulate_op = tf.group([s.assign_add(tf.convert_to_tensor(g)) for s, (g, _) in zip(sums, grads)]
                              + [count.assign_add(target_count)])
-    mean = [(s.read_value() / count.read_value(), v) for s, v in zip(sums, train_vars)]
+    total = count_all(count.read_value())
+    mean = [(s.read_value() / total, v) for s, v in zip(sums, train_vars)]
     apply_op = opt.apply_gradients(mean, global_step=global_step)
     with tf.control_dependencies([apply_op]):
         train_op = tf.group([s.assign(tf.zeros_like(s)) for s in sums] + [count.assign(0.0)])
@@ -602,7 +623,7 @@ def train_loop(sess, training, sampler, run, saver, *, steps, save_every, max_ch
                val_every, validation, best=None):
     """Train until `steps` more steps are done (0: until Ctrl-C), saving every save_every steps and at the end;
     samples every sample_every steps and at the end of `steps`. best: a Best, for --keep_best and
-    --early_stopping."""
+    --early_stopping. run None: save nothing (a worker not the chief)."""
     step = int(sess.run(training.global_step))
     sampler.draws = step * training.accumulate_gradients  # go on with the windows a straight run would draw
     last, saved = (step + steps if steps else None), step
@@ -620,19 +641,19 @@ def train_loop(sess, training, sampler, run, saver, *, steps, save_every, max_ch
         return best is not None and best.update(loss, step, save)
     early = bool(validation) and validate()
     while not early and not stop.requested and (last is None or step < last):
-        batches = [sampler.sample(training.tokens.shape[0]) for _ in range(training.accumulate_gradients)]
+        batches = [sampler.sample(training.batch_size) for _ in range(training.accumulate_gradients)]
         began = time.time()
         loss = training.run_step(sess, batches)
         step += 1
         progress.step(step, loss, sum(int(lengths.sum()) for _, lengths in batches), time.time() - began)
-        if step % save_every == 0:
+        if run and step % save_every == 0:
             print(f'Saving {run.save(sess, saver, step, max_checkpoints)}', flush=True)
             saved = step
         if samples and step % sample_every == 0:
             samples.run(sess, step)
         if validation and step % val_every == 0:
             early = validate()
-    if step != saved:
+    if run and step != saved:
         print(f'Saving {run.save(sess, saver, step, max_checkpoints)}', flush=True)
     if samples and not stop.requested and step % sample_every:
         samples.run(sess, step)  # a run of --steps ends with samples of the weights it leaves
@@ -650,8 +671,8 @@ FLAGS = dict(
     combine='gather text files into chunks of at least this many characters (training windows stay within a '
             'chunk).',
     encoding='the text files\' encoding.',
-    batch_size='windows per step (per micro-batch with accumulate_gradients).',
-    learning_rate='the optimizer\'s learning rate, above 0; by default 2e-5 for adam and sgd, 1e-3 for adafactor.',
+    batch_size='windows per step (per micro-batch with accumulate_gradients), on each device: the step\'s batch '
+               'is this times the devices of all workers.',
     optimizer='adam, sgd, or adafactor (second moments factored per matrix, no first moment: the optimizer state '
               'is about 0.1% of the weights instead of Adam\'s 200%).',
     adafactor_beta1='with adafactor, keep a first moment with this decay (e.g. 0.9; more memory); by default none.',
@@ -697,6 +718,12 @@ FLAGS = dict(
               'max_checkpoints says; sample from it with --checkpoint best. Needs val_every.',
     early_stopping='stop after this many validations in a row without a new lowest loss; 0 for never. Needs '
                    'val_every.',
+    devices='train on this many local devices at once, data-parallel (the GPUs, or with none CPU devices), or on '
+            'a list of them such as /gpu:0,/gpu:2; 1 (the default) trains on one. With TF_CONFIG set, each '
+            'worker uses its machine\'s GPUs (or its CPU) instead; see the README\'s Distributed training.',
+    collective_timeout='with TF_CONFIG: seconds a step may wait for the other workers (a lost worker) before '
+                       'this one exits with an error; longer than the chief\'s longest sampling, validation or '
+                       'save.',
 )
 
 
@@ -815,9 +842,11 @@ def train_main(dataset=None, model_name='124M', models_dir='models', combine=500
                checkpoint_dir='checkpoint', restore_from='latest', overwrite=False, save_every=1000,
                max_checkpoints=5, sample_every=100, sample_length=None, sample_num=1, sample_dir='samples', top_k=40,
                top_p=1.0, val_dataset=None, val_every=0, val_batch_size=2, val_batch_count=40, keep_best=False,
-               early_stopping=0):
+               early_stopping=0, devices=1, collective_timeout=300):
     given = dict(locals())
     check_flags(given)
+    cluster = distribute.choose(devices, os.environ.get('TF_CONFIG'), collective_timeout)  # None: one device
+    chief = cluster is None or cluster.is_chief
     # Everything is checked before anything is written: the model, the flags that depend on it, the data.
     run = RunFolder(checkpoint.resolve_models_dir(checkpoint_dir) / run_name)
     start = choose_start(run, restore_from=restore_from, overwrite=overwrite, model_name=model_name,
@@ -828,37 +857,50 @@ def train_main(dataset=None, model_name='124M', models_dir='models', combine=500
     if seed is None:
         seed = start.seed if start.seed is not None else int.from_bytes(os.urandom(4), 'little')
 
-    run.start(start.model_dir, discard=restore_from == 'fresh' and overwrite)
+    if chief:
+        run.start(start.model_dir, discard=restore_from == 'fresh' and overwrite)
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
         if learning_rate is None:
             learning_rate = None if adafactor_relative_step else DEFAULT_LEARNING_RATE[optimizer]
-        training = build_training(start.hparams, batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
-                                  learning_rate=learning_rate, accumulate_gradients=accumulate_gradients,
+        build = functools.partial(build_training, start.hparams, batch_size=batch_size, seq_len=seq_len,
+                                  optimizer=optimizer, learning_rate=learning_rate,
+                                  accumulate_gradients=accumulate_gradients,
                                   only_train_transformer_layers=only_train_transformer_layers,
                                   memory_saving_gradients=memory_saving_gradients, noise=noise, seed=seed,
                                   lr_schedule=lr_schedule, warmup_steps=warmup_steps, total_steps=total_steps,
                                   adafactor_options=adafactor_options(given))
-        validation = val_chunks and Validation(start.hparams, val_chunks, seq_len=seq_len, batch_size=val_batch_size,
-                                               batch_count=val_batch_count, seed=seed)
-        samples = sample_every and Samples(start.hparams, start.enc,
-                                           checkpoint.resolve_models_dir(sample_dir) / run_name, length=sample_length,
-                                           count=sample_num, batch_size=batch_size, top_k=top_k, top_p=top_p or 1)
+        training = cluster.build(build, batch_size) if cluster else build()
+        # Only the chief validates and samples (and saves).
+        validation = chief and val_chunks and Validation(start.hparams, val_chunks, seq_len=seq_len,
+                                                         batch_size=val_batch_size, batch_count=val_batch_count,
+                                                         seed=seed)
+        samples = chief and sample_every and Samples(start.hparams, start.enc,
+                                                     checkpoint.resolve_models_dir(sample_dir) / run_name,
+                                                     length=sample_length, count=sample_num, batch_size=batch_size,
+                                                     top_k=top_k, top_p=top_p or 1)
         saver = tf.train.Saver(var_list={v.op.name: v for v in training.saved_vars}, max_to_keep=None)
         run.checkpoint_size = memory.checkpoint_bytes(training.saved_vars)
-        report_memory(start.hparams, run, batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
-                      memory_saving_gradients=memory_saving_gradients, accumulate_gradients=accumulate_gradients,
-                      only_train_transformer_layers=only_train_transformer_layers, adafactor_beta1=adafactor_beta1)
-        with tf.Session() as sess:
-            restore(sess, training, start.prefix)
-            print(f'Training {run.path} from {start.prefix} at step {int(sess.run(training.global_step))}',
-                  flush=True)
-            train_loop(sess, training, load_dataset.Sampler(chunks, seq_len, seed), run, saver, steps=steps,
-                       save_every=save_every, max_checkpoints=max_checkpoints, sample_every=sample_every,
-                       samples=samples, val_every=val_every, validation=validation,
-                       best=(keep_best or early_stopping) and Best(run, keep_best=keep_best,
-                                                                  early_stopping=early_stopping,
-                                                                  max_checkpoints=max_checkpoints) or None)
+        if chief:
+            report_memory(start.hparams, run, batch_size=batch_size, seq_len=seq_len, optimizer=optimizer,
+                          memory_saving_gradients=memory_saving_gradients, accumulate_gradients=accumulate_gradients,
+                          only_train_transformer_layers=only_train_transformer_layers,
+                          adafactor_beta1=adafactor_beta1)
+        best = chief and (keep_best or early_stopping) and Best(run, keep_best=keep_best,
+                                                                early_stopping=early_stopping,
+                                                                max_checkpoints=max_checkpoints) or None
+        with cluster.session() if cluster else tf.Session() as sess:
+            if cluster:
+                training.restore(sess, start.prefix)  # and every replica, every worker, takes the chief's values
+            else:
+                restore(sess, training, start.prefix)
+            seed = int(sess.run(training.seed))  # the chief's, with TF_CONFIG: every worker draws the same batches
+            where = f': {batch_size} on each of {cluster.describe()}' if cluster else ''
+            print(f'Training {run.path} from {start.prefix} at step {int(sess.run(training.global_step))}, '
+                  f'batch {training.batch_size}{where}', flush=True)
+            train_loop(sess, training, load_dataset.Sampler(chunks, seq_len, seed), run if chief else None, saver,
+                       steps=steps, save_every=save_every, max_checkpoints=max_checkpoints, sample_every=sample_every,
+                       samples=samples, val_every=val_every, validation=validation, best=best)
 
 
 if __name__ == '__main__':
