@@ -673,6 +673,7 @@ FLAGS = dict(
     encoding='the text files\' encoding.',
     batch_size='windows per step (per micro-batch with accumulate_gradients), on each device: the step\'s batch '
                'is this times the devices of all workers.',
+    learning_rate='the optimizer\'s learning rate, above 0; by default 2e-5 for adam and sgd, 1e-3 for adafactor.',
     optimizer='adam, sgd, or adafactor (second moments factored per matrix, no first moment: the optimizer state '
               'is about 0.1% of the weights instead of Adam\'s 200%).',
     adafactor_beta1='with adafactor, keep a first moment with this decay (e.g. 0.9; more memory); by default none.',
