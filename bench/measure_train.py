@@ -168,6 +168,19 @@ def cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
+def peak_rss_mb():
+    """This process's own peak resident memory (VmHWM). getrusage's ru_maxrss may count pages of the process
+    that forked this one, where it was bigger."""
+    try:
+        with open('/proc/self/status') as status:
+            for line in status:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(settings):
     settings = {**KNOBS, **settings}
     launched = settings['launched']
@@ -206,7 +219,7 @@ def measure(settings):
         'first_step_cpu_s': first_step_cpu, 'step_cpu_s': step_cpu_s,
         'step_times': [round(t, 2) for t in times],
         'tokens_per_s': settings['batch_size'] * settings['seq_len'] / step_s,
-        'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        'peak_rss_mb': peak_rss_mb(),
         'loss': float(sess.run(loss, feed)),
     }
     if settings['profile']:

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import shutil
+import subprocess
 
 import checkpoint
 
@@ -119,6 +120,18 @@ def available_memory():
         return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
     except (ValueError, OSError):
         return None
+
+
+def gpu_memory(run=subprocess.run):
+    """Bytes of memory of the smallest GPU the driver reports (nvidia-smi), or None where there is no NVIDIA
+    driver. Asked of the driver, not of TensorFlow, whose asking would set up the GPUs before the session."""
+    try:
+        done = run(['nvidia-smi', '--query-gpu=memory.total', '--format=csv,noheader,nounits'],
+                   capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sizes = [int(line) for line in done.stdout.split() if line.strip().isdigit()] if done.returncode == 0 else []
+    return min(sizes) * 2**20 if sizes else None
 
 
 def memory_warning(needed, available, where='this machine'):

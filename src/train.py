@@ -817,7 +817,11 @@ def report_memory(hparams, run, **settings):
     needed = memory.estimate(hparams, **settings)
     print(needed.line(batch_size=settings['batch_size'], seq_len=settings['seq_len']), flush=True)
     print(f'Checkpoints: {run.checkpoint_size / memory.GB:.2f} GB each (weights and optimizer state)', flush=True)
-    warning = memory.memory_warning(needed.total, memory.available_memory())
+    gpu = memory.gpu_memory() if tf.config.list_physical_devices('GPU') else None
+    if gpu is not None:
+        warning = memory.memory_warning(needed.total - needed.runtime, gpu, where='each GPU')
+    else:
+        warning = memory.memory_warning(needed.total, memory.available_memory())
     if warning:
         print(warning, file=sys.stderr, flush=True)
     free = run.free_space(run.path)

@@ -45,6 +45,21 @@ def test_the_warning_is_one_line_only_when_memory_is_short():
     assert line.startswith('warning: ') and '\n' not in line and '30.0 GB' in line and '20.0 GB' in line
 
 
+def test_gpu_memory_is_the_smallest_gpu_the_driver_reports_or_none():
+    def driver(stdout, returncode=0):
+        return lambda args, **kw: SimpleNamespace(stdout=stdout, returncode=returncode)
+
+    assert memory.gpu_memory(driver('16384\n40960\n')) == 16384 * 2**20
+    assert memory.gpu_memory(driver('', 9)) is None
+    assert memory.gpu_memory(driver('No devices were found\n')) is None
+
+    def no_driver(args, **kw):
+        raise FileNotFoundError(args[0])
+    assert memory.gpu_memory(no_driver) is None
+    line = memory.memory_warning(20e9, 16384 * 2**20, where='each GPU')
+    assert 'each GPU has 17.2 GB available' in line
+
+
 def saving_session(tmp_path, free):
     """A run folder with one saved checkpoint of a small variable, whose disk reports `free` bytes free."""
     graph = tf.Graph()
