@@ -27,6 +27,7 @@ KNOBS = {
     'arenas': 0,  # MALLOC_ARENA_MAX for glibc's malloc (0: its default, 8 per core), set by bench_train.py
     'mmap_mb': 0,  # MALLOC_MMAP_THRESHOLD_ in MB (0: glibc's default, which rises up to 32 MB as blocks are freed)
     'profile': False,  # trace one step and return where its time and memory go
+    'folding': 'default',  # grappler's constant folding: 'default' (as train.session_config has it), 'on', 'off'
 }
 
 
@@ -40,8 +41,15 @@ def configure_xla(settings):
 def session_config(tf, settings):
     from tensorflow.core.protobuf import rewriter_config_pb2
 
-    config = tf.ConfigProto(intra_op_parallelism_threads=settings['intra'],
-                            inter_op_parallelism_threads=settings['inter'])
+    config = tf.ConfigProto()
+    if settings['loop'] != 'bare':
+        try:
+            import train
+            config = train.session_config()  # what src/train.py runs its step with, where it says
+        except (ImportError, AttributeError):
+            pass
+    config.intra_op_parallelism_threads = settings['intra']
+    config.inter_op_parallelism_threads = settings['inter']
     if settings['xla']:
         config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
     rewrite = config.graph_options.rewrite_options
@@ -49,6 +57,8 @@ def session_config(tf, settings):
         rewrite.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE
     elif settings['grappler'] == 'off':
         rewrite.disable_meta_optimizer = True
+    if settings['folding'] != 'default':
+        rewrite.constant_folding = getattr(rewriter_config_pb2.RewriterConfig, settings['folding'].upper())
     return config
 
 
@@ -201,6 +211,7 @@ def measure(settings):
     built = time.time()
     restore(sess)
     restored = time.time()
+    start_peak_rss_mb = peak_rss_mb()  # the peak before any step: the restore and the initialisers
 
     rng = np.random.default_rng(0)
     feed[tokens] = rng.integers(0, hparams.n_vocab, (settings['batch_size'], settings['seq_len']))
@@ -219,7 +230,7 @@ def measure(settings):
         'first_step_cpu_s': first_step_cpu, 'step_cpu_s': step_cpu_s,
         'step_times': [round(t, 2) for t in times],
         'tokens_per_s': settings['batch_size'] * settings['seq_len'] / step_s,
-        'peak_rss_mb': peak_rss_mb(),
+        'peak_rss_mb': peak_rss_mb(), 'start_peak_rss_mb': start_peak_rss_mb,
         'loss': float(sess.run(loss, feed)),
     }
     if settings['profile']:

@@ -45,8 +45,11 @@ class Cluster:
         """How many replicas the job has, in all processes."""
         return self.strategy.num_replicas_in_sync
 
-    def session(self):
-        return tf.Session(self.target, config=self.config)
+    def session(self, configure=lambda config: config):
+        """A session on this process's part of the job; configure(a copy of its ConfigProto) may change it."""
+        config = tf.ConfigProto()
+        config.CopyFrom(self.config)
+        return tf.Session(self.target, config=configure(config))
 
     def describe(self):
         """-> e.g. '2 replicas (2 devices)', '4 replicas (2 workers x 2 devices)'."""
