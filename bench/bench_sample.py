@@ -286,8 +286,8 @@ def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=
         --configs=.,75b3faf^ (this code against the code of before the generation work), or
         --configs=.,.+repetition_penalty=1.2+no_repeat_ngram_size=3 (penalties off and on). Older revisions take
         only the knobs their sample_sequence has.
-    rounds: run every configuration this many times, alternating, since this machine's speed drifts with the
-        load; with more than one configuration or round, the medians and each configuration's ratio to the
+    rounds: run every configuration this many times, alternating (every other round in the reverse order),
+        since this machine's speed drifts with the load; with more than one configuration or round, the medians and each configuration's ratio to the
         first in the same round follow
     """
     if quick:
@@ -317,7 +317,8 @@ def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=
     for round_ in range(rounds):
         for batch in batch_sizes:
             for prompt in prompt_lengths:
-                for config in configs:
+                # Every other round in the reverse order, so that no configuration always runs first.
+                for config in configs if round_ % 2 == 0 else configs[::-1]:
                     settings = parsed[config][1]
                     load = os.getloadavg()[0]
                     result = measure_config(child_settings(settings, model_dir, sources[config], batch, prompt,
