@@ -3,6 +3,10 @@
     python bench/bench_sample.py            # 124M shape, batch 1 and 8, prompts of 1 and 512 tokens (~5 min)
     python bench/bench_sample.py --quick    # the same at a glance (~2 min)
     python bench/bench_sample.py --help
+    python bench/bench_sample.py --configs=.,75b3faf^ --rounds=3     # this code beside a git revision's
+    python bench/bench_sample.py --configs=.,.+repetition_penalty=1.2+no_repeat_ngram_size=3 --rounds=3
+    python bench/bench_sample.py --batch_sizes=8 --distinct_prompts --mixed_lengths --configs=.,.+singles
+    python bench/bench_sample.py --batch_sizes=1 --prompt_lengths=1 --configs=.+decode_tokens=1023,.+decode_tokens=2048
 
 Each configuration runs in a fresh process (bench/measure_config.py), so start-up and peak memory are its own.
 Batch-1 decoding reads every weight once per token, so it cannot beat memory bandwidth / weight bytes; the
@@ -29,6 +33,7 @@ sys.path.insert(0, str(REPO / 'src'))
 
 import checkpoint  # noqa: E402
 import encoder  # noqa: E402
+import revisions  # noqa: E402  (bench/, on the path as the script's folder)
 
 CACHE_DIR = BENCH / '.cache' / 'models'
 # The header the scripts print before each sample, as the original GPT-2 scripts do.
@@ -193,25 +198,65 @@ COLUMNS = [  # (heading, key, format of the value); each value is as wide as its
     ('batch', 'batch_size', 'd'), ('prompt', 'prompt_len', 'd'), ('startup s', 'startup_s', '.2f'),
     ('1st token s', 'first_token_s', '.2f'), ('prefill s', 'prefill_s', '.3f'),
     ('decode tok/s', 'decode_tokens_per_s', '.1f'), ('ms/step', 'decode_step_ms', '.1f'),
-    ('of ceiling', 'of_ceiling', 's'), ('peak RSS MB', 'peak_rss_mb', '.0f'),
+    ('run s', 'run_s', '.2f'), ('of ceiling', 'of_ceiling', 's'), ('peak RSS MB', 'peak_rss_mb', '.0f'),
 ]
 
 
-def table(rows):
-    lines = ['  '.join(heading for heading, _, _ in COLUMNS)]
+def table(rows, configs=False):
+    columns = ([('config', 'config', 's')] if configs else []) + COLUMNS
+    width = max([len(r.get('config', '')) for r in rows] + [6]) if configs else 0
+    lines = ['  '.join(heading.ljust(width) if key == 'config' else heading for heading, key, _ in columns)]
     for row in rows:
-        lines.append('  '.join(format(row.get(key, ''), f'>{len(heading)}{fmt}') for heading, key, fmt in COLUMNS))
+        lines.append('  '.join(format(row.get(key, ''), f'<{width}' if key == 'config' else f'>{len(heading)}{fmt}')
+                               for heading, key, fmt in columns))
     return '\n'.join(lines)
+
+
+# The settings a configuration may change (see main's configs); each is also a flag of main, its default for all.
+CONFIG_KNOBS = ('top_k', 'top_p', 'temperature', 'decode_tokens', 'distinct_prompts', 'mixed_lengths', 'singles',
+                'stop', 'repetition_penalty', 'presence_penalty', 'frequency_penalty', 'no_repeat_ngram_size',
+                'context_keep')
+PENALTIES = {'repetition_penalty': ('repetition', 1.0), 'presence_penalty': ('presence', 0.0),
+             'frequency_penalty': ('frequency', 0.0), 'no_repeat_ngram_size': ('no_repeat_ngram', 0)}
+
+
+def parse_config(text, defaults):
+    """'REV+knob=value+...' -> (the revision, '.' for this checkout's src/, and the settings: defaults with the
+    knobs changed). A knob without a value is true (+singles); +stop=TEXT adds a stop string."""
+    revision, *knobs = text.split('+')
+    settings = dict(defaults, stop=list(defaults['stop']))
+    for knob in knobs:
+        key, equals, value = knob.partition('=')
+        if key not in CONFIG_KNOBS:
+            raise ValueError(f'unknown knob {key!r} in configuration {text!r}: {", ".join(CONFIG_KNOBS)}')
+        if key == 'stop':
+            settings['stop'].append(value)
+        elif isinstance(defaults[key], bool) or not equals:
+            settings[key] = not equals or value.lower() in ('1', 'true', 'yes', 'on')
+        else:
+            settings[key] = float(value) if isinstance(defaults[key], float) or '.' in value else int(value)
+    return revision or revisions.HERE, settings
+
+
+def child_settings(settings, model_dir, src, batch, prompt, repeats, profile):
+    """One configuration's settings for measure_config.py: the penalties only when one is on."""
+    penalties = {name: settings[flag] for flag, (name, off) in PENALTIES.items() if settings[flag] != off}
+    return {'model_dir': str(model_dir), 'src': str(src), 'batch_size': batch, 'prompt_len': prompt,
+            'repeats': repeats, 'profile': profile, 'penalties': penalties,
+            **{k: settings[k] for k in CONFIG_KNOBS if k not in PENALTIES}}
 
 
 def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=3, top_k=40, top_p=1.0,
          temperature=1.0, n_layer=12, n_embd=768, n_head=12, script_length=256, script=True, profile=False,
-         distinct_prompts=False, quick=False):
+         distinct_prompts=False, quick=False, mixed_lengths=False, singles=False, stop=(), repetition_penalty=1.0,
+         presence_penalty=0.0, frequency_penalty=0.0, no_repeat_ngram_size=0, context_keep=0, configs='.',
+         rounds=1):
     """Benchmark sampling on a random-weight GPT-2 and print a table and one JSON line per configuration.
 
     batch_sizes: batch sizes to measure, e.g. --batch_sizes=1,8
     prompt_lengths: context lengths to measure, e.g. --prompt_lengths=1,512
-    decode_tokens: tokens sampled per run after the prompt
+    decode_tokens: tokens sampled per run after the prompt; past the window (prompt + decode_tokens - 1 above
+        1024) the window slides (see context_keep), and ms/step is then the cost per token, slides included
     repeats: warm runs per configuration; the medians are reported
     top_k: top-k of the sampler (0: off)
     top_p: top-p of the sampler (1: off)
@@ -224,13 +269,43 @@ def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=
     profile: also print each configuration's milliseconds per decode step by op type (one traced run)
     distinct_prompts: a different random prompt for each row; by default all rows share one, as in the scripts
     quick: fewer and shorter runs: prompts of 1 and 64 tokens, 32 tokens, 2 repeats, script length 32
+    mixed_lengths: with distinct_prompts, prompts of different lengths in one batch (left-padded, as the
+        interactive script's --prompt_file): row b's is b * prompt / (2 * batch) tokens shorter
+    singles: the batch's prompts (as distinct_prompts and mixed_lengths make them) sampled one at a time at
+        batch 1 instead, to compare with one batch of them: see the run s column (a run: all the batch's samples)
+    stop: stop strings (a string or a list), as the scripts' --stop; random weights seldom meet them, so this
+        measures the check
+    repetition_penalty: as the scripts' flag (1: off)
+    presence_penalty: as the scripts' flag (0: off)
+    frequency_penalty: as the scripts' flag (0: off)
+    no_repeat_ngram_size: as the scripts' flag (0: off)
+    context_keep: past the window, tokens kept when it slides (0: half the window, as the scripts)
+    configs: configurations to measure side by side, comma-separated, each REV[+KNOB=VALUE]...: REV is a git
+        revision whose src/ is exported to bench/.cache/src/ (bench/revisions.py), or . for this checkout's; a
+        knob is one of the flags above that sets it for this configuration, e.g.
+        --configs=.,75b3faf^ (this code against the code of before the generation work), or
+        --configs=.,.+repetition_penalty=1.2+no_repeat_ngram_size=3 (penalties off and on). Older revisions take
+        only the knobs their sample_sequence has.
+    rounds: run every configuration this many times, alternating (every other round in the reverse order),
+        since this machine's speed drifts with the load; with more than one configuration or round, the medians and each configuration's ratio to the
+        first in the same round follow
     """
     if quick:
         prompt_lengths, decode_tokens, repeats, script_length = (1, 64), 32, 2, 32
     batch_sizes = [batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes)
     prompt_lengths = [prompt_lengths] if isinstance(prompt_lengths, int) else list(prompt_lengths)
-    if max(prompt_lengths) + decode_tokens > 1024:
-        raise ValueError(f'prompt {max(prompt_lengths)} + decode_tokens {decode_tokens} exceeds n_ctx 1024')
+    defaults = dict(top_k=top_k, top_p=float(top_p), temperature=float(temperature), decode_tokens=decode_tokens,
+                    distinct_prompts=bool(distinct_prompts), mixed_lengths=bool(mixed_lengths),
+                    singles=bool(singles), stop=[stop] if isinstance(stop, str) else list(stop),
+                    repetition_penalty=float(repetition_penalty), presence_penalty=float(presence_penalty),
+                    frequency_penalty=float(frequency_penalty), no_repeat_ngram_size=int(no_repeat_ngram_size),
+                    context_keep=int(context_keep))
+    configs = configs.split(',') if isinstance(configs, str) else [str(c) for c in configs]
+    parsed = {config: parse_config(config, defaults) for config in configs}
+    # Each revision is exported now: a commit made while this runs must not change what it measures.
+    sources = {config: revisions.src_of(revision) for config, (revision, _) in parsed.items()}
+    if any(s['singles'] and s['decode_tokens'] + max(prompt_lengths) - 1 > 1024 for _, s in parsed.values()):
+        raise ValueError('singles compares batches within the window')
 
     name, model_dir = ensure_model(n_layer, n_embd, n_head)
     bandwidth = in_fresh_process(read_bandwidth)
@@ -239,18 +314,22 @@ def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=
                                   'model': name, 'weight_mb_per_token': weight_bytes_per_token(model_dir) / 1e6,
                                   'batch1_ceiling_tokens_per_s': round(ceiling, 1)}}), flush=True)
     rows = []
-    for batch in batch_sizes:
-        for prompt in prompt_lengths:
-            settings = {'model_dir': str(model_dir), 'batch_size': batch, 'prompt_len': prompt,
-                        'decode_tokens': decode_tokens, 'repeats': repeats, 'top_k': top_k, 'top_p': top_p,
-                        'temperature': temperature, 'profile': profile, 'distinct_prompts': distinct_prompts}
-            result = measure_config(settings)
-            if batch == 1:
-                result['of_ceiling'] = f'{result["decode_tokens_per_s"] / ceiling:.0%}'
-            row = {'model': name, 'batch_size': batch, 'prompt_len': prompt, 'decode_tokens': decode_tokens,
-                   'top_k': top_k, 'top_p': top_p, 'distinct_prompts': distinct_prompts, **result}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    for round_ in range(rounds):
+        for batch in batch_sizes:
+            for prompt in prompt_lengths:
+                # Every other round in the reverse order, so that no configuration always runs first.
+                for config in configs if round_ % 2 == 0 else configs[::-1]:
+                    settings = parsed[config][1]
+                    load = os.getloadavg()[0]
+                    result = measure_config(child_settings(settings, model_dir, sources[config], batch, prompt,
+                                                           repeats, profile))
+                    if batch == 1:
+                        result['of_ceiling'] = f'{result["decode_tokens_per_s"] / ceiling:.0%}'
+                    row = {'config': config, 'round': round_, 'model': name, 'batch_size': batch,
+                           'prompt_len': prompt, **{k: settings[k] for k in CONFIG_KNOBS}, 'load': load,
+                           'load_after': os.getloadavg()[0], **result}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
 
     script_file = REPO / 'src' / 'generate_unconditional_samples.py'
     script_row = None
@@ -260,10 +339,20 @@ def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=
                       'first_token_s': first and round(first, 3), 'peak_rss_mb': round(rss)}
         print(json.dumps(script_row), flush=True)
 
-    prompts = 'a different prompt for each row' if distinct_prompts else 'one prompt for all rows'
-    print(f'\n{name} random weights, top_k {top_k}, top_p {top_p}, {prompts}, {decode_tokens} tokens per run, '
-          f'median of {repeats}; read bandwidth {bandwidth / 1e9:.1f} GB/s -> batch-1 ceiling {ceiling:.0f} tok/s')
-    print(table(rows))
+    side_by_side = len(configs) > 1 or rounds > 1
+    first = parsed[configs[0]][1]
+    prompts = ('a different prompt for each row' + (' of its own length' if first['mixed_lengths'] else '')
+               if first['distinct_prompts'] else 'one prompt for all rows')
+    loads = [r['load'] for r in rows] + [r['load_after'] for r in rows]
+    print(f'\n{name} random weights, top_k {first["top_k"]}, top_p {first["top_p"]}, {prompts}, '
+          f'{first["decode_tokens"]} tokens per run, median of {repeats}; read bandwidth {bandwidth / 1e9:.1f} GB/s '
+          f'-> batch-1 ceiling {ceiling:.0f} tok/s; load average {min(loads):.1f} to {max(loads):.1f} on '
+          f'{os.cpu_count()} cores')
+    print(table(rows, configs=side_by_side))
+    if side_by_side:
+        print(f'\nmedians over {rounds} round(s); ratio: decode tok/s over the first configuration\'s in the same '
+              f'round, median (range)')
+        print(median_table(rows, configs, batch_sizes, prompt_lengths))
     if script_row:
         print(f'\n{script_file.name} (batch 1, {script_length} tokens): first token after '
               f'{script_row["first_token_s"]} s, peak RSS {script_row["peak_rss_mb"]} MB')
@@ -271,9 +360,28 @@ def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=
         print(f'\n{script_file.name} not found; script start-up not measured')
     if profile:
         for row in rows:
-            print(f'\nbatch {row["batch_size"]}, prompt {row["prompt_len"]}: ms per step by op type')
+            print(f'\n{row["config"]}, batch {row["batch_size"]}, prompt {row["prompt_len"]}: ms per step by op type')
             for op, ms in row['ms_per_step_by_op'].items():
                 print(f'  {op:<28} {ms:8.3f}')
+
+
+def median_table(rows, configs, batch_sizes, prompt_lengths):
+    """Per batch, prompt and configuration: the median decode tok/s, ms/step and run s over the rounds, and the
+    ratio of its decode tok/s to the first configuration's in the same round."""
+    lines = [f'{"config":<{max(map(len, configs))}}  batch  prompt  decode tok/s  ms/step   run s  ratio']
+    for batch in batch_sizes:
+        for prompt in prompt_lengths:
+            same = [r for r in rows if r['batch_size'] == batch and r['prompt_len'] == prompt]
+            base = {r['round']: r['decode_tokens_per_s'] for r in same if r['config'] == configs[0]}
+            for config in configs:
+                mine = [r for r in same if r['config'] == config]
+                ratios = [r['decode_tokens_per_s'] / base[r['round']] for r in mine]
+                median = lambda key: statistics.median(r[key] for r in mine)
+                lines.append(f'{config:<{max(map(len, configs))}}  {batch:>5}  {prompt:>6}  '
+                             f'{median("decode_tokens_per_s"):>12.1f}  {median("decode_step_ms"):>7.1f}  '
+                             f'{median("run_s"):>6.2f}  {statistics.median(ratios):.3f} '
+                             f'({min(ratios):.3f} to {max(ratios):.3f})')
+    return '\n'.join(lines)
 
 
 if __name__ == '__main__':

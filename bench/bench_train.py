@@ -32,9 +32,7 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
-from io import BytesIO
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -47,9 +45,9 @@ sys.path.insert(0, str(BENCH))
 import bench_sample  # noqa: E402
 import checkpoint  # noqa: E402  (on the path through bench_sample)
 import measure_train  # noqa: E402
+from revisions import src_of  # noqa: E402
 
 REPO = bench_sample.REPO
-SRC_CACHE = BENCH / '.cache' / 'src'
 PEERS = {'hf-eager': 'eager', 'hf-sdpa': 'sdpa'}
 DISTRIBUTED = ('workers', 'devices')  # the knobs of the script configuration: src/train.py over several of them
 DEFAULT_PEERS_PYTHON = '/work/peers-venv/bin/python'
@@ -77,20 +75,6 @@ def parse_config(text):
         settings[key] = True if not value else type(default)(value) if not isinstance(default, bool) else \
             value.lower() in ('1', 'true', 'yes', 'on')
     return name, revision or None, settings
-
-
-def src_of(revision):
-    """The src/ folder of a git revision, exported once to bench/.cache/src/COMMIT/; None: this checkout's."""
-    if revision is None:
-        return REPO / 'src'
-    commit = subprocess.run(['git', 'rev-parse', '--verify', f'{revision}^{{commit}}'], cwd=REPO, check=True,
-                            capture_output=True, text=True).stdout.strip()
-    folder = SRC_CACHE / commit
-    if not (folder / 'src').is_dir():
-        archive = subprocess.run(['git', 'archive', commit, 'src'], cwd=REPO, check=True, capture_output=True).stdout
-        with tarfile.open(fileobj=BytesIO(archive)) as tar:
-            tar.extractall(folder, filter='data')
-    return folder / 'src'
 
 
 def malloc_environment(settings):

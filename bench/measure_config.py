@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 SRC = Path(__file__).resolve().parent.parent / 'src'
 
 
@@ -25,17 +27,59 @@ class TokenClock:
 
 def build(settings, hparams, clock):
     """The sampling graph, as the interactive script builds it: one prompt for every row, context placeholder
-    [1, None] -> tokens. With distinct_prompts, each row its own prompt: context [batch, None]."""
+    [1, None] -> (context, lengths or None, tokens). With distinct_prompts, each row its own prompt: context
+    [batch, None], and with mixed_lengths a lengths placeholder [batch] (left-padded prompts). With singles, the
+    graph of batch 1 that runs the rows' prompts one at a time. The knobs of the new features (stop strings,
+    penalties, context_keep) are passed only when set, so a revision from before them builds its own default."""
     import sample
     import tensorflow.compat.v1 as tf
 
-    context = tf.placeholder(tf.int32, [settings['batch_size'] if settings['distinct_prompts'] else 1, None])
+    batch = 1 if settings.get('singles') else settings['batch_size']
+    rows = batch if settings['distinct_prompts'] else 1
+    context = tf.placeholder(tf.int32, [rows, None])
+    lengths = tf.placeholder(tf.int32, [rows]) if settings.get('mixed_lengths') and rows > 1 else None
+    knobs = {}
+    if lengths is not None:
+        knobs['context_lengths'] = lengths
+    if settings.get('penalties'):
+        import penalties
+        knobs['penalties'] = penalties.Penalties(**settings['penalties'])
+    if settings.get('stop'):
+        import encoder
+        import stops
+        enc = encoder.read_vocabulary(Path(settings['model_dir']))
+        knobs.update(stops=stops.stop_array(settings['stop']), token_bytes=stops.token_bytes(enc, hparams.n_vocab))
+    if settings['prompt_len'] + settings['decode_tokens'] - 1 > hparams.n_ctx:
+        knobs['context_keep'] = settings.get('context_keep') or hparams.n_ctx // 2
     tf.set_random_seed(1)
     tokens = sample.sample_sequence(hparams=hparams, length=settings['decode_tokens'], context=context,
-                                    batch_size=settings['batch_size'],
-                                    temperature=settings['temperature'], top_k=settings['top_k'],
-                                    top_p=settings['top_p'], on_token=clock, frozen_weights=True)
-    return context, tokens
+                                    batch_size=batch, temperature=settings['temperature'], top_k=settings['top_k'],
+                                    top_p=settings['top_p'], on_token=clock, frozen_weights=True, **knobs)
+    return context, lengths, tokens
+
+
+def prompts(settings, n_vocab):
+    """The prompts of a run: one of prompt_len tokens, or, with distinct_prompts (or singles), one per row; with
+    mixed_lengths, row b's is shorter by b * prompt_len / (2 * batch) tokens (prompt_len down to about half)."""
+    rng = np.random.default_rng(0)
+    batch = settings['batch_size']
+    if not (settings['distinct_prompts'] or settings.get('singles')):
+        return [rng.integers(0, n_vocab, settings['prompt_len']).tolist()]
+    lengths = [settings['prompt_len'] - (b * settings['prompt_len'] // (2 * batch) if settings.get('mixed_lengths')
+                                         else 0) for b in range(batch)]
+    return [rng.integers(0, n_vocab, max(n, 1)).tolist() for n in lengths]
+
+
+def feeds(settings, context, lengths, rows):
+    """-> the feeds of one run: one feed, or, with singles, one per prompt."""
+    if settings.get('singles'):
+        return [{context: [row]} for row in rows]
+    width = max(map(len, rows))
+    padded = np.array([[0] * (width - len(r)) + r for r in rows], np.int32)
+    feed = {context: padded}
+    if lengths is not None:
+        feed[lengths] = [len(r) for r in rows]
+    return [feed]
 
 
 def run_once(sess, fetch, feed, clock, **kwargs):
@@ -74,9 +118,8 @@ def op_profile(sess, fetch, feed, clock):
 
 def measure(settings):
     launched = settings['launched']
-    sys.path.insert(0, str(SRC))
+    sys.path.insert(0, settings.get('src') or str(SRC))
     import cli  # first, as in the scripts: it loads TensorFlow quietly
-    import numpy as np
     import tensorflow.compat.v1 as tf
 
     import checkpoint
@@ -91,28 +134,38 @@ def measure(settings):
     clock = TokenClock()
     sess = tf.Session(config=sample.session_config())
     wait_for_restore = cli.start_restore(sess, model_dir, hparams)
-    context, tokens = build(settings, hparams, clock)
+    context, lengths, tokens = build(settings, hparams, clock)
     built = time.time()
     wait_for_restore()
     restored = time.time()
 
-    rng = np.random.default_rng(0)
-    feed = {context: rng.integers(0, hparams.n_vocab, (context.shape[0], settings['prompt_len']))}
-    run_once(sess, tokens, feed, clock)
+    runs = feeds(settings, context, lengths, prompts(settings, hparams.n_vocab))
+    run_once(sess, tokens, runs[0], clock)
     first_token = clock.times[0]
 
-    prefills, rates = zip(*(run_once(sess, tokens, feed, clock) for _ in range(settings['repeats'])))
+    prefills, rates, walls = [], [], []
+    for _ in range(settings['repeats']):
+        start = time.time()
+        for feed in runs:  # one run, or with singles one per prompt
+            prefill, rate = run_once(sess, tokens, feed, clock)
+            prefills.append(prefill)
+            rates.append(rate)
+        walls.append(time.time() - start)
     step_rate = statistics.median(rates)
+    rows = 1 if settings.get('singles') else settings['batch_size']
     result = {
         'import_s': imported - launched, 'build_s': built - imported, 'restore_wait_s': restored - built,
         'startup_s': restored - launched, 'first_token_s': first_token - launched,
         'prefill_s': statistics.median(prefills),
-        'decode_tokens_per_s': step_rate * settings['batch_size'], 'decode_step_ms': 1000 / step_rate,
+        'decode_tokens_per_s': step_rate * rows, 'decode_step_ms': 1000 / step_rate,
+        # a run: the batch's samples from prompt to last token (with singles, all of them one after the other)
+        'run_s': statistics.median(walls),
+        'run_tokens_per_s': settings['batch_size'] * settings['decode_tokens'] / statistics.median(walls),
         'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         'device': sample.default_device(),
     }
     if settings.get('profile'):
-        result['ms_per_step_by_op'] = op_profile(sess, tokens, feed, clock)
+        result['ms_per_step_by_op'] = op_profile(sess, tokens, runs[0], clock)
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
 
 

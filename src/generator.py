@@ -10,6 +10,7 @@ placeholder fed per call, so one graph serves every call with the same number of
 builds one more graph (once), and a call that goes past the model's window builds its sliding graph (once).
 Prompts of different lengths share a batch (sample.sample_sequence's context_lengths).
 """
+import contextlib
 import dataclasses
 
 import cli  # first: it loads TensorFlow quietly
@@ -17,6 +18,7 @@ import cli  # first: it loads TensorFlow quietly
 import numpy as np
 
 import checkpoint
+import flags
 import penalties as penalties_lib
 import sample
 import stops as stops_lib
@@ -96,7 +98,8 @@ class Generator:
 
         An empty prompt starts from <|endoftext|> (an unconditional sample); '<|endoftext|>' in a prompt is that
         token. The knobs are those of the scripts (see their --help); stop: a string or a list of them; give
-        '<|endoftext|>' to end at that token too. seed: the same seed gives the same samples; None draws one.
+        '<|endoftext|>' to end at that token too. seed (0 to 2**32 - 1): the same seed gives the
+        same samples; None draws one. A knob out of range is a ValueError, by the scripts' rules for their flags.
         Past the model's window (prompt + length - 1 > n_ctx) the window slides (context_keep, by default half
         the window), one prompt at a time."""
         single = isinstance(prompts, str)
@@ -104,16 +107,16 @@ class Generator:
         if not prompts:
             raise ValueError('give at least one prompt')
         stop = [stop] if isinstance(stop, str) else list(stop)
-        if any(not s for s in stop):
-            raise ValueError('a stop string must not be empty')
-        if repetition_penalty <= 0:
-            raise ValueError(f'repetition_penalty must be above 0, got {repetition_penalty}')
+        if any(not isinstance(s, str) or not s for s in stop):
+            raise ValueError(f'a stop string must be text, not empty; got {stop!r}')
         n_ctx = self.hparams.n_ctx
-        context_keep = n_ctx // 2 if context_keep is None else context_keep
-        if not 1 <= context_keep <= n_ctx:
-            raise ValueError(f'context_keep must be 1 to {n_ctx}, got {context_keep}')
-        if length < 1:
-            raise ValueError(f'length must be at least 1, got {length}')
+        with knob_errors():  # the scripts' rules for the knobs, in one place (cli.py)
+            cli.check_sampling_flags(nsamples=len(prompts), batch_size=len(prompts), temperature=temperature,
+                                     top_k=top_k, top_p=top_p, seed=seed)
+            cli.check_penalties(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                                frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
+            cli.check_length(length, n_ctx, default=None)
+            context_keep = cli.check_context_keep(context_keep, n_ctx)
         if seed is None:
             seed = np.random.randint(0, 2**31 - 1)
         ids = [self.enc.encode(p, allowed_special={checkpoint.ENDOFTEXT}) or [self.endoftext] for p in prompts]
@@ -147,3 +150,12 @@ class Generator:
             if found:
                 tokens = tokens[:int(np.searchsorted(ends, min(found))) + 1]
         return Sample(text=text, tokens=tokens)
+
+
+@contextlib.contextmanager
+def knob_errors():
+    """The scripts' flag errors (flags.UsageError, '--top_k must be ...') as ValueError ('top_k must be ...')."""
+    try:
+        yield
+    except flags.UsageError as err:
+        raise ValueError(str(err).removeprefix('--')) from None

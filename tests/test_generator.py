@@ -60,7 +60,10 @@ def test_past_the_window_slides_by_the_rule(gen, tiny_model):
     assert got.tokens == numpy_sliding_greedy(tiny_model, p, 45, 10)[len(p):]
 
 
-@pytest.mark.parametrize('kwargs', [{'stop': ''}, {'repetition_penalty': 0}, {'context_keep': 0}, {'length': 0}])
+@pytest.mark.parametrize('kwargs', [{'stop': ''}, {'repetition_penalty': 0}, {'context_keep': 0}, {'length': 0},
+                                    {'temperature': -1}, {'top_k': -1}, {'top_p': 0}, {'seed': -1},
+                                    {'no_repeat_ngram_size': 1.5}, {'context_keep': 10 ** 6}])
 def test_bad_knobs_raise(gen, kwargs):
-    with pytest.raises(ValueError):
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match='stop string' if name == 'stop' else f'^{name} must'):
         gen.generate('x', **kwargs)

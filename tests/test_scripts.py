@@ -1,4 +1,5 @@
 """Both sampling scripts end to end, as subprocesses on the tiny model, as a user runs them."""
+import importlib
 import os
 import pty
 import re
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,6 +30,21 @@ def run(script, *args, stdin=b'', cwd=REPO, env=None, from_src=False):
                           cwd=REPO / 'src' if from_src else cwd, env=env, timeout=120)
     done.out, done.err = done.stdout.decode('utf-8', 'replace'), done.stderr.decode('utf-8', 'replace')
     return done
+
+
+def in_process(capsys, script, **flags):
+    """A script's main function called here, as fire calls it, for a run that ends with an error before it
+    samples (a bad flag, a broken model folder): -> its exit code, stdout and stderr, like run's."""
+    module = importlib.import_module(script[:-len('.py')])
+    main = module.sample_model if script == UNCONDITIONAL else module.interact_model
+    with pytest.raises(SystemExit) as exit_info:
+        main(**flags)
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=exit_info.value.code, out=out, err=err)
+
+
+def tiny_kwargs(tiny_model, **flags):
+    return {'models_dir': str(tiny_model.models_dir), 'model_name': tiny_model.name, 'seed': 1, **flags}
 
 
 def tiny_flags(tiny_model, **flags):
@@ -59,26 +76,22 @@ def assert_clean_error(done, *words):
 # Output as the original scripts printed it
 # ---------------------------------------------------------------------------------------------------------------
 
-def test_unconditional_numbers_samples_without_gaps_at_batch_2(tiny_model):
-    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=3, batch_size=2, length=6))
-    assert done.returncode == 0, done.err
-    assert sample_numbers(done.out) == [1, 2, 3]
-    assert done.err == ''  # no TensorFlow start-up noise
-
-
 def test_unconditional_greedy_text_equals_reference_decoding(tiny_model):
-    """Two samples from a full batch of 2, the third from the first row of a last batch of 2 (streamed)."""
+    """Two samples from a full batch of 2, the third from the first row of a last batch of 2, numbered without
+    gaps; top_k 1."""
     done = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=3, batch_size=2, length=10, top_k=1))
+    assert done.returncode == 0 and done.err == ''  # no TensorFlow start-up noise
     tokens = reference.greedy(tiny_model.params, tiny_model.hparams, [tiny_model.endoftext], 10)[1:]
     sample = '=' * 40 + ' SAMPLE {} ' + '=' * 40 + '\n' + decode(tiny_model, tokens) + '\n'
     assert done.out == sample.format(1) + sample.format(2) + sample.format(3)
 
 
-def test_streamed_sample_at_batch_1_prints_the_same_text(tiny_model):
-    greedy = tiny_flags(tiny_model, length=12, temperature=0)
-    batched = run(UNCONDITIONAL, *greedy, '--nsamples=2', '--batch_size=2')
-    streamed = run(UNCONDITIONAL, *greedy, '--nsamples=2', '--batch_size=1')
-    assert streamed.out == batched.out and sample_numbers(streamed.out) == [1, 2]
+def test_streamed_sample_at_batch_1_is_the_greedy_text_at_temperature_zero(tiny_model):
+    """Streamed token by token (batch 1), temperature 0 is greedy: the reference's text, as top_k 1 above."""
+    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, length=12, temperature=0, seed=3, nsamples=2, batch_size=1))
+    tokens = reference.greedy(tiny_model.params, tiny_model.hparams, [tiny_model.endoftext], 12)[1:]
+    sample = '=' * 40 + ' SAMPLE {} ' + '=' * 40 + '\n' + decode(tiny_model, tokens) + '\n'
+    assert done.out == sample.format(1) + sample.format(2)
 
 
 def test_same_seed_same_output_and_other_seed_differs(tiny_model):
@@ -107,9 +120,10 @@ def test_interactive_over_a_pipe_answers_each_prompt_until_end_of_input(tiny_mod
     assert sample_numbers(done.out) == [1, 2, 3, 1, 2, 3]
 
 
-@pytest.mark.parametrize('nsamples, batch_size', [(1, 1), (3, 2)])
-def test_interactive_greedy_continuation_equals_reference(tiny_model, nsamples, batch_size):
-    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=7, top_k=1, nsamples=nsamples, batch_size=batch_size),
+def test_interactive_greedy_continuation_equals_reference(tiny_model):
+    """Three samples at batch 2 (batch 1: the run folder's test below)."""
+    nsamples = 3
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=7, top_k=1, nsamples=nsamples, batch_size=2),
                stdin=b' the hello\n')
     prompt = [258, ord(' '), 257, 263, ord('o')]
     tokens = reference.greedy(tiny_model.params, tiny_model.hparams, prompt, 7)[len(prompt):]
@@ -119,8 +133,7 @@ def test_interactive_greedy_continuation_equals_reference(tiny_model, nsamples, 
     assert done.out.count(SEPARATOR + '\n') == 1
 
 
-@pytest.mark.parametrize('from_src', [False, True])
-@pytest.mark.parametrize('script, stdin', [(UNCONDITIONAL, b''), (INTERACTIVE, b'hi\n')])
+@pytest.mark.parametrize('script, stdin, from_src', [(UNCONDITIONAL, b'', False), (INTERACTIVE, b'hi\n', True)])
 def test_default_models_dir_found_from_root_and_from_src(repo_model, script, stdin, from_src):
     done = run(script, f'--model_name={repo_model}', '--nsamples=1', '--length=4', stdin=stdin, from_src=from_src)
     assert done.returncode == 0, done.err
@@ -141,17 +154,25 @@ def test_help_is_the_manual_with_a_line_per_flag(script):
 # Bad flags and broken model folders: one line, non-zero exit, nothing touched
 # ---------------------------------------------------------------------------------------------------------------
 
+def test_bad_flag_from_the_command_line_is_one_line_and_exit_2(tiny_model):
+    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, length='abc'))
+    assert_clean_error(done, '--length')
+    assert done.returncode == 2 and done.out == ''
+
+
 @pytest.mark.parametrize('flag, value', [
-    ('length', 0), ('length', 'abc'), ('context_keep', 33), ('nsamples', -1), ('batch_size', 0), ('temperature', -0.5),
+    ('length', 0), ('context_keep', 33), ('nsamples', -1), ('batch_size', 0), ('temperature', -0.5),
     ('top_k', -1), ('top_k', 2.5), ('top_p', 0), ('top_p', 1.5), ('top_p', 'x'), ('seed', 'abc'),
 ])
-def test_bad_flag_names_the_flag(tiny_model, flag, value):
-    assert_clean_error(run(UNCONDITIONAL, *tiny_flags(tiny_model, **{flag: value})), f'--{flag}')
-    assert run(UNCONDITIONAL, *tiny_flags(tiny_model, **{flag: value})).returncode == 2
+def test_bad_flag_names_the_flag(tiny_model, capsys, flag, value):
+    """As fire hands the values over (the command line's one case above)."""
+    done = in_process(capsys, UNCONDITIONAL, **tiny_kwargs(tiny_model, **{flag: value}))
+    assert_clean_error(done, f'--{flag}')
+    assert done.returncode == 2 and done.out == ''
 
 
-def test_interactive_needs_a_sample_per_prompt(tiny_model):
-    assert_clean_error(run(INTERACTIVE, *tiny_flags(tiny_model, nsamples=0)), '--nsamples')
+def test_interactive_needs_a_sample_per_prompt(tiny_model, capsys):
+    assert_clean_error(in_process(capsys, INTERACTIVE, **tiny_kwargs(tiny_model, nsamples=0)), '--nsamples')
 
 
 def snapshot(folder):
@@ -208,11 +229,24 @@ def break_vocab_missing(m):
     (break_vocab_missing, ['vocab.bpe']),
 ])
 @pytest.mark.parametrize('script', [UNCONDITIONAL, INTERACTIVE])
-def test_broken_model_folder_gives_one_line_and_changes_nothing(model_copy, damage, words, script):
+def test_broken_model_folder_gives_one_line_and_changes_nothing(model_copy, capsys, damage, words, script):
+    """In this process: the folder is checked before TensorFlow builds anything (the command line: below)."""
+    damage(model_copy)
+    before = snapshot(model_copy.dir)
+    done = in_process(capsys, script, **tiny_kwargs(model_copy, nsamples=1, length=4))
+    assert_clean_error(done, *words)
+    assert done.returncode == 1 and done.out == ''
+    assert snapshot(model_copy.dir) == before
+
+
+@pytest.mark.parametrize('script, damage, words', [(UNCONDITIONAL, break_interrupted_download, ['interrupted']),
+                                                   (INTERACTIVE, break_encoder_json, ['encoder.json'])])
+def test_broken_model_folder_from_the_command_line(model_copy, script, damage, words):
     damage(model_copy)
     before = snapshot(model_copy.dir)
     done = run(script, *tiny_flags(model_copy, nsamples=1, length=4), stdin=b'hi\n')
     assert_clean_error(done, *words)
+    assert done.returncode == 1 and done.out == ''
     assert snapshot(model_copy.dir) == before
 
 
@@ -223,8 +257,8 @@ def test_corrupt_weights_of_the_right_size_fail_cleanly(model_copy):
 
 
 @pytest.mark.parametrize('flags', [{'models_dir': '/nonexistent/models'}, {'model_name': '774M'}])
-def test_missing_model_says_how_to_download_it(tiny_model, flags):
-    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, **flags))
+def test_missing_model_says_how_to_download_it(tiny_model, capsys, flags):
+    done = in_process(capsys, UNCONDITIONAL, **tiny_kwargs(tiny_model, **flags))
     assert_clean_error(done, 'not found', 'download_model.py')
 
 
@@ -232,8 +266,8 @@ def test_missing_model_says_how_to_download_it(tiny_model, flags):
 # Real use: long prompts, end of text, greedy, encodings, Ctrl-C
 # ---------------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('words', [6, 60])  # longer than the room left by --length, then longer than the window
-def test_long_prompt_keeps_its_last_tokens_and_says_so(tiny_model, words):
+def test_long_prompt_keeps_its_last_tokens_and_says_so(tiny_model):
+    words = 60  # longer than the window, and so than the room that --length leaves
     prompt = ' the' * words  # one token per word
     done = run(INTERACTIVE, *tiny_flags(tiny_model, length=28, temperature=0), stdin=prompt.encode() + b'\n')
     assert done.returncode == 0, done.err
@@ -241,12 +275,6 @@ def test_long_prompt_keeps_its_last_tokens_and_says_so(tiny_model, words):
     assert f'the first {words - 4} were dropped' in done.err
     expected = reference.greedy(tiny_model.params, tiny_model.hparams, [258] * 4, 28)[4:]
     assert decode(tiny_model, expected) + '\n' + SEPARATOR in done.out
-
-
-def test_temperature_zero_is_greedy(tiny_model):
-    zero = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=1, length=10, temperature=0, seed=3))
-    top1 = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=1, length=10, top_k=1, seed=4))
-    assert zero.returncode == 0 and zero.out == top1.out
 
 
 @pytest.fixture(scope='module')
@@ -260,15 +288,16 @@ def chatty_model(tiny_model, tmp_path_factory):
     return chatty
 
 
-@pytest.mark.parametrize('batch_size', [1, 4])
-def test_stop_at_endoftext_ends_samples_before_the_token(chatty_model, batch_size):
-    flags = tiny_flags(chatty_model, nsamples=8, batch_size=batch_size, length=30)
-    plain = run(UNCONDITIONAL, *flags)
-    stopped = run(UNCONDITIONAL, *flags, '--stop_at_endoftext')
+def test_stop_at_endoftext_ends_samples_before_the_token(chatty_model):
+    """Streamed (batch 1) and per batch (4); the same seed without the flag shows the token."""
+    plain = run(UNCONDITIONAL, *tiny_flags(chatty_model, nsamples=8, batch_size=4, length=30))
     assert '<|endoftext|>' in plain.out  # the model does produce it
-    assert '<|endoftext|>' not in stopped.out
-    assert sample_numbers(stopped.out) == list(range(1, 9))
-    assert len(stopped.out) < len(plain.out)
+    for batch_size in (1, 4):
+        stopped = run(UNCONDITIONAL, *tiny_flags(chatty_model, nsamples=8, batch_size=batch_size, length=30),
+                      '--stop_at_endoftext')
+        assert '<|endoftext|>' not in stopped.out
+        assert sample_numbers(stopped.out) == list(range(1, 9))
+        assert len(stopped.out) < len(plain.out)
 
 
 def test_unencodable_output_is_replaced_not_fatal(tiny_model):
@@ -422,9 +451,11 @@ def test_stop_escapes_stand_for_newline_and_tab():
     assert cli.gather_repeated(['--stop', 'x', '--seed=1', '--stop=5'], 'stop') == ["--stop=['x', '5']", '--seed=1']
 
 
-@pytest.mark.parametrize('script', [UNCONDITIONAL, INTERACTIVE])
-def test_empty_stop_string_is_a_flag_error(tiny_model, script):
-    done = run(script, *tiny_flags(tiny_model, length=4), '--stop=', stdin=b'hi\n')
+def test_empty_stop_string_is_a_flag_error(tiny_model, capsys):
+    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, length=4), '--stop=')
+    assert_clean_error(done, '--stop')
+    assert done.returncode == 2 and done.out == ''
+    done = in_process(capsys, INTERACTIVE, **tiny_kwargs(tiny_model, length=4, stop=['x', '']))
     assert_clean_error(done, '--stop')
     assert done.returncode == 2 and done.out == ''
 
@@ -499,10 +530,12 @@ def test_prompt_separator_and_a_typed_prompt_over_two_lines(tiny_model, tmp_path
     assert f'SAMPLE 1 {"=" * 40}\n{text}\n{SEPARATOR}' in typed.out and '... ' in typed.out
 
 
-@pytest.mark.parametrize('content', ['', '\n\n  \n'])
-def test_empty_prompt_file_is_a_flag_error(tiny_model, tmp_path, content):
+@pytest.mark.parametrize('content, command_line', [('', True), ('\n\n  \n', False)])
+def test_empty_prompt_file_is_a_flag_error(tiny_model, tmp_path, capsys, content, command_line):
     (tmp_path / 'empty.txt').write_text(content)
-    done = run(INTERACTIVE, *tiny_flags(tiny_model, prompt_file=tmp_path / 'empty.txt'))
+    flags = dict(prompt_file=tmp_path / 'empty.txt')
+    done = (run(INTERACTIVE, *tiny_flags(tiny_model, **flags)) if command_line
+            else in_process(capsys, INTERACTIVE, **tiny_kwargs(tiny_model, **flags)))
     assert_clean_error(done, '--prompt_file', 'no prompt')
     assert done.returncode == 2 and done.out == ''
 
