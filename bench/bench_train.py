@@ -206,10 +206,20 @@ def free_ports(count):
     return ports
 
 
+def bytes_sent(ports):
+    """The bytes sent so far over the open TCP connections to or from any of ports on this machine (both ends
+    of each: what every worker has sent), from the kernel's counters (`ss`)."""
+    where = ' or '.join(f'sport = :{p} or dport = :{p}' for p in ports)
+    out = subprocess.run(['ss', '-tinH', f'( {where} )'], capture_output=True, text=True, check=True).stdout
+    return sum(int(n) for n in re.findall(r'bytes_sent:(\d+)', out))
+
+
 def measure_workers(src, common, workers):
     """Run src/train.py as `workers` processes of one job on 127.0.0.1, each on its own core with one thread ->
     the chief's time to its first step's progress line, the median tokens/s of the steps after it (the job's),
-    and the bytes each worker's ring all-reduce sends per step: 2 (N - 1) / N of the float32 gradients."""
+    each worker's peak RSS (the largest), and the bytes each worker sends per step: measured over the steps after
+    the first (`ss`'s counters of the job's connections), and the ring all-reduce's arithmetic, 2 (N - 1) / N of
+    the float32 gradients."""
     runs = BENCH / '.cache' / 'runs'
     model_dir = Path(common['model_dir'])
     hosts = [f'127.0.0.1:{port}' for port in free_ports(workers)]
@@ -229,15 +239,22 @@ def measure_workers(src, common, workers):
         core = cores[i % len(cores)]
         processes.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO,
                                           env=env, preexec_fn=lambda core=core: os.sched_setaffinity(0, {core})))
-    first_step, rates = None, []
+    ports = [int(host.rsplit(':', 1)[1]) for host in hosts]
+    first_step, rates, sent = None, [], []
     for line in processes[0].stdout:
         match = PROGRESS.match(line)
         if match:
+            sent.append(bytes_sent(ports) if workers > 1 else 0)
             if first_step is None:
                 first_step = time.time() - start
             else:
                 rates.append(float(match.group(2)))
-    codes = [p.wait() for p in processes]
+    codes, peaks = [], []
+    for p in processes:
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        codes.append(p.returncode)
+        peaks.append(usage.ru_maxrss)
     for i in range(workers):
         shutil.rmtree(runs / f'w{i}', ignore_errors=True)
     if any(codes) or not rates:
@@ -247,8 +264,9 @@ def measure_workers(src, common, workers):
     tokens_per_s = statistics.median(rates)
     return {'loop': f'train.py x{workers}', 'first_step_s': round(first_step, 3), 'tokens_per_s': tokens_per_s,
             'step_s': round(common['batch_size'] * workers * common['seq_len'] / tokens_per_s, 3),
-            'step_cpu_s': None, 'first_step_cpu_s': None, 'peak_rss_mb': None,
-            'sent_mb_per_step': round(2 * (workers - 1) / workers * 4 * params / 2**20, 1)}
+            'step_cpu_s': None, 'first_step_cpu_s': None, 'peak_rss_mb': round(max(peaks) / 1024),
+            'sent_mb_per_step': round((sent[-1] - sent[0]) / workers / (len(sent) - 1) / 2**20, 1),
+            'ring_mb_per_step': round(2 * (workers - 1) / workers * 4 * params / 2**20, 1)}
 
 
 def devices(extra):
@@ -278,7 +296,7 @@ COLUMNS = [  # (heading, key, format of the value); each value is as wide as its
     ('tokens/s', 'tokens_per_s', '.1f'), ('s/step', 'step_s', '.2f'), ('CPU s/step', 'step_cpu_s', '.2f'),
     ('peak RSS MB', 'peak_rss_mb', '.0f'), ('1st step s', 'first_step_s', '.1f'),
     ('1st step CPU s', 'first_step_cpu_s', '.1f'), ('load', 'load', '.2f'),
-    ('sent MB/step', 'sent_mb_per_step', '.1f'),
+    ('sent MB/step', 'sent_mb_per_step', '.1f'), ('ring MB/step', 'ring_mb_per_step', '.1f'),
 ]
 
 

@@ -147,6 +147,8 @@ def load_model(model_name, models_dir, which='latest'):
     which: the --checkpoint flag, latest, best or a step (checkpoint.choose_checkpoint); start_restore restores
     that one."""
     flags.folder_name('model_name', model_name)
+    if isinstance(which, str) and which.isdecimal():
+        which = int(which)  # a step given as text: lm_eval's --model_args, or Python callers
     if not (which in ('latest', 'best') or (isinstance(which, int) and not isinstance(which, bool) and which >= 0)):
         raise flags.UsageError(f'--checkpoint must be latest, best or a step (a whole number), got {which!r}')
     models_dir = checkpoint.resolve_models_dir(models_dir)

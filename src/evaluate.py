@@ -37,13 +37,13 @@ EVAL_REQUIREMENTS = 'requirements-eval.txt'
                "approximation of the paper's unpublished stop-word filter.",
     json='print {"examples": N, "accuracy": ..., "accuracy_stderr": ..., "perplexity": ...}.')
 def run_lambada(path, model_name='124M', models_dir='models', batch_size=None, last_token=False,
-                stop_words=False, json=False):
+                stop_words=False, json=False, checkpoint='latest'):
     flags.whole_number('batch_size', batch_size, 1, allow_none=True)
     try:
         texts = lambada.read_examples(path)
     except lambada.LambadaError as err:
         flags.fail(err, code=1)
-    model_dir, hparams, enc = cli.load_model(model_name, models_dir)
+    model_dir, hparams, enc = cli.load_model(model_name, models_dir, checkpoint)
     with tf.Graph().as_default(), tf.Session(config=scoring.session_config()) as sess:
         restored = cli.start_restore(sess, model_dir, hparams)
         scorer = scoring.Scorer(sess, hparams)
@@ -117,7 +117,7 @@ def write_results(results, output_path):
     include_path='a folder of local task definitions (YAML) to add to the known tasks.',
     num_fewshot='examples of the task shown before each one; default the task\'s own (zero-shot).')
 def run_harness(tasks=None, model_name='124M', models_dir='models', limit=None, batch_size=None, output_path=None,
-                include_path=None, num_fewshot=None):
+                include_path=None, num_fewshot=None, checkpoint='latest'):
     names = task_names(tasks)
     flags.whole_number('batch_size', batch_size, 1, allow_none=True)
     if limit is not None:
@@ -131,7 +131,8 @@ def run_harness(tasks=None, model_name='124M', models_dir='models', limit=None, 
     if unknown:
         raise flags.UsageError(f'unknown task {", ".join(unknown)}; see lm_eval --tasks list for the names, or '
                                f'give --include_path with its definition')
-    model = harness.HarnessModel(model_name=model_name, models_dir=models_dir, batch_size=batch_size)
+    model = harness.HarnessModel(model_name=model_name, models_dir=models_dir, batch_size=batch_size,
+                                 checkpoint=checkpoint)
     results = lm_eval.simple_evaluate(model=model, tasks=names, limit=limit, num_fewshot=num_fewshot,
                                       task_manager=manager, torch_random_seed=None, log_samples=False)
     print(lm_eval.utils.make_table(results))

@@ -37,11 +37,13 @@ DEFAULT_MAX_GEN_TOKS = 256  # the harness's default for generation tasks that gi
 class HarnessModel(TemplateLM):
     """GPT-2 from a model folder (a released size or a fine-tuning run folder), loaded as the sampling scripts
     load it (cli.load_model), for lm_eval.simple_evaluate. batch_size: windows scored at once (default: as many
-    as 1 GiB of activations holds: scoring.default_batch_size)."""
+    as 1 GiB of activations holds: scoring.default_batch_size). checkpoint: which of a run folder's checkpoints,
+    latest, best or a step, as the scripts' --checkpoint."""
 
-    def __init__(self, model_name='124M', models_dir='models', batch_size=None, max_gen_toks=DEFAULT_MAX_GEN_TOKS):
+    def __init__(self, model_name='124M', models_dir='models', batch_size=None, max_gen_toks=DEFAULT_MAX_GEN_TOKS,
+                 checkpoint='latest'):
         super().__init__()
-        model_dir, self.hparams, self.enc = cli.load_model(model_name, models_dir)
+        model_dir, self.hparams, self.enc = cli.load_model(model_name, models_dir, checkpoint)
         self.batch_size = int(batch_size) if batch_size not in (None, 'auto') else \
             scoring.default_batch_size(self.hparams)
         self._max_gen_toks = int(max_gen_toks)
@@ -55,7 +57,7 @@ class HarnessModel(TemplateLM):
 
     @classmethod
     def create_from_arg_string(cls, arg_string, additional_config=None):
-        """For `lm_eval --model gpt2-tf --model_args model_name=124M,models_dir=models`."""
+        """For `lm_eval --model gpt2-tf --model_args model_name=124M,models_dir=models[,checkpoint=best]`."""
         args = dict(pair.split('=', 1) for pair in arg_string.split(',') if pair)
         config = {k: v for k, v in (additional_config or {}).items() if k == 'batch_size' and v is not None}
         return cls(**args, **config)

@@ -152,6 +152,7 @@ def file_tokens(enc, path, encoding, dtype, endoftext, progress):
         for piece in text_pieces(path, encoding, progress):
             tokens = np.asarray(encode_text(enc, piece), dtype=dtype)
             characters += len(piece)
+            progress.show()
             yield tokens
             last = tokens[-1]
     except OSError as err:
@@ -192,6 +193,27 @@ def check_tokens(chunk, path, name, vocab_size):
 # Chunks
 # ---------------------------------------------------------------------------------------------------------------
 
+class Progress:
+    """The bytes of a dataset read so far, on a progress bar that shows only once the dataset has given its
+    first tokens: a dataset with nothing in it (empty files, a .npz of empty arrays) prints its error line alone."""
+
+    def __init__(self, total):
+        self.total, self.done, self.bar = total, 0, None
+
+    def update(self, n):
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def show(self):
+        if self.bar is None:
+            self.bar = tqdm.tqdm(total=self.total, initial=self.done, unit='B', unit_scale=True, desc='dataset')
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def token_stream(enc, files, *, combine, encoding):
     """Every file's tokens, as arrays, with None after the last array of each chunk.
 
@@ -204,14 +226,15 @@ def token_stream(enc, files, *, combine, encoding):
     dtype = token_dtype(vocab_size)
     characters = 0  # of the text files in the chunk being gathered
     total = sum(os.path.getsize(f) for f in files)
-    # No bar for a dataset with nothing in it: its error line is all that is printed.
-    with tqdm.tqdm(total=total, unit='B', unit_scale=True, desc='dataset', disable=not total) as progress:
+    progress = Progress(total)
+    try:
         for path in files:
             if path.suffix == NPZ_SUFFIX:
                 if characters:
                     yield None
                     characters = 0
                 for chunk in npz_chunks(path, vocab_size, dtype):
+                    progress.show()
                     yield chunk
                     yield None
                 progress.update(os.path.getsize(path))
@@ -220,6 +243,8 @@ def token_stream(enc, files, *, combine, encoding):
             if characters and characters >= combine:
                 yield None
                 characters = 0
+    finally:
+        progress.close()
     if characters:
         yield None
 

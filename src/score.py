@@ -294,7 +294,7 @@ def score_files(scorer, enc, paths, *, documents, stride, batch_size, detokenize
     detokenizer="undo a corpus's tokenised spelling before scoring: none (default), wikitext or ptb; "
                 "counts are of the text as given.")
 def score(*files, model_name='124M', models_dir='models', documents='file', stride=None, batch_size=None,
-          json=False, per_token=None, detokenizer='none'):
+          json=False, per_token=None, detokenizer='none', checkpoint='latest'):
     check_flags(files, documents=documents, stride=stride, batch_size=batch_size, detokenizer=detokenizer)
     paths = [str(f) for f in files]
     try:
@@ -302,7 +302,7 @@ def score(*files, model_name='124M', models_dir='models', documents='file', stri
             check_file(path)
     except FileProblem as err:
         flags.fail(err, code=1)
-    model_dir, hparams, enc = cli.load_model(model_name, models_dir)
+    model_dir, hparams, enc = cli.load_model(model_name, models_dir, checkpoint)
     stride = hparams.n_ctx if stride is None else flags.whole_number('stride', stride, 1, hparams.n_ctx)
     batch_size = batch_size or scoring.default_batch_size(hparams)
     writer = PerTokenWriter(per_token, enc) if per_token else None

@@ -232,7 +232,9 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
         inputs = with_noise(tokens, noise, hparams.n_vocab, key, rows)
         output = model.model(hparams, inputs, recompute=memory_saving_gradients)
         if memory_saving_gradients:
-            wte = [v for v in tf.global_variables() if v.op.name == 'model/wte'][0]
+            # By name, not from tf.global_variables(): under tf.distribute a replica's copy is not listed there.
+            with tf.variable_scope('model', reuse=True):
+                wte = tf.get_variable('wte')
             losses, real = chunked_token_losses(output['h'], wte, tokens, lengths)
         else:
             losses, real = token_losses(output['logits'], tokens, lengths)

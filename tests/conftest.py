@@ -19,7 +19,7 @@ tf.disable_v2_behavior()
 
 # Other test modules use these through conftest.
 from tiny import TINY_HPARAMS, TINY_MERGES, TinyModel, byte_table, random_params, tiny_vocabulary  # noqa: E402,F401
-from tiny import write_tiny_model  # noqa: E402,F401
+from tiny import write_tiny_model, write_tiny_run  # noqa: E402,F401
 
 
 def restore(sess, tiny_model):
@@ -32,6 +32,13 @@ def tiny_model(tmp_path_factory):
     tiny = TinyModel(tmp_path_factory.mktemp('models'), 'tiny')
     write_tiny_model(tiny.dir, tiny.hparams, tiny.params, tiny.vocab)
     return tiny
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+    """A run folder of the tiny model's shape with checkpoints model-1, model-2 (best) and model-3 (latest),
+    each of other random weights: {step: TinyModel with that checkpoint's weights}, models_dir and name shared."""
+    return write_tiny_run(tmp_path_factory.mktemp('runs'), 'run', steps=(1, 2, 3), best=2)
 
 
 @pytest.fixture()

@@ -150,12 +150,26 @@ def test_a_harness_run_of_local_tasks_reports_the_reference_figures(capsys, tiny
     assert results['tiny_rolling']['word_perplexity,none'] == pytest.approx(math.exp(nll / words), rel=1e-3)
 
 
+def test_checkpoint_picks_the_run_checkpoint_as_model_args_give_it(tiny_run, enc):
+    pair = ('the hall', ' and all')
+    for args, step in (('', 3), (',checkpoint=best', 2), (',checkpoint=1', 1)):
+        lm = harness.HarnessModel.create_from_arg_string(
+            f'model_name={tiny_run[1].name},models_dir={tiny_run[1].models_dir}{args}')
+        try:
+            [(logprob, _)] = lm.loglikelihood([instance('loglikelihood', *pair)], disable_tqdm=True)
+        finally:
+            lm.sess.close()
+        assert logprob == pytest.approx(expected_loglikelihood(tiny_run[step], enc, *pair)[0], abs=5e-4), args
+
+
 def test_harness_bad_flags_fail_with_one_line(capsys, tiny_model, tmp_path, tasks_folder):
     model = {'models_dir': str(tiny_model.models_dir), 'model_name': tiny_model.name}
     for flags, word in [({'tasks': 'no_such_task', 'include_path': str(tasks_folder)}, 'unknown task'),
                         ({}, '--tasks'),
                         ({'tasks': 'tiny_ll', 'include_path': str(tmp_path / 'none')}, '--include_path'),
-                        ({'tasks': 'tiny_ll', 'limit': 0}, '--limit')]:
+                        ({'tasks': 'tiny_ll', 'limit': 0}, '--limit'),
+                        ({'tasks': 'tiny_ll', 'include_path': str(tasks_folder), 'checkpoint': 'first'},
+                         '--checkpoint')]:
         with pytest.raises(SystemExit) as exit_:
             evaluate.run_harness(**flags, **model)
         err = capsys.readouterr().err.strip().splitlines()

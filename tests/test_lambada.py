@@ -79,6 +79,23 @@ def test_lambada_equals_the_reference(capsys, tiny_model, tmp_path, variant):
         assert decode(tiny_model, [tiny_model.vocab['q']]) == 'q'
 
 
+def test_checkpoint_picks_the_run_checkpoint_evaluated(capsys, tiny_run, tmp_path):
+    path = tmp_path / 'lambada_test.jsonl'
+    path.write_text(''.join(json.dumps({'text': t}) + '\n' for t in EXAMPLES), encoding='utf-8')
+    run_model = {'models_dir': str(tiny_run[1].models_dir), 'model_name': tiny_run[1].name}
+    perplexities = set()
+    for which, step in (('latest', 3), ('best', 2), (1, 1)):
+        evaluate.run_lambada(str(path), json=True, checkpoint=which, **run_model)
+        result = json.loads(capsys.readouterr().out)
+        assert result['perplexity'] == pytest.approx(expected(tiny_run[step], EXAMPLES)['perplexity'], rel=1e-4)
+        perplexities.add(round(result['perplexity'], 3))
+    assert len(perplexities) == 3  # the checkpoints differ in what they score
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.run_lambada(str(path), checkpoint=9, **run_model)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 1 and len(err) == 1 and '--checkpoint 9' in err[0], err
+
+
 def test_bad_lambada_files_fail_with_one_line(capsys, tiny_model, tmp_path):
     model = {'models_dir': str(tiny_model.models_dir), 'model_name': tiny_model.name}
     cases = {'not_json.jsonl': '{"text": "a b"}\nnot json\n', 'no_text.jsonl': '{"passage": "a b"}\n',

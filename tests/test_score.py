@@ -107,6 +107,19 @@ def test_detokenizer_changes_what_is_scored_not_the_counts(capsys, tiny_model, t
     assert result['total']['characters'] == len(text) and result['total']['words'] == len(text.split())
 
 
+def test_checkpoint_picks_the_run_checkpoint_scored(capsys, tiny_run, tmp_path):
+    import encoder
+    (tmp_path / 'a.txt').write_text(TEXT, encoding='utf-8')
+    ids = encoder.read_vocabulary(tiny_run[1].dir).encode(TEXT)
+    run_model = {'models_dir': str(tiny_run[1].models_dir), 'model_name': tiny_run[1].name}
+    for which, step in (('latest', 3), ('best', 2), (1, 1)):
+        score.score(str(tmp_path / 'a.txt'), json=True, checkpoint=which, **run_model)
+        nll = json.loads(capsys.readouterr().out)['total']['nll']
+        assert nll == pytest.approx(-brute_force(tiny_run[step], ids, N_CTX).sum(), rel=1e-5), which
+    fails(capsys, 1, '--checkpoint 7', '1, 2, 3', files=[tmp_path / 'a.txt'], checkpoint=7, **run_model)
+    fails(capsys, 2, '--checkpoint', files=[tmp_path / 'a.txt'], checkpoint='first', **run_model)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------------------------------------------

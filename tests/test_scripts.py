@@ -553,3 +553,15 @@ def test_length_past_the_window_follows_the_rule(tiny_model, script, prompt):
                stdin=(prompt or '').encode() + b'\n')
     assert done.returncode == 0, done.err
     assert '=' * 40 + ' SAMPLE 1 ' + '=' * 40 + '\n' + decode(tiny_model, tokens) + '\n' in done.out
+
+
+def test_tensorflow_loads_without_keras():
+    """checkpoint.import_tensorflow, as every script loads TensorFlow: without the Keras 3 that TensorFlow would
+    import as it loads (1.3 s of the scripts' start-up), and with the v1 API whole."""
+    env = {k: v for k, v in os.environ.items() if k != 'TF_USE_LEGACY_KERAS'}
+    code = ('import sys; sys.path.insert(0, sys.argv[1]); import checkpoint; tf = checkpoint.import_tensorflow(); '
+            'print(sorted(m for m in sys.modules if m.split(".")[0] == "keras"), callable(tf.train.AdamOptimizer))')
+    done = subprocess.run([sys.executable, '-c', code, str(REPO / 'src')], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ['[]', 'True'], done.stdout

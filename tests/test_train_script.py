@@ -284,11 +284,18 @@ def test_bad_flag_exits_2_naming_it_and_creates_nothing(setup, capsys, flag, val
 @pytest.mark.parametrize('flags, words', [
     ({'dataset': 'missing.txt'}, ['missing.txt']),
     ({'dataset': 'empty.txt'}, ['no text']),
+    ({'dataset': 'empty.npz'}, ['no text']),
+    ({'dataset': 'empty_files'}, ['no text']),
     ({'model_name': 'absent'}, ['not found']),
     ({'restore_from': 'nowhere/model-5'}, ['--restore_from', 'no checkpoint']),
 ])
 def test_missing_model_or_data_exits_1_and_creates_nothing(setup, capsys, flags, words):
-    (setup.tmp / 'empty.txt').write_text('')
+    empty = [setup.tmp / 'empty.txt', setup.tmp / 'empty.npz', setup.tmp / 'empty_files']
+    empty[0].write_text('')
+    np.savez(empty[1], np.zeros(0, np.uint16), np.zeros(0, np.uint16))  # arrays with no tokens, a non-empty file
+    empty[2].mkdir()
+    for name in ('a.txt', 'b.npz'):
+        (empty[2] / name).write_bytes(empty[1].read_bytes() if name.endswith('.npz') else b'')
     flags = {k: setup.tmp / v if k in ('dataset', 'restore_from') else v for k, v in flags.items()}
     code, err = run_in_process(capsys, setup(**flags))
     assert code == 1
@@ -297,8 +304,8 @@ def test_missing_model_or_data_exits_1_and_creates_nothing(setup, capsys, flags,
     for word in words:
         assert word in last
     assert not (setup.tmp / 'ck').exists()
-    if flags.get('dataset') == setup.tmp / 'empty.txt':
-        assert err.count('\n') == 1, err  # the error line alone, no progress bar before it
+    if flags.get('dataset') in empty:
+        assert err.count('\n') == 1 and '\r' not in err, err  # the error line alone, no progress bar before it
 
 
 def test_a_bad_flag_from_the_shell_is_one_line(setup):

@@ -49,15 +49,34 @@ def write_tiny_model(model_dir, hparams, params, vocab):
 
 
 class TinyModel:
-    def __init__(self, models_dir, name):
+    def __init__(self, models_dir, name, seed=0):
         self.models_dir = Path(models_dir)
         self.name = name
         self.dir = self.models_dir / name
         self.vocab = tiny_vocabulary()
         self.hparams = dict(TINY_HPARAMS, n_vocab=len(self.vocab))
-        self.params = random_params(self.hparams)
+        self.params = random_params(self.hparams, seed)
         self.endoftext = self.vocab[checkpoint.ENDOFTEXT]
 
     def hparams_object(self):
         import model
         return model.default_hparams().override_from_dict(self.hparams)
+
+
+def write_tiny_run(models_dir, name, steps, best):
+    """A training run's folder as train.py leaves it, without training: checkpoints model-STEP for each of steps
+    (the last one the latest), each with its own random weights (seed STEP), and best.json naming model-BEST.
+    -> {step: TinyModel with that checkpoint's weights}."""
+    at = {step: TinyModel(models_dir, name, seed=step) for step in steps}
+    run_dir = Path(models_dir) / name
+    for step, tiny in at.items():
+        write_tiny_model(run_dir, tiny.hparams, tiny.params, tiny.vocab)
+        for old, new in zip(checkpoint.checkpoint_files(checkpoint.CHECKPOINT_PREFIX),
+                            checkpoint.checkpoint_files(f'model-{step}')):
+            (run_dir / old).rename(run_dir / new)
+    for leftover in run_dir.glob(checkpoint.CHECKPOINT_PREFIX + '.*'):
+        leftover.unlink()
+    (run_dir / checkpoint.STATE_FILE).write_text(checkpoint.state_text([f'model-{s}' for s in steps]))
+    (run_dir / checkpoint.BEST_FILE).write_text(checkpoint.best_text(checkpoint=f'model-{best}', loss=1.0,
+                                                                     step=best, since=0, last=steps[-1]))
+    return at
