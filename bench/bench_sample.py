@@ -74,8 +74,9 @@ def write_vocabulary(model_dir):
     return len(vocab)
 
 
-def random_params(hparams, seed=0):
-    """Layer-norm gains 1, biases 0, other weights N(0, 0.02), like a freshly initialised GPT-2."""
+def random_params(hparams, seed=0, scale=1.0):
+    """Layer-norm gains 1, biases 0, other weights N(0, 0.02 x scale): at scale 1 like a freshly initialised
+    GPT-2."""
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in checkpoint.variable_shapes(SimpleNamespace(**hparams)).items():
@@ -84,7 +85,7 @@ def random_params(hparams, seed=0):
         elif name.endswith('/b'):
             params[name] = np.zeros(shape, np.float32)
         else:
-            params[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
+            params[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02 * scale)
     return params
 
 

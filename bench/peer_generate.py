@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / 'src'), str(ROOT / 'tests')]
@@ -40,6 +39,9 @@ import model  # noqa: E402
 import penalties as penalties_lib  # noqa: E402
 import reference  # noqa: E402
 import sample  # noqa: E402
+
+sys.path.insert(0, str(ROOT / 'bench'))
+import bench_sample  # noqa: E402
 
 HPARAMS = {'n_vocab': 50257, 'n_ctx': 128, 'n_embd': 64, 'n_head': 4, 'n_layer': 2}
 SCALE = 3.5  # times GPT-2's initial 0.02
@@ -66,18 +68,8 @@ MIXED = 'no knob, the three prompts in one batch'
 
 
 def random_params(hparams, seed=0):
-    """GPT-2's initialisation (layer-norm gains 1, biases 0, matrices N(0, 0.02)) with the matrices SCALE times
-    larger."""
-    rng = np.random.default_rng(seed)
-    params = {}
-    for name, shape in checkpoint.variable_shapes(SimpleNamespace(**hparams)).items():
-        if name.endswith('/g'):
-            params[name] = np.ones(shape, np.float32)
-        elif name.endswith('/b'):
-            params[name] = np.zeros(shape, np.float32)
-        else:
-            params[name] = (rng.standard_normal(shape) * 0.02 * SCALE).astype(np.float32)
-    return params
+    """GPT-2's initialisation with the matrices SCALE times larger (bench_sample.random_params)."""
+    return bench_sample.random_params(hparams, seed, scale=SCALE)
 
 
 # ---------------------------------------------------------------------------------------------------------------
