@@ -16,7 +16,7 @@ import urllib3
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / 'src'))
-import checkpoint  # noqa: E402  (needs the path above)
+from gpt2.base import checkpoint
 
 # ---------------------------------------------------------------------------------------------------------------
 # Settings

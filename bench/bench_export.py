@@ -35,13 +35,13 @@ print(json.dumps(run(int(sys.argv[2]))))
 SESSION = '''
 import json, sys, time
 sys.path.insert(0, sys.argv[3])
-import cli, checkpoint, model, sample
+from gpt2 import loading
 import tensorflow.compat.v1 as tf
 tf.disable_v2_behavior()
 folder = __import__('pathlib').Path(sys.argv[1])
 hparams = model.default_hparams().override_from_dict(checkpoint.read_hparams(folder))
 with tf.Session(config=sample.session_config()) as sess:
-    wait = cli.start_restore(sess, folder, hparams)
+    wait = loading.start_restore(sess, folder, hparams)
     outs = {n: sample.sample_sequence(hparams=hparams, length=n, start_token=0, batch_size=1, temperature=0,
                                       frozen_weights=True) for n in (4, int(sys.argv[2]))}
     wait()

@@ -31,7 +31,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO / 'src'))
 
-import checkpoint  # noqa: E402
+from gpt2.base import checkpoint
 import encoder  # noqa: E402
 import revisions  # noqa: E402  (bench/, on the path as the script's folder)
 

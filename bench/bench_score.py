@@ -1,4 +1,4 @@
-"""Benchmark of scoring (src/scoring.py, as src/score.py runs it) on a random-weight model of the 124M shape,
+"""Benchmark of scoring (src/gpt2/evaluation/scoring.py, as src/score.py runs it) on a random-weight model of the 124M shape,
 with Hugging Face transformers' GPT2LMHeadModel (PyTorch, CPU) side by side on the same windows.
 
     python bench/bench_score.py                                   # strides 1024 and 512, batch 1, 4096 tokens
@@ -7,7 +7,7 @@ with Hugging Face transformers' GPT2LMHeadModel (PyTorch, CPU) side by side on t
 
 Each measurement runs in a fresh process (this file, with the settings as JSON), so peak memory is its own; the
 peer runs with --peers_python, an environment with torch and transformers (no dependency of this project). The
-document is random token ids; both sides score it by the windows of scoring.py (the peer's loop is the Hugging
+document is random token ids; both sides score it by the windows of gpt2/evaluation/scoring.py (the peer's loop is the Hugging
 Face perplexity guide's, with the same window starts and scored tokens) and batch windows of one length. Tokens/s counts scored tokens over the
 scoring time, after one warm-up window; CPU ms/token (all threads) moves less with the load of a shared machine;
 every row notes the load average when it started.
@@ -41,16 +41,16 @@ def document(tokens, seed=0):
 
 def measure_tf(settings):
     sys.path.insert(0, str(REPO / 'src'))
-    import cli  # noqa: F401  (quiets TensorFlow's start-up)
+    from gpt2 import loading
     import tensorflow.compat.v1 as tf
     tf.disable_v2_behavior()
-    import scoring
+    from gpt2.evaluation import scoring
     import bench_sample
     name, model_dir = bench_sample.ensure_model(12, 768, 12)
-    model_dir, hparams, _ = cli.load_model(name, model_dir.parent)
+    model_dir, hparams, _ = loading.load_model(name, model_dir.parent)
     doc = document(settings['tokens'])
     with tf.Graph().as_default(), tf.Session(config=scoring.session_config()) as sess:
-        restored = cli.start_restore(sess, model_dir, hparams)
+        restored = loading.start_restore(sess, model_dir, hparams)
         scorer = scoring.Scorer(sess, hparams)
         restored()
         scorer.score([(doc[:N_CTX + 1], 1)])  # warm-up
@@ -63,7 +63,7 @@ def measure_tf(settings):
 
 
 def peer_windows(doc, stride):
-    """The windows of scoring.py over [<|endoftext|>] + doc, written as the Hugging Face perplexity guide's
+    """The windows of gpt2/evaluation/scoring.py over [<|endoftext|>] + doc, written as the Hugging Face perplexity guide's
     loop: (begin, end, scored) per window, whose inputs are seq[begin:end] and targets seq[begin + 1:end + 1]."""
     seq, windows, previous_end = [ENDOFTEXT] + doc, [], 0
     end = min(N_CTX, len(doc))

@@ -43,9 +43,10 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import bench_sample  # noqa: E402
-import checkpoint  # noqa: E402  (on the path through bench_sample)
+from gpt2.base import checkpoint  # noqa: E402  (on the path through bench_sample)
 import measure_train  # noqa: E402
 from revisions import src_of  # noqa: E402
+from gpt2.base import runtime  # noqa: E402
 
 REPO = bench_sample.REPO
 PEERS = {'hf-eager': 'eager', 'hf-sdpa': 'sdpa'}
@@ -149,7 +150,7 @@ def write_shape_model(model_dir, n_layer, n_embd, n_head):
     """A random-weight model of a released shape, written by TensorFlow a layer at a time (in a fresh process, see
     bench_sample.in_fresh_process): each layer's variables are saved to a bundle of their own, and the bundles
     merged into model.ckpt, so the 1558M shape's 6.2 GB of weights are never in memory at once."""
-    tf = checkpoint.import_tensorflow()
+    tf = runtime.import_tensorflow()
     tf.disable_v2_behavior()
     model_dir.mkdir(parents=True, exist_ok=True)
     n_vocab = bench_sample.write_vocabulary(model_dir)

@@ -42,11 +42,11 @@ def build(settings, hparams, clock):
     if lengths is not None:
         knobs['context_lengths'] = lengths
     if settings.get('penalties'):
-        import penalties
+        from gpt2.sampling import penalties
         knobs['penalties'] = penalties.Penalties(**settings['penalties'])
     if settings.get('stop'):
         import encoder
-        import stops
+        from gpt2.sampling import stops
         enc = encoder.read_vocabulary(Path(settings['model_dir']))
         knobs.update(stops=stops.stop_array(settings['stop']), token_bytes=stops.token_bytes(enc, hparams.n_vocab))
     if settings['prompt_len'] + settings['decode_tokens'] - 1 > hparams.n_ctx:
@@ -119,10 +119,10 @@ def op_profile(sess, fetch, feed, clock):
 def measure(settings):
     launched = settings['launched']
     sys.path.insert(0, settings.get('src') or str(SRC))
-    import cli  # first, as in the scripts: it loads TensorFlow quietly
+    from gpt2 import loading
     import tensorflow.compat.v1 as tf
 
-    import checkpoint
+    from gpt2.base import checkpoint
     import model
     import sample
     tf.disable_v2_behavior()
@@ -133,7 +133,7 @@ def measure(settings):
     hparams = model.default_hparams().override_from_dict(checkpoint.read_hparams(model_dir))
     clock = TokenClock()
     sess = tf.Session(config=sample.session_config())
-    wait_for_restore = cli.start_restore(sess, model_dir, hparams)
+    wait_for_restore = loading.start_restore(sess, model_dir, hparams)
     context, lengths, tokens = build(settings, hparams, clock)
     built = time.time()
     wait_for_restore()

@@ -65,12 +65,12 @@ def session_config(tf, settings):
 def bare_loop(tf, sess, hparams, settings):
     """The training step as a user would first write it: model.model on a batch of windows, the mean
     cross-entropy of each next token (logits [:, :-1] against tokens [:, 1:]), Adam; the weights restored while
-    it is built (cli.start_restore)."""
+    it is built (loading.start_restore)."""
     import model
 
-    import cli
+    from gpt2 import loading
 
-    wait_for_restore = cli.start_restore(sess, Path(settings['model_dir']), hparams)
+    wait_for_restore = loading.start_restore(sess, Path(settings['model_dir']), hparams)
     tokens = tf.placeholder(tf.int32, [settings['batch_size'], settings['seq_len']])
     logits = model.model(hparams, tokens, reuse=tf.AUTO_REUSE)['logits']
     loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tokens[:, 1:],
@@ -196,8 +196,8 @@ def measure(settings):
     launched = settings['launched']
     configure_xla(settings)
     sys.path.insert(0, settings['src'])
-    import checkpoint  # first: it loads TensorFlow quietly
-    tf = checkpoint.import_tensorflow()
+    from gpt2.base import checkpoint
+    tf = runtime.import_tensorflow()
     import numpy as np
 
     import model

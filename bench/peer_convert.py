@@ -20,12 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / 'src'), str(ROOT / 'tests')]
 
-import cli  # noqa: E402  (first: it quiets TensorFlow's start-up logging)
+
 import fire  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
-import checkpoint  # noqa: E402
+from gpt2.base import checkpoint
 import convert  # noqa: E402
 import encoder  # noqa: E402
 import model  # noqa: E402

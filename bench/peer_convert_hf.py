@@ -6,7 +6,7 @@ dependency of this project):
 settings: converted (a folder convert.py to_hf wrote), made (a folder to write a random GPT2LMHeadModel into with
 save_pretrained, and a pytorch_model.bin of it), text, n_vocab, n_ctx, n_embd, n_head, n_layer, out
 (an .npz to write). Writes the token ids of text and the logits of each model there, and checks
-hf.py's reading of pytorch_model.bin (which needs torch) against the safetensors file.
+gpt2/interop/hf.py's reading of pytorch_model.bin (which needs torch) against the safetensors file.
 """
 import json
 import shutil
@@ -45,9 +45,9 @@ def main(settings):
     for folder in ('safetensors', 'bin'):
         for name in ('vocab.json', 'merges.txt'):
             shutil.copyfile(converted / name, made_dir / folder / name)
-    # The project's reader of PyTorch files, here where torch is (hf.py needs no TensorFlow).
+    # The project's reader of PyTorch files, here where torch is (gpt2/interop/hf.py needs no TensorFlow).
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'src'))
-    import hf
+    from gpt2.interop import hf
     from_bin, from_safetensors = hf.read_tensors(made_dir / 'bin'), hf.read_tensors(made_dir / 'safetensors')
     bin_equal = all(np.array_equal(from_bin[n], v) for n, v in from_safetensors.items())
     hparams = hf.read_config(made_dir / 'bin')[0]

@@ -26,17 +26,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / 'src'), str(ROOT / 'tests')]
 
-import cli  # noqa: E402  (first: it quiets TensorFlow's start-up logging)
+from gpt2.base import runtime  # noqa: E402
+
+tf = runtime.import_tensorflow()  # first: TensorFlow loads quietly
 import fire  # noqa: E402
+from gpt2 import loading  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
-import checkpoint  # noqa: E402
+from gpt2.base import checkpoint
 import convert  # noqa: E402
 import encoder  # noqa: E402
-import generator  # noqa: E402
+from gpt2.sampling import generator
 import model  # noqa: E402
-import penalties as penalties_lib  # noqa: E402
+from gpt2.sampling import penalties as penalties_lib
 import reference  # noqa: E402
 import sample  # noqa: E402
 
@@ -113,7 +116,7 @@ def scripts_way(folder, prompts, length, knobs):
     """Greedy samples as the scripts build the graph: the knobs Python numbers; several prompts left-padded."""
     with tf.Graph().as_default(), tf.Session(config=sample.session_config()) as sess:
         hparams = model.default_hparams().override_from_dict(checkpoint.read_hparams(folder))
-        restored = cli.start_restore(sess, folder, hparams)  # as the scripts: before the graph is built
+        restored = loading.start_restore(sess, folder, hparams)  # as the scripts: before the graph is built
         context = tf.placeholder(tf.int32, [len(prompts), None])
         lengths = tf.placeholder(tf.int32, [len(prompts)]) if len(prompts) > 1 else None
         output = sample.sample_sequence(hparams=hparams, length=length, context=context, context_lengths=lengths,

@@ -7,31 +7,35 @@ without its optimizer state.
     python src/convert.py weights RUN_FOLDER OUT_FOLDER [--step N]
 
 Each writes a complete folder under a temporary name beside OUT_FOLDER and renames it at the end, so a
-half-written model never appears under its real name. The layouts and the names of the weights: hf.py.
+half-written model never appears under its real name. The layouts and the names of the weights: gpt2/interop/hf.py.
 """
+import json
+import shutil
 import signal
 import sys
+from pathlib import Path
+
+import fire
+import train
+
+from gpt2.base import runtime
+
+tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
+import encoder  # noqa: E402
+from gpt2 import loading  # noqa: E402
+from gpt2.base import atomic  # noqa: E402
+from gpt2.base import checkpoint  # noqa: E402
+from gpt2.base import flags  # noqa: E402
+from gpt2.interop import hf  # noqa: E402
 
 if __name__ == '__main__':
     # Ctrl-C while TensorFlow loads (seconds) ends the process at once and quietly; main() then lets it raise
     # KeyboardInterrupt, so that the folder being written is removed.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
 
-import json
-import shutil
-from pathlib import Path
 
-import fire
-import tensorflow.compat.v1 as tf
 
-import atomic
-import checkpoint
-import encoder
-import flags
-import hf
-import train
 
 FLAGS = dict(
     hf_folder='a Hugging Face GPT-2 folder: config.json, model.safetensors (or its index and parts, or '
@@ -73,7 +77,7 @@ def read_weights(prefix, hparams):
         names = checkpoint.variable_shapes(hparams_object(hparams))
         return {n: reader.get_tensor(n) for n in hf.progress(names, Path(prefix).name)}
     except (tf.errors.OpError, ValueError) as err:
-        raise checkpoint.ModelError(f'cannot read the checkpoint {prefix} ({cli.error_reason(err)})') from None
+        raise checkpoint.ModelError(f'cannot read the checkpoint {prefix} ({loading.error_reason(err)})') from None
 
 
 def hparams_object(hparams):

@@ -15,10 +15,11 @@ from pathlib import Path
 import fire
 import numpy as np
 
-import checkpoint
 import encoder
-import flags
-import load_dataset
+
+from gpt2.base import checkpoint
+from gpt2.base import flags
+from gpt2.data import corpus
 
 COPY_SIZE = 1 << 20  # bytes copied at a time from the temporary token file into the .npz
 
@@ -45,7 +46,7 @@ def encode(dataset, out, model_name='124M', models_dir='models', combine=50000, 
         chunks, out = encode_dataset(dataset, out, model_name, models_dir, combine, encoding)
     except flags.UsageError as err:
         flags.fail(err, code=2)
-    except (checkpoint.ModelError, load_dataset.DatasetError) as err:
+    except (checkpoint.ModelError, corpus.DatasetError) as err:
         flags.fail(err, code=1)
     except OSError as err:  # e.g. the disk is full
         flags.fail(f'cannot write {out} ({err.strerror or err}); nothing was written', code=1)
@@ -59,20 +60,20 @@ def encode_dataset(dataset, out, model_name, models_dir, combine, encoding):
     out = check_out(out)
     flags.whole_number('combine', combine, 0)
     try:
-        encoding = load_dataset.check_encoding(encoding)
+        encoding = corpus.check_encoding(encoding)
     except ValueError as err:
         raise flags.UsageError(err) from None
     flags.folder_name('model_name', model_name)
     # Only encoder.json and vocab.bpe: encoding needs no weights, nor TensorFlow (600 MB and seconds to load).
     enc = encoder.read_vocabulary(checkpoint.resolve_models_dir(models_dir) / model_name)
-    files = load_dataset.dataset_files(str(dataset))
-    stream = load_dataset.token_stream(enc, files, combine=combine, encoding=encoding)
-    return write_npz(stream, out, load_dataset.token_dtype(len(enc.encoder))), out
+    files = corpus.dataset_files(str(dataset))
+    stream = corpus.token_stream(enc, files, combine=combine, encoding=encoding)
+    return write_npz(stream, out, corpus.token_dtype(len(enc.encoder))), out
 
 
 def check_out(out):
     out = Path(str(out))
-    if out.suffix != load_dataset.NPZ_SUFFIX:
+    if out.suffix != corpus.NPZ_SUFFIX:
         raise flags.UsageError(f'the output must be a .npz file, got {str(out)!r}')
     if not out.parent.is_dir():
         raise flags.UsageError(f'the folder of {out} does not exist; create it first')
@@ -88,7 +89,7 @@ def write_npz(stream, out, dtype):
     with tempfile.TemporaryFile(dir=out.parent) as tokens:
         lengths = write_tokens(stream, tokens, dtype)
         if not lengths:
-            raise load_dataset.DatasetError('the dataset holds no text; give it at least one non-empty file')
+            raise corpus.DatasetError('the dataset holds no text; give it at least one non-empty file')
         tokens.seek(0)
         fd, partial = tempfile.mkstemp(dir=out.parent, prefix=f'.{out.name}.', suffix='.tmp')
         try:

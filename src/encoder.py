@@ -12,9 +12,9 @@ import operator
 import re
 from pathlib import Path
 
-import encoder_classes
-import checkpoint
-from checkpoint import ENDOFTEXT
+from gpt2.base import checkpoint
+from gpt2.base import unicode_classes
+from gpt2.base.checkpoint import ENDOFTEXT
 
 # ---------------------------------------------------------------------------------------------------------------
 # Bytes as printable characters
@@ -44,23 +44,23 @@ def bytes_to_unicode():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-L = f'[{encoder_classes.LETTERS}]'
-N = f'[{encoder_classes.NUMBERS}]'
-S = f'[{encoder_classes.WHITESPACE}]'
-NOT_S = f'[^{encoder_classes.WHITESPACE}]'
-OTHER = f'[^{encoder_classes.LETTERS}{encoder_classes.NUMBERS}{encoder_classes.WHITESPACE}]'
+L = f'[{unicode_classes.LETTERS}]'
+N = f'[{unicode_classes.NUMBERS}]'
+S = f'[{unicode_classes.WHITESPACE}]'
+NOT_S = f'[^{unicode_classes.WHITESPACE}]'
+OTHER = f'[^{unicode_classes.LETTERS}{unicode_classes.NUMBERS}{unicode_classes.WHITESPACE}]'
 
 # Before BPE, text is cut into pieces that are encoded one at a time, so a merge never crosses a piece boundary.
 # In order of preference: the English contraction endings; a run of letters, of digits, or of other non-space
 # symbols, each with at most one leading space (so " world" is one piece and the space belongs to the word);
 # a run of whitespace not followed by a non-space (so the last space before a word is left to join that word);
 # and any other whitespace. GPT-2 wrote it with \p{L}, \p{N} and \s; here those classes are spelled out as the
-# code point ranges the pinned tiktoken uses (encoder_classes.py, made by tools/make_encoder_classes.py), because
+# code point ranges the pinned tiktoken uses (gpt2/base/unicode_classes.py, made by tools/make_encoder_classes.py), because
 # every regex release has its own Unicode tables and the ids of a text must not depend on which one is installed.
 PRETOKENIZE_PATTERN = rf"""'s|'t|'re|'ve|'m|'ll|'d| ?{L}+| ?{N}+| ?{OTHER}+|{S}+(?!{NOT_S})|{S}+"""
 PRETOKENIZE = re.compile(PRETOKENIZE_PATTERN)
 # The same pattern as tiktoken spells it, for tiktoken: its regex engine is built into its wheel, so in the release
-# that encoder_classes.py was measured from, \p{L}, \p{N} and \s are exactly the table's classes, and tiktoken
+# that gpt2/base/unicode_classes.py was measured from, \p{L}, \p{N} and \s are exactly the table's classes, and tiktoken
 # matches this spelling about 20% faster than the ranges, or than GPT-2's own 's|'t|... (python
 # bench/bench_encode.py). No contraction is the start of another, so their order does not matter.
 TIKTOKEN_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -204,7 +204,7 @@ class Encoder:
         ranks = tiktoken_ranks(self)
         if ranks is None:
             return None
-        same_tables = tiktoken.__version__ == encoder_classes.TIKTOKEN_VERSION
+        same_tables = tiktoken.__version__ == unicode_classes.TIKTOKEN_VERSION
         pattern = TIKTOKEN_PATTERN if same_tables else PRETOKENIZE_PATTERN
         return tiktoken.Encoding('gpt2-from-model-folder', pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
 

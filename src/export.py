@@ -14,30 +14,34 @@ The signature serving_default takes
     seed         []  int64            the same seed, the same samples
 
 and gives `tokens` [batch, length] int32, the drawn tokens without the prompt. The graph is sample.py's steps
-(sample.draw, with the knobs as tensors chosen per call by tf.cond) over decoding.py's cache, sized once for
+(sample.draw, with the knobs as tensors chosen per call by tf.cond) over gpt2/sampling/decoding.py's cache, sized once for
 --max_length positions, with plain products: public TensorFlow ops only, no Python callback, nothing that a
 serving binary lacks.
 """
 import signal
 import sys
 
+import fire
+
+from gpt2.base import runtime
+
+tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
+import model  # noqa: E402
+import sample  # noqa: E402
+from gpt2 import loading  # noqa: E402
+from gpt2.base import atomic  # noqa: E402
+from gpt2.base import checkpoint  # noqa: E402
+from gpt2.base import flags  # noqa: E402
+from gpt2.sampling import decoding  # noqa: E402
+
 if __name__ == '__main__':
     # Ctrl-C while TensorFlow loads (seconds) ends the process at once and quietly; main() then lets it raise
     # KeyboardInterrupt, so that the folder being written is removed.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
 
 
-import fire
-import tensorflow.compat.v1 as tf
 
-import atomic
-import checkpoint
-import decoding
-import flags
-import model
-import sample
 
 SIGNATURE = 'serving_default'
 
@@ -127,7 +131,7 @@ def write_saved_model(folder, model_dir, hparams, max_length):
         try:
             tf.train.Saver(var_list=variables).restore(sess, prefix)
         except tf.errors.OpError as err:
-            raise checkpoint.ModelError(f'cannot restore {prefix} ({cli.error_reason(err)})') from None
+            raise checkpoint.ModelError(f'cannot restore {prefix} ({loading.error_reason(err)})') from None
         signature = tf.saved_model.signature_def_utils.predict_signature_def(inputs=inputs,
                                                                              outputs={'tokens': tokens})
         # The Builder writes into a folder it creates itself.

@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """Print samples that GPT-2 writes from nothing (each starts from the <|endoftext|> token)."""
-import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
-
 import sys
 
 import fire
 import numpy as np
-import tensorflow.compat.v1 as tf
 
-from checkpoint import ENDOFTEXT
-import flags
-import sample
+from gpt2.base import runtime
+
+tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
+import sample  # noqa: E402
+from gpt2 import loading  # noqa: E402
+from gpt2.base import flags  # noqa: E402
+from gpt2.base.checkpoint import ENDOFTEXT  # noqa: E402
+from gpt2.sampling import printing  # noqa: E402
+from gpt2.sampling import rules  # noqa: E402
 
 
 @flags.script(
@@ -22,24 +25,24 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
                  top_p=1, models_dir='models', stop_at_endoftext=False, stop=None,
                  repetition_penalty=1, presence_penalty=0, frequency_penalty=0, no_repeat_ngram_size=0,
                  context_keep=None, checkpoint='latest'):
-    batch_size = cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
+    batch_size = rules.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
                                           top_k=top_k, top_p=top_p, seed=seed)
-    stops = cli.check_stops(stop)
-    penalties = cli.check_penalties(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+    stops = rules.check_stops(stop)
+    penalties = rules.check_penalties(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                                     frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
-    model_dir, hparams, enc = cli.load_model(model_name, models_dir, checkpoint)
-    length = cli.check_length(length, hparams.n_ctx, default=hparams.n_ctx)
-    context_keep = cli.check_context_keep(context_keep, hparams.n_ctx)
+    model_dir, hparams, enc = loading.load_model(model_name, models_dir, checkpoint)
+    length = rules.check_length(length, hparams.n_ctx, default=hparams.n_ctx)
+    context_keep = rules.check_context_keep(context_keep, hparams.n_ctx)
     # The start token and every sampled token but the last go through the model: past the window, it slides.
     sliding = {'context_keep': context_keep} if length > hparams.n_ctx else {}
     endoftext = enc.encoder[ENDOFTEXT]
-    printer = cli.SamplePrinter(enc, stop_token=endoftext if stop_at_endoftext else None, stops=stops)
+    printer = printing.SamplePrinter(enc, stop_token=endoftext if stop_at_endoftext else None, stops=stops)
 
     with tf.Graph().as_default(), tf.Session(config=sample.session_config()) as sess:
         np.random.seed(seed)
         tf.set_random_seed(seed)
-        # A fixed batch size, which the fast paths need (see cli.print_samples); a smaller last batch uses n rows.
-        restored = cli.start_restore(sess, model_dir, hparams)  # meanwhile, build the sampling graph
+        # A fixed batch size, which the fast paths need (see printing.print_samples); a smaller last batch uses n rows.
+        restored = loading.start_restore(sess, model_dir, hparams)  # meanwhile, build the sampling graph
         output = sample.sample_sequence(hparams=hparams, length=length, start_token=endoftext,
                                         batch_size=batch_size, temperature=temperature, top_k=top_k, top_p=top_p,
                                         stop_token=printer.stop_token, on_token=printer.on_token, frozen_weights=True,
@@ -47,9 +50,9 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
         restored()
         # Each row starts with the start token, which is not part of the sample.
         run_batch = lambda n: sess.run(output)[:n, 1:]
-        cli.print_samples(run_batch, printer, nsamples=nsamples, batch_size=batch_size)
+        printing.print_samples(run_batch, printer, nsamples=nsamples, batch_size=batch_size)
 
 
 if __name__ == '__main__':
-    cli.setup_process()
-    fire.Fire(sample_model, command=cli.gather_repeated(sys.argv[1:], 'stop'))
+    runtime.setup_process()
+    fire.Fire(sample_model, command=rules.gather_repeated(sys.argv[1:], 'stop'))

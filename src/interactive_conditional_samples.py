@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """Ask for a prompt, print GPT-2's continuations of it, and ask again. Prompts can also come from a pipe."""
-import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
-
 import sys
 
 import fire
 import numpy as np
-import tensorflow.compat.v1 as tf
 
-from checkpoint import ENDOFTEXT
-import flags
-import sample
+from gpt2.base import runtime
+
+tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
+import sample  # noqa: E402
+from gpt2 import loading  # noqa: E402
+from gpt2.base import flags  # noqa: E402
+from gpt2.base.checkpoint import ENDOFTEXT  # noqa: E402
+from gpt2.sampling import printing  # noqa: E402
+from gpt2.sampling import rules  # noqa: E402
 
 PROMPT = 'Model prompt >>> '
 
@@ -126,19 +129,19 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
                    top_p=1, models_dir='models', stop_at_endoftext=False, stop=None,
                    repetition_penalty=1, presence_penalty=0, frequency_penalty=0, no_repeat_ngram_size=0,
                    prompt_file=None, prompt_separator='', context_keep=None, checkpoint='latest'):
-    batch_size = cli.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
+    batch_size = rules.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
                                           top_k=top_k, top_p=top_p, seed=seed, min_nsamples=1)
-    stops = cli.check_stops(stop)
-    penalties = cli.check_penalties(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+    stops = rules.check_stops(stop)
+    penalties = rules.check_penalties(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                                     frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
     prompts = None if prompt_file is None else read_prompt_file(str(prompt_file), str(prompt_separator))
-    model_dir, hparams, enc = cli.load_model(model_name, models_dir, checkpoint)
-    length = cli.check_length(length, hparams.n_ctx, default=hparams.n_ctx // 2, room_for_prompt=True)
-    context_keep = cli.check_context_keep(context_keep, hparams.n_ctx)
+    model_dir, hparams, enc = loading.load_model(model_name, models_dir, checkpoint)
+    length = rules.check_length(length, hparams.n_ctx, default=hparams.n_ctx // 2, room_for_prompt=True)
+    context_keep = rules.check_context_keep(context_keep, hparams.n_ctx)
     # Below the window, prompt and sample fit it, as in the original; from the window on, it slides.
     sliding = length >= hparams.n_ctx
     endoftext = enc.encoder[ENDOFTEXT]
-    printer = cli.SamplePrinter(enc, stop_token=endoftext if stop_at_endoftext else None, stops=stops)
+    printer = printing.SamplePrinter(enc, stop_token=endoftext if stop_at_endoftext else None, stops=stops)
     room = None if sliding else hparams.n_ctx - length
 
     def encode(text):
@@ -149,20 +152,20 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
     with tf.Graph().as_default(), tf.Session(config=sample.session_config()) as sess:
         np.random.seed(seed)
         tf.set_random_seed(seed)
-        restored = cli.start_restore(sess, model_dir, hparams)  # meanwhile, build the sampling graph
+        restored = loading.start_restore(sess, model_dir, hparams)  # meanwhile, build the sampling graph
         knobs = dict(hparams=hparams, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                      stop_token=printer.stop_token, on_token=printer.on_token, frozen_weights=True,
                      penalties=penalties, **printer.stop_arrays(hparams.n_vocab),
                      **({'context_keep': context_keep} if sliding else {}))
         if prompts is not None and not sliding:
-            # A prompt per row, of different lengths; a fixed batch size (see cli.print_samples).
+            # A prompt per row, of different lengths; a fixed batch size (see printing.print_samples).
             context, lengths = tf.placeholder(tf.int32, [batch_size, None]), tf.placeholder(tf.int32, [batch_size])
             output = sample.sample_sequence(context=context, context_lengths=lengths, **knobs)
             restored()
             sample_prompt_file(sess, output, context, lengths, prompts, [encode(p) for p in prompts], printer,
                                nsamples=nsamples, batch_size=batch_size)
             return
-        # One prompt for every row, run once; a fixed batch size (see cli.print_samples).
+        # One prompt for every row, run once; a fixed batch size (see printing.print_samples).
         context = tf.placeholder(tf.int32, [1, None])
         output = sample.sample_sequence(context=context, batch_size=batch_size, **knobs)
         restored()
@@ -171,10 +174,10 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
         for text in typed:
             tokens = encode(text)
             run_batch = lambda n: sess.run(output, {context: [tokens]})[:n, len(tokens):]
-            cli.print_samples(run_batch, printer, nsamples=nsamples, batch_size=batch_size)
+            printing.print_samples(run_batch, printer, nsamples=nsamples, batch_size=batch_size)
             print('=' * 80, flush=True)
 
 
 if __name__ == '__main__':
-    cli.setup_process()
-    fire.Fire(interact_model, command=cli.gather_repeated(sys.argv[1:], 'stop'))
+    runtime.setup_process()
+    fire.Fire(interact_model, command=rules.gather_repeated(sys.argv[1:], 'stop'))

@@ -7,7 +7,7 @@ The cache of keys and values, `past` going in and `present` coming out, has one 
     [batch, n_layer, 2 (k, v), n_head, sequence, head_dim]      head_dim = n_embd // n_head
 
 This file is the model as the original computes it, for training and for checking. Sampling runs the same
-pieces (embed, block, norm, unembed) over a cache of fixed size in decoding.py.
+pieces (embed, block, norm, unembed) over a cache of fixed size in gpt2/sampling/decoding.py.
 """
 import dataclasses
 
@@ -119,7 +119,7 @@ def linear(x, w, b):
 
 def conv1d(x, scope, nf, *, w_init_stdev=0.02, linear=linear):
     """A position-wise linear layer, stored as a width-1 convolution: [..., nx] -> [..., nf].
-    linear: the product; sampling hands down faster ones for the same maths (see products.py)."""
+    linear: the product; sampling hands down faster ones for the same maths (see gpt2/sampling/cpu_matmul.py)."""
     with tf.variable_scope(scope):
         *start, nx = shape_list(x)
         w = tf.get_variable('w', [1, nx, nf], initializer=tf.random_normal_initializer(stddev=w_init_stdev))

@@ -6,12 +6,13 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
-import checkpoint
-import decoding
 import model
-import penalties as penalties_lib
-import products
-import stops as stops_lib
+
+from gpt2.base import checkpoint
+from gpt2.sampling import cpu_matmul
+from gpt2.sampling import decoding
+from gpt2.sampling import penalties as penalties_lib
+from gpt2.sampling import stops as stops_lib
 
 # Logits of tokens ruled out by top-k or top-p, as in the original: exp(-1e10 - max) is exactly 0 in float32.
 MASKED = -1e10
@@ -186,14 +187,14 @@ def weight_bytes(hparams):
 
 
 def products_for(device, *, batch, frozen_weights, hparams):
-    """How the sampling loop multiplies on device: see products.py. The split and packed products are for a CPU;
+    """How the sampling loop multiplies on device: see gpt2/sampling/cpu_matmul.py. The split and packed products are for a CPU;
     a GPU gets one plain product per layer."""
     if not on_cpu(device):
-        return products.Products()
+        return cpu_matmul.Products()
     # At one row, oneDNN multiplies without reordering the weights anyway: packing would only cost memory.
-    packed = (frozen_weights and isinstance(batch, int) and batch > 1 and products.packed_kernel_works()
-              and products.room_for_packed_copy(weight_bytes(hparams)))
-    return products.Products(splits=products.CPU_SPLITS, packed=packed)
+    packed = (frozen_weights and isinstance(batch, int) and batch > 1 and cpu_matmul.packed_kernel_works()
+              and cpu_matmul.room_for_packed_copy(weight_bytes(hparams)))
+    return cpu_matmul.Products(splits=cpu_matmul.CPU_SPLITS, packed=packed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,14 +209,14 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
 
     Give exactly one of start_token (an unconditional sample starts from it) or context [batch, context_len].
     A context of one row with batch_size above 1 is one prompt for every row: the prompt goes through the model
-    once, and the rows share its cache (see decoding.py, "A shared prefix"), which is faster than repeating it.
+    once, and the rows share its cache (see gpt2/sampling/decoding.py, "A shared prefix"), which is faster than repeating it.
     temperature 0 is greedy decoding. With stop_token, the loop ends early once every row has produced it, and
     the result is shorter. on_token(tokens), if given, is called with each step's new tokens (a [batch] array) as
     they are drawn.
 
     frozen_weights=True promises that the model's variables keep their values for the rest of the session (as in
     the sampling scripts, which restore once). On a CPU at a batch size above 1 that lets the matrix products keep
-    the weights in oneDNN's layout between steps, for one more copy of the weights in memory (see products.py,
+    the weights in oneDNN's layout between steps, for one more copy of the weights in memory (see gpt2/sampling/cpu_matmul.py,
     "Packed"). Leave it False when the weights change between runs, as when sampling while training: the packed
     copy would go on using the first values.
 
@@ -230,7 +231,7 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
 
     stops: stop strings, as stops.stop_array() makes them (an array, or a tensor [n_stops, width]), with
     token_bytes, the table of each token's bytes (stops.token_bytes()): a row is done once its sampled text
-    contains one of them (see stops.py), and the loop ends once every row is done, like stop_token. The result
+    contains one of them (see gpt2/sampling/stops.py), and the loop ends once every row is done, like stop_token. The result
     still holds the tokens through the one that completes the string; cut the text with stops.cut().
 
     penalties: a penalties.Penalties (repetition, presence, frequency, no_repeat_ngram) on the logits of tokens
@@ -419,14 +420,14 @@ def session_config():
     """Session settings for sampling, on a CPU or a GPU; the scripts and the benchmark use the same.
 
     Ops that a GPU has no kernel for run on the host (soft placement), and TensorFlow takes GPU memory as it needs
-    it rather than all at once. On a CPU, each op gets cores / products.CPU_SPLITS threads, so that the split
-    products running side by side use every core once (see products.py): TensorFlow's default decodes slower at
+    it rather than all at once. On a CPU, each op gets cores / cpu_matmul.CPU_SPLITS threads, so that the split
+    products running side by side use every core once (see gpt2/sampling/cpu_matmul.py): TensorFlow's default decodes slower at
     batch 1. Grappler, TensorFlow's graph optimizer, makes one pass instead of two: the first token comes sooner
     and decoding is as fast within the noise (bench/bench_sample.py). Turning grappler off altogether starts
     sooner still but decodes slower and peaks higher.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
-    config = tf.ConfigProto(intra_op_parallelism_threads=max(1, cores // products.CPU_SPLITS),
+    config = tf.ConfigProto(intra_op_parallelism_threads=max(1, cores // cpu_matmul.CPU_SPLITS),
                             allow_soft_placement=True)
     config.gpu_options.allow_growth = True
     config.graph_options.rewrite_options.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE

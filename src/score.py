@@ -1,7 +1,5 @@
 #!/usr/bin/env python3
-"""Score text with GPT-2: per-token log-probabilities, perplexity, bits per byte of files (see scoring.py)."""
-import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
-
+"""Score text with GPT-2: per-token log-probabilities, perplexity, bits per byte of files (see gpt2/evaluation/scoring.py)."""
 import codecs
 import json
 import math
@@ -11,17 +9,20 @@ import sys
 from pathlib import Path
 
 import fire
-import tensorflow.compat.v1 as tf
 import tqdm
 
-import checkpoint
-import detokenize
-import flags
-import load_dataset
-import scoring
+from gpt2.base import runtime
+
+tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
+from gpt2 import loading  # noqa: E402
+from gpt2.base import checkpoint  # noqa: E402
+from gpt2.base import flags  # noqa: E402
+from gpt2.data import corpus  # noqa: E402
+from gpt2.evaluation import detokenize  # noqa: E402
+from gpt2.evaluation import scoring  # noqa: E402
 
 DOCUMENTS = ('file', 'endoftext', 'lines')
-BLOCK_SIZE = load_dataset.BLOCK_SIZE  # bytes read at a time
+BLOCK_SIZE = corpus.BLOCK_SIZE  # bytes read at a time
 BINARY_SNIFF = 8192  # a NUL byte in a file's first bytes marks it as binary, as git and grep judge it
 
 
@@ -129,10 +130,10 @@ class Reader:
 
     def file_chunks(self, blocks):
         """One document as it streams: blocks (cut at line starts when de-tokenizing) are cut again where BPE
-        gives the same ids to the pieces as to the whole text (load_dataset.last_cut), and encoded one by one."""
+        gives the same ids to the pieces as to the whole text (corpus.last_cut), and encoded one by one."""
         if self.detokenizer != 'none':
             blocks = (detokenize.detokenize(b, self.detokenizer) for b in recut(blocks, last_line_start))
-        for piece in recut(blocks, load_dataset.last_cut):
+        for piece in recut(blocks, corpus.last_cut):
             yield self.enc.encode(piece, fast=True)
 
     def read(self, file_index, path, counts):
@@ -215,7 +216,7 @@ class PerTokenWriter:
             raise flags.UsageError(f'--per_token cannot write {self.path} ({err.strerror or err}); '
                                    f'give a path in a writable folder')
         self.ids, self.logprobs = [], []
-        # Ctrl-C ends the process at once (cli.setup_process); first remove what was half written.
+        # Ctrl-C ends the process at once (runtime.setup_process); first remove what was half written.
         self.previous_handler = signal.signal(signal.SIGINT, self.interrupted)
 
     def interrupted(self, signum, frame):
@@ -302,13 +303,13 @@ def score(*files, model_name='124M', models_dir='models', documents='file', stri
             check_file(path)
     except FileProblem as err:
         flags.fail(err, code=1)
-    model_dir, hparams, enc = cli.load_model(model_name, models_dir, checkpoint)
+    model_dir, hparams, enc = loading.load_model(model_name, models_dir, checkpoint)
     stride = hparams.n_ctx if stride is None else flags.whole_number('stride', stride, 1, hparams.n_ctx)
     batch_size = batch_size or scoring.default_batch_size(hparams)
     writer = PerTokenWriter(per_token, enc) if per_token else None
     try:
         with tf.Graph().as_default(), tf.Session(config=scoring.session_config()) as sess:
-            restored = cli.start_restore(sess, model_dir, hparams)
+            restored = loading.start_restore(sess, model_dir, hparams)
             scorer = scoring.Scorer(sess, hparams)
             restored()
             totals = score_files(scorer, enc, paths, documents=documents, stride=stride, batch_size=batch_size,
@@ -336,5 +337,5 @@ def print_figures(totals, *, as_json):
 
 
 if __name__ == '__main__':
-    cli.setup_process()
+    runtime.setup_process()
     fire.Fire(score)

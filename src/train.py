@@ -4,8 +4,6 @@
 Sections: the training graph (build_training, which the benchmark uses too), then the run folder (checkpoints
 that survive a crash at any moment), then the training loop and its command line.
 """
-import cli  # first: it quiets TensorFlow's start-up logging before TensorFlow loads
-
 import dataclasses
 import functools
 import os
@@ -18,18 +16,22 @@ from pathlib import Path
 
 import fire
 import numpy as np
-import tensorflow.compat.v1 as tf
-from tensorflow.core.protobuf import rewriter_config_pb2
 
-import adafactor
-import checkpoint
-import distribute
-import flags
-import load_dataset
-import memory
-import model
-import sample
-import schedules
+from gpt2.base import runtime
+
+tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
+from tensorflow.core.protobuf import rewriter_config_pb2  # noqa: E402
+import model  # noqa: E402
+import sample  # noqa: E402
+from gpt2 import loading  # noqa: E402
+from gpt2.base import checkpoint  # noqa: E402
+from gpt2.base import flags  # noqa: E402
+from gpt2.data import corpus  # noqa: E402
+from gpt2.sampling import printing  # noqa: E402
+from gpt2.training import adafactor  # noqa: E402
+from gpt2.training import distribute  # noqa: E402
+from gpt2.training import memory  # noqa: E402
+from gpt2.training import schedules  # noqa: E402
 
 OPTIMIZERS = ('adam', 'sgd', 'adafactor')
 # --learning_rate's default for each optimizer: Adafactor's is transformers' fine-tuning setting.
@@ -121,7 +123,7 @@ def with_noise(tokens, p, n_vocab, key, rows=None):
     """[batch, seq] -> the same, each token replaced by a uniformly random one with probability p, as a
     regulariser (nshepperd's --noise). The draw is stateless, keyed by key [2], so a resumed run draws the
     same noise as one that never stopped. rows (first, total): these are rows first.. of a batch of total rows
-    (a replica's, src/distribute.py), whose noise is those rows of the whole batch's."""
+    (a replica's, src/gpt2/training/distribute.py), whose noise is those rows of the whole batch's."""
     if not p:
         return tokens
     first, total = rows or (0, tokens.shape[0])
@@ -203,7 +205,7 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
     hparams: model.HParams. batch_size: rows per micro-batch. seq_len: the longest row that will be fed (at most
     hparams.n_ctx); shorter rows are padded, and lengths says where each row's tokens end.
     optimizer: 'adam', 'sgd' or 'adafactor' (adafactor_options: AdafactorOptimizer's keywords), at learning_rate
-    times the schedule's factor (schedules.py: lr_schedule, warmup_steps, total_steps) at global_step.
+    times the schedule's factor (gpt2/training/schedules.py: lr_schedule, warmup_steps, total_steps) at global_step.
     The loss is the mean cross-entropy of logits[:, :-1] against tokens[:, 1:] over the real (unpadded) targets:
     without padding, exactly the original's mean over the window.
     accumulate_gradients N: one update from N micro-batches, the gradient of their summed loss divided by their
@@ -213,7 +215,7 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
     noise p: each input token (not target) replaced at random with probability p, keyed by (seed, step,
     micro-batch), so a resumed run draws the same noise.
     count_all: under tf.distribute, a function of this replica's target count -> the count of all replicas
-    (src/distribute.py); each replica's loss is then its summed loss over that, so that the replicas' gradients,
+    (src/gpt2/training/distribute.py); each replica's loss is then its summed loss over that, so that the replicas' gradients,
     which the optimizer sums, add up to the gradient of the mean over every replica's targets. None: one device.
     rows (first, total): under tf.distribute, this replica's rows among all replicas' (for the noise).
     restore() initialises and restores the variables.
@@ -477,13 +479,13 @@ def choose_start(run, *, restore_from, overwrite, model_name, models_dir):
     """-> Start, for --restore_from latest (the run's latest checkpoint, else the base model), fresh (the base
     model) or a checkpoint's path (a prefix such as checkpoint/run1/model-500, or a model folder)."""
     if restore_from == 'latest' and run.latest():
-        model_dir, hparams, enc = cli.load_model(run.path.name, run.path.parent)
+        model_dir, hparams, enc = loading.load_model(run.path.name, run.path.parent)
         return Start(model_dir, hparams, enc, run.latest(), saved_seed(run.latest()))
     if restore_from == 'fresh' and run.checkpoints() and not overwrite:
         raise flags.UsageError(f'{run.path} already holds checkpoints (the latest is {run.checkpoints()[-1]}); '
                              f'go on with --restore_from latest, start again with --overwrite, or choose another '
                              f'--run_name')
-    model_dir, hparams, enc = cli.load_model(model_name, models_dir)
+    model_dir, hparams, enc = loading.load_model(model_name, models_dir)
     check_same_model(run, model_dir)
     if restore_from in ('latest', 'fresh'):
         return Start(model_dir, hparams, enc, str(model_dir / checkpoint.current_checkpoint(model_dir)), None)
@@ -559,7 +561,7 @@ class Validation:
     run; printed with its perplexity, exp(loss)."""
 
     def __init__(self, hparams, chunks, *, seq_len, batch_size, batch_count, seed):
-        self.batches = load_dataset.Sampler(chunks, seq_len, seed).fixed_batches(batch_size, batch_count)
+        self.batches = corpus.Sampler(chunks, seq_len, seed).fixed_batches(batch_size, batch_count)
         self.tokens, self.lengths, self.loss_sum, self.count = build_validation(hparams, batch_size)
 
     def run(self, sess, step, progress):
@@ -625,7 +627,7 @@ class Samples:
         texts = []
         while len(texts) < self.count:
             for tokens in sess.run(self.output)[:self.count - len(texts)]:
-                texts.append(cli.sample_header(len(texts) + 1) + '\n' + cli.sample_text(self.enc, tokens[1:]))
+                texts.append(printing.sample_header(len(texts) + 1) + '\n' + printing.sample_text(self.enc, tokens[1:]))
         text = '\n'.join(texts) + '\n'
         print(text, end='', flush=True)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -760,7 +762,7 @@ def check_flags(given):
         raise flags.UsageError('--noise must be a number from 0 to below 1, got 1')
     flags.number('top_p', given['top_p'], 0, 1, what='a number from 0 to 1 (0 and 1 keep every token)')
     try:
-        load_dataset.check_encoding(given['encoding'])
+        corpus.check_encoding(given['encoding'])
     except ValueError as err:
         raise flags.UsageError(err) from None
     for name in ('memory_saving_gradients', 'only_train_transformer_layers', 'overwrite'):
@@ -845,8 +847,8 @@ def report_memory(hparams, run, **settings):
 
 def read_dataset(enc, path, **options):
     try:
-        return load_dataset.load_dataset(enc, path, **options)
-    except load_dataset.DatasetError as err:
+        return corpus.load_dataset(enc, path, **options)
+    except corpus.DatasetError as err:
         flags.fail(err, code=1)
 
 
@@ -916,11 +918,11 @@ def train_main(dataset=None, model_name='124M', models_dir='models', combine=500
             where = f': {batch_size} on each of {cluster.describe()}' if cluster else ''
             print(f'Training {run.path} from {start.prefix} at step {int(sess.run(training.global_step))}, '
                   f'batch {training.batch_size}{where}', flush=True)
-            train_loop(sess, training, load_dataset.Sampler(chunks, seq_len, seed), run if chief else None, saver,
+            train_loop(sess, training, corpus.Sampler(chunks, seq_len, seed), run if chief else None, saver,
                        steps=steps, save_every=save_every, max_checkpoints=max_checkpoints, sample_every=sample_every,
                        samples=samples, val_every=val_every, validation=validation, best=best)
 
 
 if __name__ == '__main__':
-    cli.setup_process()
+    runtime.setup_process()
     fire.Fire(train_main)

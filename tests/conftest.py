@@ -1,6 +1,5 @@
-"""Shared set-up: the import paths, TensorFlow's v1 behaviour (set once, here, as the scripts do), a helper to
-restore the tiny model's weights, and the fixtures of the tiny random-weight GPT-2 (tests/tiny.py), which is
-written once per test session."""
+"""Shared set-up: the import paths, TensorFlow's v1 behaviour (set once, here, as the scripts do), and the fixtures
+of the tiny random-weight GPT-2 (tests/support.py), which is written once per test session."""
 import shutil
 import sys
 import uuid
@@ -8,23 +7,16 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / 'src'))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS.parent / 'src'))
+sys.path.insert(0, str(TESTS))
 
-import checkpoint  # noqa: E402
+from gpt2.base import runtime  # noqa: E402
 
-tf = checkpoint.import_tensorflow()
+tf = runtime.import_tensorflow()
 tf.disable_v2_behavior()
 
-# Other test modules use these through conftest.
-from tiny import TINY_HPARAMS, TINY_MERGES, TinyModel, byte_table, random_params, tiny_vocabulary  # noqa: E402,F401
-from tiny import write_tiny_model, write_tiny_run  # noqa: E402,F401
-
-
-def restore(sess, tiny_model):
-    """Load the tiny model's weights into the variables of sess's graph."""
-    tf.train.Saver(var_list=tf.global_variables()).restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+from support import REPO, TinyModel, write_tiny_model, write_tiny_run  # noqa: E402
 
 
 @pytest.fixture(scope='session')

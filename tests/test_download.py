@@ -18,12 +18,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+import support
 import requests
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = support.REPO
 sys.path.insert(0, str(REPO))
 import download_model  # noqa: E402  (puts src/ on sys.path)
-import checkpoint  # noqa: E402
+from gpt2.base import checkpoint
 
 WEIGHTS = 'model.ckpt.data-00000-of-00001'
 MODEL_PATH = '/models/124M/'
@@ -35,7 +37,7 @@ MODEL_PATH = '/models/124M/'
 
 @pytest.fixture(scope='session')
 def model_files(tiny_model):
-    """File name -> bytes of the tiny model (conftest.py), a real checkpoint in the released layout."""
+    """File name -> bytes of the tiny model (support.py), a real checkpoint in the released layout."""
     return {name: (tiny_model.dir / name).read_bytes() for name in checkpoint.MODEL_FILES}
 
 

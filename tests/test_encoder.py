@@ -8,21 +8,21 @@ import pytest
 import tiktoken
 from hypothesis import given, settings, strategies as st
 
-import checkpoint
-import conftest
+from gpt2.base import checkpoint
+import support
 import encoder
 
-sys.path.insert(0, str(conftest.REPO / 'tools'))
-import make_encoder_classes  # noqa: E402
+sys.path.insert(0, str(support.REPO / 'tools'))
+import make_unicode_classes  # noqa: E402
 
-GPT2_VOCAB = conftest.REPO / 'tests' / 'data' / 'gpt2_vocab'
+GPT2_VOCAB = support.REPO / 'tests' / 'data' / 'gpt2_vocab'
 # tiktoken's own spelling of GPT-2's pre-tokenizer (its r50k/gpt2 encodings), read by tiktoken's regex engine.
 TIKTOKEN_GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 @pytest.fixture(scope='module')
 def enc():
-    return encoder.Encoder(conftest.tiny_vocabulary(), conftest.TINY_MERGES)
+    return encoder.Encoder(support.tiny_vocabulary(), support.TINY_MERGES)
 
 
 @pytest.fixture(scope='module')
@@ -35,7 +35,7 @@ def gpt2():
 def tiktoken_gpt2():
     """The reference for real ids: tiktoken (the version requirements.txt pins) with its own pattern, and ranks
     written from encoder.json and conftest's byte table, as tiktoken's gpt2 encoding has them."""
-    unbyte = {c: b for b, c in conftest.byte_table().items()}
+    unbyte = {c: b for b, c in support.byte_table().items()}
     vocab = json.loads((GPT2_VOCAB / 'encoder.json').read_text(encoding='utf-8'))
     ranks = {bytes(unbyte[c] for c in token): i for token, i in vocab.items() if token != checkpoint.ENDOFTEXT}
     return tiktoken.Encoding('gpt2 reference', pat_str=TIKTOKEN_GPT2_PATTERN, mergeable_ranks=ranks,
@@ -64,7 +64,7 @@ def gpt2_bpe(word, ranks):
 
 def test_byte_table_is_gpt2s():
     table = encoder.bytes_to_unicode()
-    assert table == conftest.byte_table()
+    assert table == support.byte_table()
     assert table[ord(' ')] == 'Ġ' and table[ord('\n')] == 'Ċ' and table[ord('A')] == 'A'
     assert len(set(table.values())) == 256
 
@@ -127,7 +127,7 @@ def test_merges_file_with_or_without_final_newline_loses_nothing():
 
 def test_bpe_cache_is_bounded(monkeypatch):
     monkeypatch.setattr(encoder, 'BPE_CACHE_SIZE', 10)
-    small = encoder.Encoder(conftest.tiny_vocabulary(), conftest.TINY_MERGES)
+    small = encoder.Encoder(support.tiny_vocabulary(), support.TINY_MERGES)
     small.encode(' '.join(f'w{i}' for i in range(100)), fast=False)
     assert small.piece_ids.cache_info().currsize == 10
 
@@ -139,7 +139,7 @@ def test_get_encoder_reads_the_model_folder(tiny_model):
 
 
 def test_endoftext_is_ordinary_text_unless_allowed(enc):
-    eot = conftest.tiny_vocabulary()[checkpoint.ENDOFTEXT]
+    eot = support.tiny_vocabulary()[checkpoint.ENDOFTEXT]
     as_text = [ord('a')] + [ord(c) for c in '<|endoftext|>'] + [ord('b')]  # no tiny merge applies inside it
     assert enc.encode('a<|endoftext|>b') == as_text
     assert enc.encode('a<|endoftext|>b', allowed_special={checkpoint.ENDOFTEXT}) == [ord('a'), eot, ord('b')]
@@ -241,7 +241,7 @@ def test_tiktoken_is_offered_only_the_tokens_bpe_can_make(enc):
     ([('b', 'aa'), ('a', 'a')], {'baa': 256, 'aa': 257}, 'baa', [256]),  # a token numbered before its part
 ])
 def test_vocabularies_tiktoken_cannot_reproduce_take_the_readable_path(merges, made, text, ids):
-    odd = encoder.Encoder({**{c: b for b, c in conftest.byte_table().items()}, **made}, merges)
+    odd = encoder.Encoder({**{c: b for b, c in support.byte_table().items()}, **made}, merges)
     assert encoder.tiktoken_ranks(odd) is None
     assert odd.encode(text, fast=True) == odd.encode(text, fast=False) == ids
 
@@ -254,7 +254,7 @@ def test_tiktoken_is_used_only_where_it_gives_gpt2s_ids(merges, words, rng):
     are the merge loop's."""
     made = list(dict.fromkeys(a + b for a, b in merges))
     rng.shuffle(made)
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(list(conftest.byte_table().values()) + made))}
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(list(support.byte_table().values()) + made))}
     odd = encoder.Encoder(vocab, merges)
     pieces = [words[0]] + ['Ġ' + word for word in words[1:]]  # how GPT-2 cuts ' '.join(words)
     expected = [vocab[symbol] for piece in pieces for symbol in gpt2_bpe(piece, odd.bpe_ranks)]
@@ -299,7 +299,7 @@ def test_every_code_point_gets_tiktokens_ids_in_every_context(gpt2, tiktoken_gpt
 
 def test_pythons_re_reads_the_classes_as_tiktoken_reads_its_own():
     for table, pattern in [(TABLE_LETTERS, r'\p{L}'), (TABLE_NUMBERS, r'\p{N}'), (TABLE_WHITESPACE, r'\s')]:
-        assert sorted(table) == make_encoder_classes.matching_code_points(pattern)
+        assert sorted(table) == make_unicode_classes.matching_code_points(pattern)
 
 
 # --- odd input
@@ -344,7 +344,7 @@ def test_endoftext_on_the_released_vocabulary(gpt2, tiktoken_gpt2):
 
 
 def test_another_tiktoken_release_gets_the_spelled_out_classes(monkeypatch, tiktoken_gpt2):
-    monkeypatch.setattr(encoder.encoder_classes, 'TIKTOKEN_VERSION', '0.0.0')
+    monkeypatch.setattr(encoder.unicode_classes, 'TIKTOKEN_VERSION', '0.0.0')
     other = encoder.get_encoder(GPT2_VOCAB.name, GPT2_VOCAB.parent)
     assert other.tiktoken_encoding._pat_str == encoder.PRETOKENIZE_PATTERN
     for text in TORTURE:

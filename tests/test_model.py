@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import checkpoint
+from gpt2.base import checkpoint
 import model
 import reference
-from conftest import restore
+from support import restore
 
 
 def run_model(tiny_model, tokens, **feeds):

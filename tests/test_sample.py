@@ -3,10 +3,10 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import model
-import products
+from gpt2.sampling import cpu_matmul
 import reference
 import sample
-from conftest import restore
+from support import restore
 
 
 def sample_tokens(tiny_model, context, seed=0, **kwargs):
@@ -200,7 +200,7 @@ def test_length_one_draws_from_the_prompt_alone(tiny_model):
 
 
 def packed_ops(graph):
-    return [op for op in graph.get_operations() if op.type == products.PACKED_OP]
+    return [op for op in graph.get_operations() if op.type == cpu_matmul.PACKED_OP]
 
 
 @pytest.mark.parametrize('prompts', [[[4], [9]], [[9, 3, 4, 1], [2, 2, 5, 0]]])
@@ -211,7 +211,7 @@ def test_frozen_weights_at_batch_above_one_equal_the_reference(tiny_model, promp
         context = tf.placeholder(tf.int32, [2, None])
         out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=context, length=6, top_k=1,
                                      frozen_weights=True)
-        assert bool(packed_ops(graph)) == products.packed_kernel_works()
+        assert bool(packed_ops(graph)) == cpu_matmul.packed_kernel_works()
         with tf.Session(config=sample.session_config()) as sess:
             restore(sess, tiny_model)
             for batch in (prompts, [[3, 1, 4], [1, 5, 9]], prompts):
@@ -224,7 +224,7 @@ def test_frozen_weights_unconditional_at_batch_two_equal_the_reference(tiny_mode
     with tf.Graph().as_default() as graph:
         out = sample.sample_sequence(hparams=tiny_model.hparams_object(), start_token=3, batch_size=2, length=6,
                                      top_k=1, frozen_weights=True)
-        assert bool(packed_ops(graph)) == products.packed_kernel_works()
+        assert bool(packed_ops(graph)) == cpu_matmul.packed_kernel_works()
         with tf.Session(config=sample.session_config()) as sess:
             restore(sess, tiny_model)
             got = sess.run(out).tolist()
@@ -232,7 +232,7 @@ def test_frozen_weights_unconditional_at_batch_two_equal_the_reference(tiny_mode
 
 
 def test_packed_products_only_with_frozen_weights_and_more_than_one_row(tiny_model):
-    for batch, frozen, expected in ((2, False, False), (1, True, False), (2, True, products.packed_kernel_works())):
+    for batch, frozen, expected in ((2, False, False), (1, True, False), (2, True, cpu_matmul.packed_kernel_works())):
         with tf.Graph().as_default() as graph:
             sample.sample_sequence(hparams=tiny_model.hparams_object(), start_token=0, batch_size=batch, length=2,
                                    frozen_weights=frozen)
@@ -259,13 +259,13 @@ def test_without_frozen_weights_new_values_are_used_in_the_same_session(tiny_mod
 
 @pytest.mark.parametrize('why', ['no packed kernel', 'no room for the packed copy'])
 def test_frozen_weights_fall_back_to_plain_products(tiny_model, monkeypatch, capsys, why):
-    """Without the packed kernel (see test_products.py for the ways it can be missing or wrong), or without
+    """Without the packed kernel (see sampling/test_cpu_matmul.py for the ways it can be missing or wrong), or without
     memory for its copy of the weights, sampling with frozen weights takes the plain products and stays right."""
     if why == 'no packed kernel':
-        monkeypatch.setattr(products, 'packed_kernel_works', lambda: False)
+        monkeypatch.setattr(cpu_matmul, 'packed_kernel_works', lambda: False)
     else:
-        monkeypatch.setattr(products, 'packed_kernel_works', lambda: True)
-        monkeypatch.setattr(products, 'available_memory', lambda: 1000)
+        monkeypatch.setattr(cpu_matmul, 'packed_kernel_works', lambda: True)
+        monkeypatch.setattr(cpu_matmul, 'available_memory', lambda: 1000)
     prompts = [[4, 2], [7, 1]]
     with tf.Graph().as_default() as graph:
         out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=tf.constant(prompts), length=4,
@@ -290,7 +290,7 @@ def test_one_prompt_for_every_row_equals_the_reference(tiny_model, frozen):
         context = tf.placeholder(tf.int32, [1, None])
         out = sample.sample_sequence(hparams=tiny_model.hparams_object(), context=context, batch_size=3, length=6,
                                      top_k=1, frozen_weights=frozen)
-        assert bool(packed_ops(graph)) == (frozen and products.packed_kernel_works())
+        assert bool(packed_ops(graph)) == (frozen and cpu_matmul.packed_kernel_works())
         with tf.Session(config=sample.session_config()) as sess:
             restore(sess, tiny_model)
             for prompt in ([9, 3, 4, 1], [2], [7, 7]):

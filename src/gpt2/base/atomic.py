@@ -1,0 +1,61 @@
+"""Writing a folder all at once: under a temporary name beside its real one, renamed when complete, so that a
+reader never finds a half-written model under the real name (convert.py, export.py)."""
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from gpt2.base import checkpoint
+from gpt2.base import flags
+
+
+@contextlib.contextmanager
+def atomic_folder(out_folder, overwrite):
+    """Yield a new empty folder beside out_folder; rename it to out_folder when the block ends without an error,
+    remove it otherwise (Ctrl-C included)."""
+    out = Path(out_folder)
+    if out.exists() and not overwrite:
+        raise checkpoint.ModelError(f'{out} exists; give a new OUT_FOLDER, or --overwrite to replace it')
+    if out.exists() and not out.is_dir():
+        raise checkpoint.ModelError(f'{out} is a file, not a folder; give another OUT_FOLDER')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # In the same parent, so the rename is atomic; hidden, so a half-written folder never looks like a model.
+    temporary = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.partial', dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o777 & ~umask)  # mkdtemp makes it private; the folder should be like any other
+    try:
+        yield temporary
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.old', dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(temporary, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(temporary, out)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+# The folder flags of convert.py and export.py.
+
+def existing_folder(name, value):
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise flags.UsageError(f'{name.upper()} must be a folder, got {value!r}')
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise checkpoint.ModelError(f'{name.upper()} {path} is not a folder')
+    return path
+
+
+def out_path(value):
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise flags.UsageError(f'OUT_FOLDER must be a path, got {value!r}')
+    return Path(value).expanduser()
+
+
+def check_overwrite(overwrite):
+    if not isinstance(overwrite, bool):
+        raise flags.UsageError(f'--overwrite takes no value (or true/false), got {overwrite!r}')

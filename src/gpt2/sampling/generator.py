@@ -1,0 +1,162 @@
+"""Generate from Python: load a model once, then sample from it as often as you like (a notebook, a web app).
+
+    from gpt2.sampling import generator
+    gen = generator.Generator('124M')
+    for sample in gen.generate(['The meaning of life is', 'Once upon a time'], length=40, top_k=40, seed=1):
+        print(sample.text)
+
+Every knob of generate() (length, temperature, top_k, top_p, the penalties, the stop strings, the seed) is a
+placeholder fed per call, so one graph serves every call with the same number of prompts: a new batch size
+builds one more graph (once), and a call that goes past the model's window builds its sliding graph (once).
+Prompts of different lengths share a batch (sample.sample_sequence's context_lengths).
+"""
+import contextlib
+import dataclasses
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import sample
+
+from gpt2 import loading
+from gpt2.base import checkpoint
+from gpt2.base import flags
+from gpt2.base import runtime
+from gpt2.sampling import penalties as penalties_lib
+from gpt2.sampling import rules
+from gpt2.sampling import stops as stops_lib
+
+
+@dataclasses.dataclass
+class Sample:
+    text: str  # the sample's text, cut before the first stop string
+    tokens: list  # its token ids, through the one that completes the stop string (or all of them)
+
+
+class Generator:
+    """A model loaded once into its own graph and session. Close it (or use `with`) to free its memory."""
+
+    def __init__(self, model_name='124M', models_dir='models', *, device=None):
+        # The sampling code is TensorFlow 1 graph code (the scripts set this up in runtime.setup_process); idempotent.
+        tf.disable_v2_behavior()
+        self.model_dir, self.hparams, self.enc = loading.load_model(model_name, models_dir)
+        self.endoftext = self.enc.encoder[checkpoint.ENDOFTEXT]
+        self.token_bytes = stops_lib.token_bytes(self.enc, self.hparams.n_vocab)
+        self.device = device
+        self.graph = tf.Graph()
+        self.sess = tf.Session(graph=self.graph, config=sample.session_config())
+        self.graphs = {}  # (batch size, sliding) -> (placeholders, output)
+        with self.graph.as_default():
+            loading.start_restore(self.sess, self.model_dir, self.hparams)()
+            with tf.name_scope('knobs'):
+                self.knobs = {
+                    'length': tf.placeholder(tf.int32, [], 'length'),
+                    'temperature': tf.placeholder(tf.float32, [], 'temperature'),
+                    'top_k': tf.placeholder(tf.int32, [], 'top_k'),
+                    'top_p': tf.placeholder(tf.float32, [], 'top_p'),
+                    'seed': tf.placeholder(tf.int32, [2], 'seed'),
+                    'stops': tf.placeholder(tf.int32, [None, None], 'stops'),
+                    'context_keep': tf.placeholder(tf.int32, [], 'context_keep'),
+                    'repetition': tf.placeholder(tf.float32, [], 'repetition_penalty'),
+                    'presence': tf.placeholder(tf.float32, [], 'presence_penalty'),
+                    'frequency': tf.placeholder(tf.float32, [], 'frequency_penalty'),
+                    'no_repeat_ngram': tf.placeholder(tf.int32, [], 'no_repeat_ngram_size'),
+                }
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.sess.close()
+
+    # -----------------------------------------------------------------------------------------------------------
+
+    def graph_for(self, batch, sliding):
+        """The sampling graph for `batch` prompts, built on first use: (context, lengths placeholders, output)."""
+        key = (batch, sliding)
+        if key not in self.graphs:
+            k = self.knobs
+            with self.graph.as_default():
+                context = tf.placeholder(tf.int32, [batch, None])
+                lengths = None if sliding else tf.placeholder(tf.int32, [batch])
+                rules = penalties_lib.Penalties(repetition=k['repetition'], presence=k['presence'],
+                                                frequency=k['frequency'], no_repeat_ngram=k['no_repeat_ngram'])
+                output = sample.sample_sequence(
+                    hparams=self.hparams, length=k['length'], context=context, context_lengths=lengths,
+                    temperature=k['temperature'], top_k=k['top_k'], top_p=k['top_p'], seed=k['seed'],
+                    stops=k['stops'], token_bytes=self.token_bytes, penalties=rules, frozen_weights=True,
+                    device=self.device, context_keep=k['context_keep'] if sliding else None)
+            self.graphs[key] = (context, lengths, output)
+        return self.graphs[key]
+
+    def generate(self, prompts, length=64, temperature=1.0, top_k=0, top_p=1.0, stop=(), seed=None, *,
+                 repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, no_repeat_ngram_size=0,
+                 context_keep=None):
+        """One sample per prompt (a string, or a list of them) -> a list of Sample (text and token ids).
+
+        An empty prompt starts from <|endoftext|> (an unconditional sample); '<|endoftext|>' in a prompt is that
+        token. The knobs are those of the scripts (see their --help); stop: a string or a list of them; give
+        '<|endoftext|>' to end at that token too. seed (0 to 2**32 - 1): the same seed gives the
+        same samples; None draws one. A knob out of range is a ValueError, by the scripts' rules for their flags.
+        Past the model's window (prompt + length - 1 > n_ctx) the window slides (context_keep, by default half
+        the window), one prompt at a time."""
+        single = isinstance(prompts, str)
+        prompts = [prompts] if single else list(prompts)
+        if not prompts:
+            raise ValueError('give at least one prompt')
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        if any(not isinstance(s, str) or not s for s in stop):
+            raise ValueError(f'a stop string must be text, not empty; got {stop!r}')
+        n_ctx = self.hparams.n_ctx
+        with knob_errors():  # the scripts' rules for the knobs, in one place (gpt2/sampling/rules.py)
+            rules.check_sampling_flags(nsamples=len(prompts), batch_size=len(prompts), temperature=temperature,
+                                     top_k=top_k, top_p=top_p, seed=seed)
+            rules.check_penalties(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                                frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
+            rules.check_length(length, n_ctx, default=None)
+            context_keep = rules.check_context_keep(context_keep, n_ctx)
+        if seed is None:
+            seed = np.random.randint(0, 2**31 - 1)
+        ids = [self.enc.encode(p, allowed_special={checkpoint.ENDOFTEXT}) or [self.endoftext] for p in prompts]
+        k = self.knobs
+        feed = {k['length']: length, k['temperature']: temperature, k['top_k']: top_k, k['top_p']: top_p,
+                k['seed']: [seed % 2**31, seed // 2**31], k['stops']: stops_lib.stop_array(stop),
+                k['context_keep']: context_keep, k['repetition']: repetition_penalty,
+                k['presence']: presence_penalty, k['frequency']: frequency_penalty,
+                k['no_repeat_ngram']: no_repeat_ngram_size}
+        if max(map(len, ids)) + length - 1 <= n_ctx:
+            padded, n = sample.left_pad(ids)
+            context, lengths, output = self.graph_for(len(ids), sliding=False)
+            out = self.sess.run(output, {**feed, context: padded, lengths: n})
+            new = [row[padded.shape[1]:] for row in out]
+        else:
+            context, _, output = self.graph_for(1, sliding=True)
+            new = [self.sess.run(output, {**feed, context: [p]})[0, len(p):] for p in ids]
+        results = [self.finish(tokens, stop) for tokens in new]
+        return results[0] if single else results
+
+    def finish(self, tokens, stop):
+        """A row's new tokens -> its Sample: the text before the first stop string, the tokens through the one
+        that completes it."""
+        tokens = [int(t) for t in tokens]
+        text = stops_lib.cut(self.enc.decode(tokens), stop)
+        if stop:
+            ends = np.cumsum([len(self.enc.decode_bytes([t])) for t in tokens])
+            data = self.enc.decode_bytes(tokens)
+            found = [data.find(s.encode('utf-8')) for s in stop]
+            found = [(i + len(s.encode('utf-8'))) for i, s in zip(found, stop) if i >= 0]
+            if found:
+                tokens = tokens[:int(np.searchsorted(ends, min(found))) + 1]
+        return Sample(text=text, tokens=tokens)
+
+
+@contextlib.contextmanager
+def knob_errors():
+    """The scripts' flag errors (flags.UsageError, '--top_k must be ...') as ValueError ('top_k must be ...')."""
+    try:
+        yield
+    except flags.UsageError as err:
+        raise ValueError(str(err).removeprefix('--')) from None

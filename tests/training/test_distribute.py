@@ -1,0 +1,212 @@
+"""src/gpt2/training/distribute.py: K replicas at batch b make the updates of one device at batch K x b (train.build_training on
+one device, which test_train.py checks against the NumPy reference), in one process on 2 CPU devices, and as two
+worker processes on 127.0.0.1 with TF_CONFIG."""
+import json
+import os
+import socket
+import threading
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from gpt2.base import checkpoint
+from gpt2.training import distribute
+from gpt2.base import flags
+import train
+import support
+from support import ONE_THREAD, losses, state, tensors, train_command, wait_for_step
+
+tf.disable_v2_behavior()
+
+SEQ = 8
+
+
+def ordinary_batches(tiny_model, count, rows=2, seed=0):
+    """count batches of random tokens in rows of random lengths (2 to SEQ, padded with 0), at least one of them
+    short: the mean over real targets then weighs the replicas' rows unequally."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        lengths = rng.integers(2, SEQ + 1, size=rows).astype(np.int32)
+        lengths[rng.integers(rows)] = rng.integers(2, SEQ // 2)
+        tokens = rng.integers(tiny_model.hparams['n_vocab'], size=(rows, lengths.max())).astype(np.int32)
+        tokens[np.arange(lengths.max())[np.newaxis, :] >= lengths[:, np.newaxis]] = 0
+        batches.append((tokens, lengths))
+    return batches
+
+
+def train_on(tiny_model, batches, cluster, **options):
+    """Train from the tiny model on batches (accumulate_gradients of them a step), on one device (cluster None,
+    at the batches' size) or on cluster's replicas (each its share) -> (losses, every variable's copies by name)."""
+    accumulate = options.get('accumulate_gradients', 1)
+    rows = len(batches[0][1]) // (cluster.replicas if cluster else 1)
+    with tf.Graph().as_default():
+        def build(**replica):
+            return train.build_training(tiny_model.hparams_object(), batch_size=rows, seq_len=SEQ, **options,
+                                        **replica)
+        training = cluster.build(build, rows) if cluster else build()
+        with cluster.session() if cluster else tf.Session() as sess:
+            if cluster:
+                training.restore(sess, str(tiny_model.dir / 'model.ckpt'))
+            else:
+                train.restore(sess, training, str(tiny_model.dir / 'model.ckpt'))
+            losses = [training.run_step(sess, batches[i:i + accumulate]) for i in range(0, len(batches), accumulate)]
+            copies = {v.op.name: sess.run(list(getattr(v, 'values', [v]))) for v in training.saved_vars}
+    return losses, copies
+
+
+# Adam divides each update by the root of its squared gradients: where a gradient is mathematically zero, the
+# rounding noise of two ways of summing it becomes a step of up to lr. The key part of c_attn/b is such a case:
+# the softmax over keys ignores a bias added to every key. Its optimizer slots (Adam's, Adafactor's: same shape)
+# too, where they hold such steps (Adafactor's first moment).
+def comparable(name, value, n_embd):
+    key_bias = name.endswith('/c_attn/b') or '/c_attn/b/' in name
+    return np.delete(value, np.s_[n_embd:2 * n_embd], axis=-1) if key_bias else value
+
+
+# Adafactor clips each variable's update to RMS 1 over all its elements: for c_attn/b that RMS counts the key
+# part's noisy steps (see comparable), which would then scale the rest of the vector too. So no clipping here (the
+# clip itself is checked against NumPy in test_adafactor.py); the first moment, for its slot.
+ADAFACTOR = {'beta1': 0.9, 'clip_threshold': float('inf')}
+
+
+@pytest.mark.parametrize('options, steps', [
+    (dict(optimizer='sgd', learning_rate=0.1), 1),
+    (dict(optimizer='adam', learning_rate=3e-4, accumulate_gradients=2, noise=0.2), 2),
+    (dict(optimizer='adafactor', learning_rate=1e-3, adafactor_options=ADAFACTOR), 2),
+    (dict(optimizer='sgd', learning_rate=0.1, memory_saving_gradients=True), 1),
+    (dict(optimizer='adafactor', learning_rate=1e-3, adafactor_options=ADAFACTOR, memory_saving_gradients=True), 2),
+], ids=['sgd', 'adam-accumulated-noise', 'adafactor', 'lean-sgd', 'lean-adafactor'])
+def test_two_devices_at_batch_1_make_the_updates_of_one_device_at_batch_2(tiny_model, options, steps):
+    """SGD's single step checks the gradients; Adam's and Adafactor's steps check the optimizer's state (its
+    slots and step count), and accumulation and noise each replica's share of the micro-batches and of their
+    noise. The lean step (memory_saving_gradients: recomputed blocks, chunked cross-entropy, each block's update
+    applied once its gradients are made) makes the same updates through the all-reduce."""
+    batches = ordinary_batches(tiny_model, steps * options.get('accumulate_gradients', 1))
+    one_losses, one = train_on(tiny_model, batches, None, **options)
+    two_losses, two = train_on(tiny_model, batches, distribute.choose(2), **options)
+    assert two_losses == pytest.approx(one_losses, rel=1e-6)
+    assert sorted(two) == sorted(one)
+    for name, (want,) in one.items():
+        assert len(two[name]) == 2, name  # a copy on each device, all equal
+        for copy in two[name]:
+            np.testing.assert_allclose(comparable(name, copy, tiny_model.hparams['n_embd']),
+                                       comparable(name, want, tiny_model.hparams['n_embd']),
+                                       rtol=0, atol=1e-6, err_msg=name)
+    assert one['global_step'][0] == steps
+
+
+@pytest.mark.parametrize('devices', [None, 1])
+def test_one_device_is_built_without_tf_distribute(devices):
+    assert distribute.choose(devices) is None
+
+
+def test_devices_names_cpus_when_there_is_no_gpu():
+    devices = distribute.choose(3).strategy.extended.worker_devices
+    assert [d.rsplit('/', 1)[1] for d in devices] == ['device:CPU:0', 'device:CPU:1', 'device:CPU:2']
+    assert distribute.choose('/cpu:0,/cpu:1').replicas == 2
+
+
+@pytest.mark.parametrize('devices, tf_config, message', [
+    (0, None, '--devices must be'),
+    ('/tpu:0,/cpu:0', None, '--devices must be'),
+    ('/cpu:0,/cpu:0', None, 'names a device twice'),
+    (2, '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}', 'do not go together'),
+    (None, '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}', 'TF_CONFIG must'),
+    (None, 'not json', 'TF_CONFIG must'),
+])
+def test_bad_devices_or_tf_config_is_a_usage_error(devices, tf_config, message):
+    with pytest.raises(flags.UsageError, match=message):
+        distribute.choose(devices, tf_config)
+
+
+def test_collective_timeout_must_be_positive():
+    with pytest.raises(flags.UsageError, match='--collective_timeout'):
+        distribute.choose(2, None, 0)
+
+
+def test_the_watchdog_fires_only_when_a_step_outlasts_its_time():
+    fired = threading.Event()
+    with distribute.Watchdog(0.05, lambda message: fired.set()):
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert not fired.is_set()
+    with distribute.Watchdog(0.05, lambda message: fired.set()):
+        assert fired.wait(5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Two worker processes on 127.0.0.1
+# ---------------------------------------------------------------------------------------------------------------
+
+def tf_configs(count):
+    """TF_CONFIG of each of count workers on free ports of 127.0.0.1."""
+    hosts = [f'127.0.0.1:{port}' for port in support.free_ports(count)]
+    return [json.dumps({'cluster': {'worker': hosts}, 'task': {'type': 'worker', 'index': i}}) for i in range(count)]
+
+
+def start(args, tf_config=None):
+    env = {**os.environ, **ONE_THREAD}
+    env.pop('TF_CONFIG', None)
+    if tf_config:
+        env['TF_CONFIG'] = tf_config
+    return subprocess.Popen(train_command(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(processes, timeout=240):
+    """Wait for every process (a hang fails the test) -> their (returncode, stdout, stderr)."""
+    results = []
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=timeout)
+            results.append((process.returncode, out, err))
+    finally:
+        for process in processes:
+            process.kill()
+    return results
+
+
+def test_two_workers_train_one_run_equal_to_one_process_at_twice_the_batch(setup, tiny_model):
+    options = dict(steps=3, batch_size=1, optimizer='adam', learning_rate=3e-4, sample_every=3, sample_length=4,
+                   save_every=2)
+    reference = start(setup(run_name='one', **{**options, 'batch_size': 2}, checkpoint_dir=setup.tmp / 'one'))
+    configs = tf_configs(2)
+    # Worker 1 with another seed: the chief's is the job's. Each worker has its own folders, as on two machines.
+    workers = [start(setup(**options, seed=1 + i, checkpoint_dir=setup.tmp / f'w{i}',
+                           sample_dir=setup.tmp / f'samples{i}'), configs[i]) for i in range(2)]
+    (code, out, err), *done = finish([reference, *workers])
+    assert code == 0, err
+    for worker_code, worker_out, worker_err in done:
+        assert worker_code == 0, worker_err
+        assert losses(worker_out) == losses(out) and sorted(losses(out)) == [1, 2, 3]
+    assert 'batch 2: 1 on each of 2 replicas (2 workers x 1 device)' in done[0][1]
+    chief_run, worker_run = setup.tmp / 'w0' / 'run1', setup.tmp / 'w1' / 'run1'
+    assert state(chief_run) == ['model-2', 'model-3'] and not worker_run.exists()
+    assert (setup.tmp / 'samples0' / 'run1' / 'samples-3').exists() and not (setup.tmp / 'samples1').exists()
+    assert checkpoint.check_model_dir(chief_run) == tiny_model.hparams  # what the sampling scripts check
+    want, got = tensors(setup.tmp / 'one' / 'one' / 'model-3'), tensors(chief_run / 'model-3')
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_allclose(comparable(name, got[name], tiny_model.hparams['n_embd']),
+                                   comparable(name, want[name], tiny_model.hparams['n_embd']), rtol=0, atol=1e-6,
+                                   err_msg=name)
+
+
+def test_a_killed_worker_makes_the_other_exit_with_an_error_line_within_the_timeout(setup):
+    """Its peer hears of it at once (its connections close); of a worker that hangs, only from the watchdog."""
+    configs = tf_configs(2)
+    workers = [start(setup(steps=0, sample_every=0, collective_timeout=5, checkpoint_dir=setup.tmp / f'w{i}'),
+                     configs[i]) for i in range(2)]
+    try:
+        wait_for_step(workers[0], 2)
+        workers[1].kill()
+        killed = time.time()
+        [(code, _, err)] = finish(workers[:1], timeout=60)
+    finally:
+        for process in workers:
+            process.kill()
+    assert time.time() - killed < 30
+    assert code == 1 and err.strip().splitlines()[-1].startswith('error: ') and 'Traceback' not in err, err
