@@ -1,5 +1,6 @@
-"""Writing a folder all at once: under a temporary name beside its real one, renamed when complete, so that a
-reader never finds a half-written model under the real name (convert.py, export.py)."""
+"""Writing a file or a folder all at once: under a temporary name beside its real one, renamed when complete, so
+that a reader never finds a half-written file or model under the real name, and an interrupted write leaves the
+old one (or nothing) in place."""
 import contextlib
 import os
 import shutil
@@ -8,6 +9,25 @@ from pathlib import Path
 
 from gpt2.base import checkpoint
 from gpt2.base import flags
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode='w', *, encoding='utf-8', sync=False):
+    """Yield a file open for writing at PATH.part (checkpoint.PARTIAL_SUFFIX) beside path; when the block ends
+    without an error, close it (and flush it to the disk with sync, for files a crash must not lose) and rename
+    it to path, replacing any old one at once; otherwise remove it (Ctrl-C included). mode: 'w' or 'wb'."""
+    path = Path(path)
+    partial = path.with_name(path.name + checkpoint.PARTIAL_SUFFIX)
+    try:
+        with open(partial, mode, encoding=None if 'b' in mode else encoding) as f:
+            yield f
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
