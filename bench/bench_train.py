@@ -51,7 +51,7 @@ from gpt2.base import runtime  # noqa: E402
 REPO = bench_sample.REPO
 PEERS = {'hf-eager': 'eager', 'hf-sdpa': 'sdpa'}
 DISTRIBUTED = ('workers', 'devices')  # the knobs of the script configuration: src/train.py over several of them
-DEFAULT_PEERS_PYTHON = '/work/peers-venv/bin/python'
+DEFAULT_PEERS_PYTHON = '/tmp/peers/bin/python'
 
 
 # ---------------------------------------------------------------------------------------------------------------
