@@ -32,11 +32,16 @@ run(4)
 print(json.dumps(run(int(sys.argv[2]))))
 '''
 
+# argv: the model folder, the length, the src/ folder to run, bench/ (for revisions.py: either layout of src/).
 SESSION = '''
 import json, sys, time
-sys.path.insert(0, sys.argv[3])
-from gpt2 import loading
-import tensorflow.compat.v1 as tf
+sys.path.insert(0, sys.argv[4])
+import revisions
+src = sys.argv[3]
+revisions.use(src)
+tf = revisions.import_tensorflow(src)
+checkpoint, loading = revisions.load(src, 'gpt2.base.checkpoint'), revisions.load(src, 'gpt2.loading')
+import model, sample
 tf.disable_v2_behavior()
 folder = __import__('pathlib').Path(sys.argv[1])
 hparams = model.default_hparams().override_from_dict(checkpoint.read_hparams(folder))
@@ -67,7 +72,7 @@ def main(n_layer=12, n_embd=768, n_head=12, length=128, rounds=3):
     for r in range(rounds):
         times = {}
         for what, code, args in (('SavedModel', SERVED, [str(exported), str(length)]),
-                                 ('Session', SESSION, [str(model_dir), str(length), str(ROOT / 'src')])):
+                                 ('Session', SESSION, [str(model_dir), str(length), str(ROOT / 'src'), str(BENCH)])):
             done = subprocess.run([sys.executable, '-c', code, *args], capture_output=True, text=True, check=True)
             times[what] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f'round {r + 1}: ' + ', '.join(f'{k} {length / t:.1f} tokens/s' for k, t in times.items()),

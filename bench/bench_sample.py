@@ -31,9 +31,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO / 'src'))
 
-from gpt2.base import checkpoint
 import encoder  # noqa: E402
 import revisions  # noqa: E402  (bench/, on the path as the script's folder)
+from gpt2.base import checkpoint  # noqa: E402
 
 CACHE_DIR = BENCH / '.cache' / 'models'
 # The header the scripts print before each sample, as the original GPT-2 scripts do.
@@ -192,26 +192,8 @@ def script_first_token(name, models_dir, length):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Report
+# Configurations
 # ---------------------------------------------------------------------------------------------------------------
-
-COLUMNS = [  # (heading, key, format of the value); each value is as wide as its heading
-    ('batch', 'batch_size', 'd'), ('prompt', 'prompt_len', 'd'), ('startup s', 'startup_s', '.2f'),
-    ('1st token s', 'first_token_s', '.2f'), ('prefill s', 'prefill_s', '.3f'),
-    ('decode tok/s', 'decode_tokens_per_s', '.1f'), ('ms/step', 'decode_step_ms', '.1f'),
-    ('run s', 'run_s', '.2f'), ('of ceiling', 'of_ceiling', 's'), ('peak RSS MB', 'peak_rss_mb', '.0f'),
-]
-
-
-def table(rows, configs=False):
-    columns = ([('config', 'config', 's')] if configs else []) + COLUMNS
-    width = max([len(r.get('config', '')) for r in rows] + [6]) if configs else 0
-    lines = ['  '.join(heading.ljust(width) if key == 'config' else heading for heading, key, _ in columns)]
-    for row in rows:
-        lines.append('  '.join(format(row.get(key, ''), f'<{width}' if key == 'config' else f'>{len(heading)}{fmt}')
-                               for heading, key, fmt in columns))
-    return '\n'.join(lines)
-
 
 # The settings a configuration may change (see main's configs); each is also a flag of main, its default for all.
 CONFIG_KNOBS = ('top_k', 'top_p', 'temperature', 'decode_tokens', 'distinct_prompts', 'mixed_lengths', 'singles',
@@ -239,12 +221,155 @@ def parse_config(text, defaults):
     return revision or revisions.HERE, settings
 
 
+def parse_configs(configs, defaults, prompt_lengths):
+    """--configs -> ({configuration: (its src/ folder, its settings)}, the configurations in order). Each
+    revision is exported now: a commit made while this runs must not change what it measures."""
+    configs = configs.split(',') if isinstance(configs, str) else [str(c) for c in configs]
+    parsed = {}
+    for config in configs:
+        revision, settings = parse_config(config, defaults)
+        parsed[config] = revisions.src_of(revision), settings
+    if any(s['singles'] and s['decode_tokens'] + max(prompt_lengths) - 1 > 1024 for _, s in parsed.values()):
+        raise ValueError('singles compares batches within the window')
+    return parsed, configs
+
+
 def child_settings(settings, model_dir, src, batch, prompt, repeats, profile):
     """One configuration's settings for measure_config.py: the penalties only when one is on."""
     penalties = {name: settings[flag] for flag, (name, off) in PENALTIES.items() if settings[flag] != off}
     return {'model_dir': str(model_dir), 'src': str(src), 'batch_size': batch, 'prompt_len': prompt,
             'repeats': repeats, 'profile': profile, 'penalties': penalties,
             **{k: settings[k] for k in CONFIG_KNOBS if k not in PENALTIES}}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The runs
+# ---------------------------------------------------------------------------------------------------------------
+
+def measure_machine(name, model_dir):
+    """Print and return this machine's read bandwidth and the batch-1 decode ceiling it sets for the model."""
+    bandwidth = in_fresh_process(read_bandwidth)
+    ceiling = bandwidth / weight_bytes_per_token(model_dir)
+    print(json.dumps({'machine': {'read_bandwidth_gb_s': round(bandwidth / 1e9, 1), 'cpus': os.cpu_count(),
+                                  'model': name, 'weight_mb_per_token': weight_bytes_per_token(model_dir) / 1e6,
+                                  'batch1_ceiling_tokens_per_s': round(ceiling, 1)}}), flush=True)
+    return bandwidth, ceiling
+
+
+def measure_rounds(parsed, configs, grid, name, model_dir, ceiling):
+    """Every configuration at every batch size and prompt length, grid.rounds times -> the rows, each printed as
+    a JSON line when measured."""
+    rows = []
+    for round_ in range(grid.rounds):
+        for batch in grid.batch_sizes:
+            for prompt in grid.prompt_lengths:
+                # Every other round in the reverse order, so that no configuration always runs first.
+                for config in configs if round_ % 2 == 0 else configs[::-1]:
+                    src, settings = parsed[config]
+                    load = os.getloadavg()[0]
+                    result = measure_config(child_settings(settings, model_dir, src, batch, prompt, grid.repeats,
+                                                           grid.profile))
+                    if batch == 1:
+                        result['of_ceiling'] = f'{result["decode_tokens_per_s"] / ceiling:.0%}'
+                    row = {'config': config, 'round': round_, 'model': name, 'batch_size': batch,
+                           'prompt_len': prompt, **{k: settings[k] for k in CONFIG_KNOBS}, 'load': load,
+                           'load_after': os.getloadavg()[0], **result}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+    return rows
+
+
+SCRIPT = REPO / 'src' / 'generate_unconditional_samples.py'
+
+
+def measure_script(name, length):
+    """The real script's start-up -> its row (printed as a JSON line), or None where this checkout has none."""
+    if not SCRIPT.exists():
+        return None
+    first, rss = script_first_token(name, CACHE_DIR, length)
+    row = {'script': SCRIPT.name, 'model': name, 'length': length, 'first_token_s': first and round(first, 3),
+           'peak_rss_mb': round(rss)}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------------
+
+COLUMNS = [  # (heading, key, format of the value); each value is as wide as its heading
+    ('batch', 'batch_size', 'd'), ('prompt', 'prompt_len', 'd'), ('startup s', 'startup_s', '.2f'),
+    ('1st token s', 'first_token_s', '.2f'), ('prefill s', 'prefill_s', '.3f'),
+    ('decode tok/s', 'decode_tokens_per_s', '.1f'), ('ms/step', 'decode_step_ms', '.1f'),
+    ('run s', 'run_s', '.2f'), ('of ceiling', 'of_ceiling', 's'), ('peak RSS MB', 'peak_rss_mb', '.0f'),
+]
+
+
+def table(rows, configs=False):
+    columns = ([('config', 'config', 's')] if configs else []) + COLUMNS
+    width = max([len(r.get('config', '')) for r in rows] + [6]) if configs else 0
+    lines = ['  '.join(heading.ljust(width) if key == 'config' else heading for heading, key, _ in columns)]
+    for row in rows:
+        lines.append('  '.join(format(row.get(key, ''), f'<{width}' if key == 'config' else f'>{len(heading)}{fmt}')
+                               for heading, key, fmt in columns))
+    return '\n'.join(lines)
+
+
+def median_table(rows, configs, batch_sizes, prompt_lengths):
+    """Per batch, prompt and configuration: the median decode tok/s, ms/step and run s over the rounds, and the
+    ratio of its decode tok/s to the first configuration's in the same round."""
+    lines = [f'{"config":<{max(map(len, configs))}}  batch  prompt  decode tok/s  ms/step   run s  ratio']
+    for batch in batch_sizes:
+        for prompt in prompt_lengths:
+            same = [r for r in rows if r['batch_size'] == batch and r['prompt_len'] == prompt]
+            base = {r['round']: r['decode_tokens_per_s'] for r in same if r['config'] == configs[0]}
+            for config in configs:
+                mine = [r for r in same if r['config'] == config]
+                ratios = [r['decode_tokens_per_s'] / base[r['round']] for r in mine]
+                median = lambda key: statistics.median(r[key] for r in mine)
+                lines.append(f'{config:<{max(map(len, configs))}}  {batch:>5}  {prompt:>6}  '
+                             f'{median("decode_tokens_per_s"):>12.1f}  {median("decode_step_ms"):>7.1f}  '
+                             f'{median("run_s"):>6.2f}  {statistics.median(ratios):.3f} '
+                             f'({min(ratios):.3f} to {max(ratios):.3f})')
+    return '\n'.join(lines)
+
+
+def report(rows, parsed, configs, grid, name, machine):
+    """The summary line, the table of every run, and with several configurations or rounds their medians."""
+    bandwidth, ceiling = machine
+    first = parsed[configs[0]][1]
+    prompts = ('a different prompt for each row' + (' of its own length' if first['mixed_lengths'] else '')
+               if first['distinct_prompts'] else 'one prompt for all rows')
+    loads = [r['load'] for r in rows] + [r['load_after'] for r in rows]
+    print(f'\n{name} random weights, top_k {first["top_k"]}, top_p {first["top_p"]}, {prompts}, '
+          f'{first["decode_tokens"]} tokens per run, median of {grid.repeats}; read bandwidth '
+          f'{bandwidth / 1e9:.1f} GB/s -> batch-1 ceiling {ceiling:.0f} tok/s; load average {min(loads):.1f} to '
+          f'{max(loads):.1f} on {os.cpu_count()} cores')
+    side_by_side = len(configs) > 1 or grid.rounds > 1
+    print(table(rows, configs=side_by_side))
+    if side_by_side:
+        print(f'\nmedians over {grid.rounds} round(s); ratio: decode tok/s over the first configuration\'s in the '
+              f'same round, median (range)')
+        print(median_table(rows, configs, grid.batch_sizes, grid.prompt_lengths))
+
+
+def report_script(script_row, script, length):
+    if script_row:
+        print(f'\n{SCRIPT.name} (batch 1, {length} tokens): first token after {script_row["first_token_s"]} s, '
+              f'peak RSS {script_row["peak_rss_mb"]} MB')
+    elif script:
+        print(f'\n{SCRIPT.name} not found; script start-up not measured')
+
+
+def report_profiles(rows):
+    for row in rows:
+        print(f'\n{row["config"]}, batch {row["batch_size"]}, prompt {row["prompt_len"]}: ms per step by op type')
+        for op, ms in row['ms_per_step_by_op'].items():
+            print(f'  {op:<28} {ms:8.3f}')
+
+
+def as_list(numbers):
+    return [numbers] if isinstance(numbers, int) else list(numbers)
 
 
 def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=3, top_k=40, top_p=1.0,
@@ -288,101 +413,29 @@ def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=
         --configs=.,.+repetition_penalty=1.2+no_repeat_ngram_size=3 (penalties off and on). Older revisions take
         only the knobs their sample_sequence has.
     rounds: run every configuration this many times, alternating (every other round in the reverse order),
-        since this machine's speed drifts with the load; with more than one configuration or round, the medians and each configuration's ratio to the
-        first in the same round follow
+        since this machine's speed drifts with the load; with more than one configuration or round, the medians
+        and each configuration's ratio to the first in the same round follow
     """
     if quick:
         prompt_lengths, decode_tokens, repeats, script_length = (1, 64), 32, 2, 32
-    batch_sizes = [batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes)
-    prompt_lengths = [prompt_lengths] if isinstance(prompt_lengths, int) else list(prompt_lengths)
+    grid = SimpleNamespace(batch_sizes=as_list(batch_sizes), prompt_lengths=as_list(prompt_lengths),
+                           repeats=repeats, profile=profile, rounds=rounds)
     defaults = dict(top_k=top_k, top_p=float(top_p), temperature=float(temperature), decode_tokens=decode_tokens,
                     distinct_prompts=bool(distinct_prompts), mixed_lengths=bool(mixed_lengths),
                     singles=bool(singles), stop=[stop] if isinstance(stop, str) else list(stop),
                     repetition_penalty=float(repetition_penalty), presence_penalty=float(presence_penalty),
                     frequency_penalty=float(frequency_penalty), no_repeat_ngram_size=int(no_repeat_ngram_size),
                     context_keep=int(context_keep))
-    configs = configs.split(',') if isinstance(configs, str) else [str(c) for c in configs]
-    parsed = {config: parse_config(config, defaults) for config in configs}
-    # Each revision is exported now: a commit made while this runs must not change what it measures.
-    sources = {config: revisions.src_of(revision) for config, (revision, _) in parsed.items()}
-    if any(s['singles'] and s['decode_tokens'] + max(prompt_lengths) - 1 > 1024 for _, s in parsed.values()):
-        raise ValueError('singles compares batches within the window')
+    parsed, configs = parse_configs(configs, defaults, grid.prompt_lengths)
 
     name, model_dir = ensure_model(n_layer, n_embd, n_head)
-    bandwidth = in_fresh_process(read_bandwidth)
-    ceiling = bandwidth / weight_bytes_per_token(model_dir)
-    print(json.dumps({'machine': {'read_bandwidth_gb_s': round(bandwidth / 1e9, 1), 'cpus': os.cpu_count(),
-                                  'model': name, 'weight_mb_per_token': weight_bytes_per_token(model_dir) / 1e6,
-                                  'batch1_ceiling_tokens_per_s': round(ceiling, 1)}}), flush=True)
-    rows = []
-    for round_ in range(rounds):
-        for batch in batch_sizes:
-            for prompt in prompt_lengths:
-                # Every other round in the reverse order, so that no configuration always runs first.
-                for config in configs if round_ % 2 == 0 else configs[::-1]:
-                    settings = parsed[config][1]
-                    load = os.getloadavg()[0]
-                    result = measure_config(child_settings(settings, model_dir, sources[config], batch, prompt,
-                                                           repeats, profile))
-                    if batch == 1:
-                        result['of_ceiling'] = f'{result["decode_tokens_per_s"] / ceiling:.0%}'
-                    row = {'config': config, 'round': round_, 'model': name, 'batch_size': batch,
-                           'prompt_len': prompt, **{k: settings[k] for k in CONFIG_KNOBS}, 'load': load,
-                           'load_after': os.getloadavg()[0], **result}
-                    print(json.dumps(row), flush=True)
-                    rows.append(row)
-
-    script_file = REPO / 'src' / 'generate_unconditional_samples.py'
-    script_row = None
-    if script and script_file.exists():
-        first, rss = script_first_token(name, CACHE_DIR, script_length)
-        script_row = {'script': script_file.name, 'model': name, 'length': script_length,
-                      'first_token_s': first and round(first, 3), 'peak_rss_mb': round(rss)}
-        print(json.dumps(script_row), flush=True)
-
-    side_by_side = len(configs) > 1 or rounds > 1
-    first = parsed[configs[0]][1]
-    prompts = ('a different prompt for each row' + (' of its own length' if first['mixed_lengths'] else '')
-               if first['distinct_prompts'] else 'one prompt for all rows')
-    loads = [r['load'] for r in rows] + [r['load_after'] for r in rows]
-    print(f'\n{name} random weights, top_k {first["top_k"]}, top_p {first["top_p"]}, {prompts}, '
-          f'{first["decode_tokens"]} tokens per run, median of {repeats}; read bandwidth {bandwidth / 1e9:.1f} GB/s '
-          f'-> batch-1 ceiling {ceiling:.0f} tok/s; load average {min(loads):.1f} to {max(loads):.1f} on '
-          f'{os.cpu_count()} cores')
-    print(table(rows, configs=side_by_side))
-    if side_by_side:
-        print(f'\nmedians over {rounds} round(s); ratio: decode tok/s over the first configuration\'s in the same '
-              f'round, median (range)')
-        print(median_table(rows, configs, batch_sizes, prompt_lengths))
-    if script_row:
-        print(f'\n{script_file.name} (batch 1, {script_length} tokens): first token after '
-              f'{script_row["first_token_s"]} s, peak RSS {script_row["peak_rss_mb"]} MB')
-    elif script:
-        print(f'\n{script_file.name} not found; script start-up not measured')
+    machine = measure_machine(name, model_dir)
+    rows = measure_rounds(parsed, configs, grid, name, model_dir, ceiling=machine[1])
+    script_row = measure_script(name, script_length) if script else None
+    report(rows, parsed, configs, grid, name, machine)
+    report_script(script_row, script, script_length)
     if profile:
-        for row in rows:
-            print(f'\n{row["config"]}, batch {row["batch_size"]}, prompt {row["prompt_len"]}: ms per step by op type')
-            for op, ms in row['ms_per_step_by_op'].items():
-                print(f'  {op:<28} {ms:8.3f}')
-
-
-def median_table(rows, configs, batch_sizes, prompt_lengths):
-    """Per batch, prompt and configuration: the median decode tok/s, ms/step and run s over the rounds, and the
-    ratio of its decode tok/s to the first configuration's in the same round."""
-    lines = [f'{"config":<{max(map(len, configs))}}  batch  prompt  decode tok/s  ms/step   run s  ratio']
-    for batch in batch_sizes:
-        for prompt in prompt_lengths:
-            same = [r for r in rows if r['batch_size'] == batch and r['prompt_len'] == prompt]
-            base = {r['round']: r['decode_tokens_per_s'] for r in same if r['config'] == configs[0]}
-            for config in configs:
-                mine = [r for r in same if r['config'] == config]
-                ratios = [r['decode_tokens_per_s'] / base[r['round']] for r in mine]
-                median = lambda key: statistics.median(r[key] for r in mine)
-                lines.append(f'{config:<{max(map(len, configs))}}  {batch:>5}  {prompt:>6}  '
-                             f'{median("decode_tokens_per_s"):>12.1f}  {median("decode_step_ms"):>7.1f}  '
-                             f'{median("run_s"):>6.2f}  {statistics.median(ratios):.3f} '
-                             f'({min(ratios):.3f} to {max(ratios):.3f})')
-    return '\n'.join(lines)
+        report_profiles(rows)
 
 
 if __name__ == '__main__':

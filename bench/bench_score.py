@@ -1,5 +1,5 @@
-"""Benchmark of scoring (src/gpt2/evaluation/scoring.py, as src/score.py runs it) on a random-weight model of the 124M shape,
-with Hugging Face transformers' GPT2LMHeadModel (PyTorch, CPU) side by side on the same windows.
+"""Benchmark of scoring (src/gpt2/evaluation/scoring.py, as src/score.py runs it) on a random-weight model of
+the 124M shape, with Hugging Face transformers' GPT2LMHeadModel (PyTorch, CPU) side by side on the same windows.
 
     python bench/bench_score.py                                   # strides 1024 and 512, batch 1, 4096 tokens
     python bench/bench_score.py --strides=1024 --batch_size=4 --tokens=8192
@@ -7,10 +7,10 @@ with Hugging Face transformers' GPT2LMHeadModel (PyTorch, CPU) side by side on t
 
 Each measurement runs in a fresh process (this file, with the settings as JSON), so peak memory is its own; the
 peer runs with --peers_python, an environment with torch and transformers (no dependency of this project). The
-document is random token ids; both sides score it by the windows of gpt2/evaluation/scoring.py (the peer's loop is the Hugging
-Face perplexity guide's, with the same window starts and scored tokens) and batch windows of one length. Tokens/s counts scored tokens over the
-scoring time, after one warm-up window; CPU ms/token (all threads) moves less with the load of a shared machine;
-every row notes the load average when it started.
+document is random token ids; both sides score it by the windows of scoring.py (the peer's loop is the Hugging
+Face perplexity guide's, with the same window starts and scored tokens) and batch windows of one length.
+Tokens/s counts scored tokens over the scoring time, after one warm-up window; CPU ms/token (all threads) moves
+less with the load of a shared machine; every row notes the load average when it started.
 """
 import json
 import os
@@ -41,9 +41,10 @@ def document(tokens, seed=0):
 
 def measure_tf(settings):
     sys.path.insert(0, str(REPO / 'src'))
-    from gpt2 import loading
-    import tensorflow.compat.v1 as tf
+    from gpt2.base import runtime
+    tf = runtime.import_tensorflow()  # first, as in the scripts
     tf.disable_v2_behavior()
+    from gpt2 import loading
     from gpt2.evaluation import scoring
     import bench_sample
     name, model_dir = bench_sample.ensure_model(12, 768, 12)
@@ -63,8 +64,8 @@ def measure_tf(settings):
 
 
 def peer_windows(doc, stride):
-    """The windows of gpt2/evaluation/scoring.py over [<|endoftext|>] + doc, written as the Hugging Face perplexity guide's
-    loop: (begin, end, scored) per window, whose inputs are seq[begin:end] and targets seq[begin + 1:end + 1]."""
+    """The windows of scoring.py over [<|endoftext|>] + doc, written as the Hugging Face perplexity guide's loop:
+    (begin, end, scored) per window, whose inputs are seq[begin:end] and targets seq[begin + 1:end + 1]."""
     seq, windows, previous_end = [ENDOFTEXT] + doc, [], 0
     end = min(N_CTX, len(doc))
     while True:

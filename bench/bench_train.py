@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,16 +41,17 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-import bench_sample  # noqa: E402
-from gpt2.base import checkpoint  # noqa: E402  (on the path through bench_sample)
+import bench_sample  # noqa: E402  (it puts this checkout's src/ on the path)
 import measure_train  # noqa: E402
 from revisions import src_of  # noqa: E402
+
+from gpt2.base import checkpoint  # noqa: E402
 from gpt2.base import runtime  # noqa: E402
 
 REPO = bench_sample.REPO
 PEERS = {'hf-eager': 'eager', 'hf-sdpa': 'sdpa'}
 DISTRIBUTED = ('workers', 'devices')  # the knobs of the script configuration: src/train.py over several of them
-DEFAULT_PEERS_PYTHON = '/work/peers-venv/bin/python'
+DEFAULT_PEERS_PYTHON = '/tmp/peers/bin/python'
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -198,13 +198,17 @@ def ensure_shape(shape):
 
 
 def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(('127.0.0.1', 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    """count ports of 127.0.0.1 that were free a moment ago: tests/support.py's free_ports, called in a fresh
+    process, since support imports TensorFlow, and this process must stay small (bench_sample.in_fresh_process)
+    for the peak RSS of the workers it starts to be their own."""
+    return bench_sample.in_fresh_process(support_free_ports, count)
+
+
+def support_free_ports(count):
+    runtime.import_tensorflow()  # first: support imports TensorFlow, which then loads quietly
+    sys.path.insert(0, str(REPO / 'tests'))
+    import support
+    return support.free_ports(count)
 
 
 def bytes_sent(ports):

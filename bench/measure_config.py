@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+import revisions  # bench/, on the path as the script's folder
+
 SRC = Path(__file__).resolve().parent.parent / 'src'
 
 
@@ -25,12 +27,13 @@ class TokenClock:
         self.times.append(time.time())
 
 
-def build(settings, hparams, clock):
-    """The sampling graph, as the interactive script builds it: one prompt for every row, context placeholder
-    [1, None] -> (context, lengths or None, tokens). With distinct_prompts, each row its own prompt: context
-    [batch, None], and with mixed_lengths a lengths placeholder [batch] (left-padded prompts). With singles, the
-    graph of batch 1 that runs the rows' prompts one at a time. The knobs of the new features (stop strings,
-    penalties, context_keep) are passed only when set, so a revision from before them builds its own default."""
+def build(src, settings, hparams, clock):
+    """The sampling graph of src's sample.py, as the interactive script builds it: one prompt for every row,
+    context placeholder [1, None] -> (context, lengths or None, tokens). With distinct_prompts, each row its own
+    prompt: context [batch, None], and with mixed_lengths a lengths placeholder [batch] (left-padded prompts).
+    With singles, the graph of batch 1 that runs the rows' prompts one at a time. The knobs of the new features
+    (stop strings, penalties, context_keep) are passed only when set, so a revision from before them builds its
+    own default."""
     import sample
     import tensorflow.compat.v1 as tf
 
@@ -42,11 +45,11 @@ def build(settings, hparams, clock):
     if lengths is not None:
         knobs['context_lengths'] = lengths
     if settings.get('penalties'):
-        from gpt2.sampling import penalties
+        penalties = revisions.load(src, 'gpt2.sampling.penalties')
         knobs['penalties'] = penalties.Penalties(**settings['penalties'])
     if settings.get('stop'):
         import encoder
-        from gpt2.sampling import stops
+        stops = revisions.load(src, 'gpt2.sampling.stops')
         enc = encoder.read_vocabulary(Path(settings['model_dir']))
         knobs.update(stops=stops.stop_array(settings['stop']), token_bytes=stops.token_bytes(enc, hparams.n_vocab))
     if settings['prompt_len'] + settings['decode_tokens'] - 1 > hparams.n_ctx:
@@ -118,11 +121,11 @@ def op_profile(sess, fetch, feed, clock):
 
 def measure(settings):
     launched = settings['launched']
-    sys.path.insert(0, settings.get('src') or str(SRC))
-    from gpt2 import loading
-    import tensorflow.compat.v1 as tf
-
-    from gpt2.base import checkpoint
+    src = settings.get('src') or str(SRC)
+    revisions.use(src)
+    tf = revisions.import_tensorflow(src)  # first, as in the scripts
+    checkpoint = revisions.load(src, 'gpt2.base.checkpoint')
+    loading = revisions.load(src, 'gpt2.loading')
     import model
     import sample
     tf.disable_v2_behavior()
@@ -134,7 +137,7 @@ def measure(settings):
     clock = TokenClock()
     sess = tf.Session(config=sample.session_config())
     wait_for_restore = loading.start_restore(sess, model_dir, hparams)
-    context, lengths, tokens = build(settings, hparams, clock)
+    context, lengths, tokens = build(src, settings, hparams, clock)
     built = time.time()
     wait_for_restore()
     restored = time.time()

@@ -15,6 +15,8 @@ import statistics
 import sys
 import time
 
+import revisions  # bench/, on the path as the script's folder
+
 # The knobs a configuration may set, and their defaults (what the project's code does when nothing is set).
 KNOBS = {
     'xla': False,  # XLA auto-clustering of the whole step (global_jit_level ON_1, CPU allowed)
@@ -27,7 +29,7 @@ KNOBS = {
     'arenas': 0,  # MALLOC_ARENA_MAX for glibc's malloc (0: its default, 8 per core), set by bench_train.py
     'mmap_mb': 0,  # MALLOC_MMAP_THRESHOLD_ in MB (0: glibc's default, which rises up to 32 MB as blocks are freed)
     'profile': False,  # trace one step and return where its time and memory go
-    'folding': 'default',  # grappler's constant folding: 'default' (as train.session_config has it), 'on', 'off'
+    'folding': 'default',  # grappler's constant folding: 'default' (as train's session_config has it), 'on', 'off'
 }
 
 
@@ -44,9 +46,8 @@ def session_config(tf, settings):
     config = tf.ConfigProto()
     if settings['loop'] != 'bare':
         try:
-            import train
-            config = train.session_config()  # what src/train.py runs its step with, where it says
-        except (ImportError, AttributeError):
+            config = revisions.training(settings['src']).session_config()  # what src/train.py runs its step with
+        except (ImportError, AttributeError):  # a revision whose train.py does not say
             pass
     config.intra_op_parallelism_threads = settings['intra']
     config.inter_op_parallelism_threads = settings['inter']
@@ -68,8 +69,7 @@ def bare_loop(tf, sess, hparams, settings):
     it is built (loading.start_restore)."""
     import model
 
-    from gpt2 import loading
-
+    loading = revisions.load(settings['src'], 'gpt2.loading')
     wait_for_restore = loading.start_restore(sess, Path(settings['model_dir']), hparams)
     tokens = tf.placeholder(tf.int32, [settings['batch_size'], settings['seq_len']])
     logits = model.model(hparams, tokens, reuse=tf.AUTO_REUSE)['logits']
@@ -90,7 +90,7 @@ def build(tf, sess, hparams, settings):
     rest), and which loop it is."""
     loop = settings['loop']
     if loop == 'auto':
-        loop = 'train' if os.path.exists(os.path.join(settings['src'], 'train.py')) else 'bare'
+        loop = 'train' if hasattr(revisions.training(settings['src']), 'build_training') else 'bare'
     if loop == 'bare':
         return bare_loop(tf, sess, hparams, settings), loop
     return train_builder(tf, hparams, settings), loop
@@ -98,8 +98,7 @@ def build(tf, sess, hparams, settings):
 
 def train_builder(tf, hparams, settings):
     """train.py's own graph and restore, as `python src/train.py` makes them (without its sampler)."""
-    import train
-
+    train = revisions.training(settings['src'])
     options = {} if settings['optimizer'] == 'adam' else {'optimizer': settings['optimizer']}  # older revisions
     learning_rate = 1e-3 if settings['optimizer'] == 'adafactor' else settings['learning_rate']
     training = train.build_training(hparams, batch_size=settings['batch_size'], seq_len=settings['seq_len'],
@@ -195,11 +194,11 @@ def measure(settings):
     settings = {**KNOBS, **settings}
     launched = settings['launched']
     configure_xla(settings)
-    sys.path.insert(0, settings['src'])
-    from gpt2.base import checkpoint
-    tf = runtime.import_tensorflow()
+    revisions.use(settings['src'])
+    tf = revisions.import_tensorflow(settings['src'])  # first, as in the scripts
     import numpy as np
 
+    checkpoint = revisions.load(settings['src'], 'gpt2.base.checkpoint')
     import model
     tf.disable_v2_behavior()
     tf.enable_resource_variables()

@@ -20,16 +20,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / 'src'), str(ROOT / 'tests')]
 
+from gpt2.base import runtime  # noqa: E402
 
+tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
 import fire  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
 
-from gpt2.base import checkpoint
 import convert  # noqa: E402
 import encoder  # noqa: E402
 import model  # noqa: E402
-import tiny  # noqa: E402
+import support  # noqa: E402  (tests/)
+from gpt2.base import checkpoint  # noqa: E402
 
 HPARAMS = {'n_vocab': 50257, 'n_ctx': 64, 'n_embd': 32, 'n_head': 4, 'n_layer': 2}
 TEXT = "Hello world, it's   2026!\n\tNaïve café — 日本語 and emoji 🤖 don't break\n"
@@ -63,7 +64,7 @@ def main(peers_python='/tmp/peers/bin/python'):
     tf.disable_v2_behavior()
     tmp = Path(tempfile.mkdtemp(prefix='peer_convert.'))
     ours = tmp / 'ours'
-    checkpoint.save_checkpoint(ours, HPARAMS, tiny.random_params(HPARAMS, seed=3))
+    checkpoint.save_checkpoint(ours, HPARAMS, support.random_params(HPARAMS, seed=3))
     for name in ('encoder.json', 'vocab.bpe'):
         shutil.copyfile(ROOT / 'tests' / 'data' / 'gpt2_vocab' / name, ours / name)
     assert in_process(convert.to_hf, ours, tmp / 'hf') == 0

@@ -28,20 +28,19 @@ sys.path[:0] = [str(ROOT / 'src'), str(ROOT / 'tests')]
 
 from gpt2.base import runtime  # noqa: E402
 
-tf = runtime.import_tensorflow()  # first: TensorFlow loads quietly
+tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
 import fire  # noqa: E402
-from gpt2 import loading  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
 
-from gpt2.base import checkpoint
 import convert  # noqa: E402
 import encoder  # noqa: E402
-from gpt2.sampling import generator
 import model  # noqa: E402
-from gpt2.sampling import penalties as penalties_lib
-import reference  # noqa: E402
+import reference  # noqa: E402  (tests/)
 import sample  # noqa: E402
+from gpt2 import loading  # noqa: E402
+from gpt2.base import checkpoint  # noqa: E402
+from gpt2.sampling import generator  # noqa: E402
+from gpt2.sampling import penalties as penalties_lib  # noqa: E402
 
 sys.path.insert(0, str(ROOT / 'bench'))
 import bench_sample  # noqa: E402

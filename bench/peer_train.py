@@ -1,7 +1,7 @@
 """One training configuration of a peer, Hugging Face transformers' GPT2LMHeadModel on PyTorch (CPU), run in a
 fresh process by bench_train.py with the peers' Python (torch and transformers are no dependency of this project):
 
-    /work/peers-venv/bin/python bench/peer_train.py '<json settings>'
+    /tmp/peers/bin/python bench/peer_train.py '<json settings>'
 
 settings: n_layer, n_embd, n_head, n_vocab, n_ctx, batch_size, seq_len, steps, learning_rate, launched (the parent's
 time.time() before it started this process), attn ('eager': attention weights materialised, the same maths as

@@ -1,5 +1,5 @@
-"""Writes src/gpt2/base/unicode_classes.py: the code points that the pinned tiktoken's pre-tokenizer counts as letters
-(\\p{L}), numbers (\\p{N}) and whitespace (\\s).
+"""Writes src/gpt2/base/unicode_classes.py: the code points that the pinned tiktoken's pre-tokenizer counts as
+letters (\\p{L}), numbers (\\p{N}) and whitespace (\\s).
 
 GPT-2's pre-tokenizer is defined by those three classes, and their Unicode tables change between releases of
 whatever regex engine reads the pattern (pip's `regex` 2025.10 counts 17,144 more code points as letters than
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import tiktoken
 
-TARGET = Path(__file__).resolve().parent.parent / 'src' / 'gpt2/base/unicode_classes.py'
+TARGET = Path(__file__).resolve().parent.parent / 'src' / 'gpt2' / 'base' / 'unicode_classes.py'
 CLASSES = {'LETTERS': r'\p{L}', 'NUMBERS': r'\p{N}', 'WHITESPACE': r'\s'}
 
 
@@ -41,8 +41,9 @@ def as_ranges(code_points):
 
 
 def class_body(ranges):
-    """[(65, 90), (97, 97), (0xe9, 0xe9)] -> '\\x41-\\x5a\\x61é', the inside of a [...] class that Python's re and tiktoken's Rust regex read
-    alike: ASCII as \\xHH (so that no character is special), the rest as itself (short, so quick to compile)."""
+    """[(65, 90), (97, 97), (0xe9, 0xe9)] -> '\\x41-\\x5a\\x61é', the inside of a [...] class that Python's re
+    and tiktoken's Rust regex read alike: ASCII as \\xHH (so that no character is special), the rest as itself
+    (short, so quick to compile)."""
     def literal(c):
         return f'\\x{c:02x}' if c < 0x80 else chr(c)
     return ''.join(literal(a) if a == b else f'{literal(a)}-{literal(b)}' for a, b in ranges)
