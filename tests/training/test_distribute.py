@@ -3,7 +3,6 @@ one device, which test_train.py checks against the NumPy reference), in one proc
 worker processes on 127.0.0.1 with TF_CONFIG."""
 import json
 import os
-import socket
 import threading
 import subprocess
 import time

@@ -1,15 +1,12 @@
 """src/train.py end to end, as subprocesses on the tiny model: the run folder, resuming, pruning, Ctrl-C, SIGKILL
 during saves, and bad input. The training graph itself is tested in test_train.py."""
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-import tensorflow.compat.v1 as tf
 
 from gpt2.base import checkpoint
 import support
@@ -17,7 +14,7 @@ import reference
 import train
 from gpt2.training import loop
 from gpt2.training import run_folder
-from support import (ONE_THREAD, PROGRESS, TEXT, assert_clean_error, checkpoint_files, losses, run_cli, run_train,
+from support import (ONE_THREAD, assert_clean_error, checkpoint_files, losses, run_cli, run_train,
                      start_train, state, tensors, train_command, wait_for_step, train_in_process)
 
 REPO = support.REPO

@@ -113,9 +113,9 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
     micro-batch), so a resumed run draws the same noise.
     count_all: under tf.distribute, a function of this replica's target count -> the count of all replicas
     (gpt2/training/distribute.py); each replica's loss is then its summed loss over that, so that the replicas'
-    gradients, which the optimizer sums, add up to the gradient of the mean over every replica's targets. None: one device.
-    rows (first, total): under tf.distribute, this replica's rows among all replicas' (for the noise).
-    restore() initialises and restores the variables.
+    gradients, which the optimizer sums, add up to the gradient of the mean over every replica's targets. None: one
+    device. rows (first, total): under tf.distribute, this replica's rows among all replicas' (for the noise).
+    start.restore() initialises and restores the variables.
     """
     if not 1 <= seq_len <= hparams.n_ctx:
         raise ValueError(f'seq_len must be from 1 to n_ctx ({hparams.n_ctx}), got {seq_len}')

@@ -137,7 +137,6 @@ def train_loop(sess, training, sampler, run, saver, config, *, samples, validati
 
     def validate():
         """-> True to stop early."""
-        nonlocal saved
         loss = validation.run(sess, step, progress)
 
         def save():
