@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import fire
-import train
 
 from gpt2.base import runtime
 
@@ -59,8 +58,8 @@ def chosen_checkpoint(folder, step):
     if step is None:
         return checkpoint.current_checkpoint(folder), checkpoint.check_model_dir(folder)
     flags.whole_number('step', step, 0)
-    name = train.checkpoint_name(step)
-    kept = train.RunFolder(folder).checkpoints()
+    name = checkpoint.checkpoint_name(step)
+    kept = checkpoint.run_checkpoints(folder)
     if name not in kept:
         listed = ', '.join(n.removeprefix('model-') for n in kept) or 'none'
         raise checkpoint.ModelError(f'{folder} has no checkpoint of step {step} (its steps: {listed})')

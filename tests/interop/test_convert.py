@@ -18,7 +18,9 @@ import support
 import convert
 import model
 import reference
-import train
+from gpt2.training import graph
+from gpt2.training.run_folder import RunFolder
+from gpt2.training.start import restore
 from support import decode
 
 REPO = support.REPO
@@ -208,14 +210,14 @@ def test_round_trip_in_out_in_is_bit_identical(hf_folder, converted, tiny_model,
 def run_folder(converted, tiny_model, tmp_path_factory):
     """A training run of the tiny model converted in from Hugging Face's layout, saved as train.py saves one: two
     Adam steps, a checkpoint after each."""
-    run = train.RunFolder(tmp_path_factory.mktemp('run') / 'run1')
+    run = RunFolder(tmp_path_factory.mktemp('run') / 'run1')
     run.start(converted)
     tokens = np.random.default_rng(0).integers(tiny_model.hparams['n_vocab'], size=(2, 8)).astype(np.int32)
     with tf.Graph().as_default():
-        training = train.build_training(tiny_model.hparams_object(), batch_size=2, seq_len=8, learning_rate=0.01)
+        training = graph.build_training(tiny_model.hparams_object(), batch_size=2, seq_len=8, learning_rate=0.01)
         saver = tf.train.Saver(var_list={v.op.name: v for v in training.saved_vars})
         with tf.Session() as sess:
-            train.restore(sess, training, str(converted / 'model.ckpt'))
+            restore(sess, training, str(converted / 'model.ckpt'))
             start = sess.run({v.op.name: v for v in training.model_vars})
             assert all(np.array_equal(start[n], tiny_model.params[n]) for n in tiny_model.params)
             for step in (1, 2):

@@ -69,12 +69,6 @@ def test_packed_kernel_check_refuses_a_kernel_that_multiplies_wrong(monkeypatch)
         cpu_matmul.packed_kernel_works.cache_clear()
 
 
-def test_available_memory_is_positive_and_at_most_the_machine():
-    available = cpu_matmul.available_memory()
-    if os.path.exists('/proc/meminfo'):
-        assert 0 < available <= os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-
-
 @pytest.mark.parametrize('available, room', [(None, True), (10**12, True), (2 * 10**9, False)])
 def test_room_for_packed_copy_compares_memory_with_the_weights(monkeypatch, capsys, available, room):
     """1 GB of weights needs room for them and their copy; when there is none, one line on stderr says why."""

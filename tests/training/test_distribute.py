@@ -1,9 +1,8 @@
-"""src/gpt2/training/distribute.py: K replicas at batch b make the updates of one device at batch K x b (train.build_training on
+"""src/gpt2/training/distribute.py: K replicas at batch b make the updates of one device at batch K x b (graph.build_training on
 one device, which test_train.py checks against the NumPy reference), in one process on 2 CPU devices, and as two
 worker processes on 127.0.0.1 with TF_CONFIG."""
 import json
 import os
-import socket
 import threading
 import subprocess
 import time
@@ -15,7 +14,8 @@ import tensorflow.compat.v1 as tf
 from gpt2.base import checkpoint
 from gpt2.training import distribute
 from gpt2.base import flags
-import train
+from gpt2.training import graph
+from gpt2.training.start import restore
 import support
 from support import ONE_THREAD, losses, state, tensors, train_command, wait_for_step
 
@@ -45,14 +45,14 @@ def train_on(tiny_model, batches, cluster, **options):
     rows = len(batches[0][1]) // (cluster.replicas if cluster else 1)
     with tf.Graph().as_default():
         def build(**replica):
-            return train.build_training(tiny_model.hparams_object(), batch_size=rows, seq_len=SEQ, **options,
+            return graph.build_training(tiny_model.hparams_object(), batch_size=rows, seq_len=SEQ, **options,
                                         **replica)
         training = cluster.build(build, rows) if cluster else build()
         with cluster.session() if cluster else tf.Session() as sess:
             if cluster:
                 training.restore(sess, str(tiny_model.dir / 'model.ckpt'))
             else:
-                train.restore(sess, training, str(tiny_model.dir / 'model.ckpt'))
+                restore(sess, training, str(tiny_model.dir / 'model.ckpt'))
             losses = [training.run_step(sess, batches[i:i + accumulate]) for i in range(0, len(batches), accumulate)]
             copies = {v.op.name: sess.run(list(getattr(v, 'values', [v]))) for v in training.saved_vars}
     return losses, copies

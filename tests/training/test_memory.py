@@ -1,5 +1,5 @@
-"""src/gpt2/training/memory.py: the arithmetic of the estimate (hand-checked), the disk check before a save (with a fake free
-space: the previous checkpoints stay intact), and train.py's start-up report."""
+"""src/gpt2/training/memory.py: the arithmetic of the estimate (hand-checked), the run folder's disk check before a
+save (with a fake free space: the previous checkpoints stay intact), and train.py's start-up report."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,6 +9,8 @@ import tensorflow.compat.v1 as tf
 from gpt2.base import checkpoint
 from gpt2.training import memory
 import train
+from gpt2.base import system
+from gpt2.training import run_folder
 from support import train_in_process
 
 tf.disable_v2_behavior()
@@ -45,17 +47,7 @@ def test_the_warning_is_one_line_only_when_memory_is_short():
     assert line.startswith('warning: ') and '\n' not in line and '30.0 GB' in line and '20.0 GB' in line
 
 
-def test_gpu_memory_is_the_smallest_gpu_the_driver_reports_or_none():
-    def driver(stdout, returncode=0):
-        return lambda args, **kw: SimpleNamespace(stdout=stdout, returncode=returncode)
-
-    assert memory.gpu_memory(driver('16384\n40960\n')) == 16384 * 2**20
-    assert memory.gpu_memory(driver('', 9)) is None
-    assert memory.gpu_memory(driver('No devices were found\n')) is None
-
-    def no_driver(args, **kw):
-        raise FileNotFoundError(args[0])
-    assert memory.gpu_memory(no_driver) is None
+def test_the_gpu_warning_names_each_gpu():
     line = memory.memory_warning(20e9, 16384 * 2**20, where='each GPU')
     assert 'each GPU has 17.2 GB available' in line
 
@@ -68,7 +60,7 @@ def saving_session(tmp_path, free):
         saver = tf.train.Saver([v])
         sess = tf.Session(graph=graph)
         sess.run(v.initializer)
-    run = train.RunFolder(tmp_path / 'run', checkpoint_size=memory.checkpoint_bytes([v]), free_space=free)
+    run = run_folder.RunFolder(tmp_path / 'run', checkpoint_size=memory.checkpoint_bytes([v]), free_space=free)
     run.path.mkdir()
     return run, sess, saver
 
@@ -80,7 +72,7 @@ def test_a_save_the_disk_cannot_hold_fails_before_writing(tmp_path):
     run.save(sess, saver, 1, max_checkpoints=1)
     before = {p.name: p.read_bytes() for p in run.path.iterdir()}
     space['free'] = 4000  # the checkpoint, but not its margin
-    with pytest.raises(memory.DiskSpaceError, match='not enough disk space'):
+    with pytest.raises(system.DiskSpaceError, match='not enough disk space'):
         run.save(sess, saver, 2, max_checkpoints=1)
     assert {p.name: p.read_bytes() for p in run.path.iterdir()} == before
     assert checkpoint.read_state(run.path) == ['model-1']
@@ -92,7 +84,7 @@ def test_train_script_reports_memory_and_fails_cleanly_on_a_full_disk(setup, cap
     out = capsys.readouterr().out
     assert 'Memory: about ' in out and ' GB (weights ' in out and 'Checkpoints: ' in out
     files = sorted(p.name for p in setup.run_dir().iterdir())
-    monkeypatch.setattr(memory, 'free_space', lambda path: 0)
+    monkeypatch.setattr(system, 'free_space', lambda path: 0)
     code, err = train_in_process(capsys, setup(steps=1))
     assert code == 1
     lines = err.strip().split('\n')

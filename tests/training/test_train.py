@@ -1,11 +1,13 @@
-"""The training graph (train.build_training) against the NumPy reference and finite differences, on the tiny
-model. The command line and the run folder are in test_train_script.py."""
+"""The training graph (gpt2/training/graph.py's build_training, and losses.py) against the NumPy reference and
+finite differences, on the tiny model. The command line and the run folder are in test_train_script.py."""
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
 import reference
-import train
+from gpt2.training import graph
+from gpt2.training import losses
+from gpt2.training import start
 
 tf.disable_v2_behavior()
 
@@ -32,10 +34,10 @@ class Session:
         options = {'batch_size': 2, 'seq_len': SEQ, **options}
         self.graph = tf.Graph()
         with self.graph.as_default():
-            self.training = train.build_training(tiny_model.hparams_object(), **options)
+            self.training = graph.build_training(tiny_model.hparams_object(), **options)
             self.sess = tf.Session(graph=self.graph)
             self.sess.run(tf.global_variables_initializer())
-            train.restore(self.sess, self.training, str(tiny_model.dir / 'model.ckpt'))
+            start.restore(self.sess, self.training, str(tiny_model.dir / 'model.ckpt'))
 
     def weights(self):
         return {v.op.name: v for v in self.training.model_vars}
@@ -155,9 +157,9 @@ def test_loss_falls_on_a_tiny_repeated_corpus(tiny_model):
 def test_noise_replaces_inputs_at_the_given_rate_and_is_keyed():
     tokens = tf.zeros([100, 100], tf.int32)
     with tf.Session() as sess:
-        a, b, c = sess.run([train.with_noise(tokens, 0.3, 50, tf.constant([1, 2], tf.int64)),
-                            train.with_noise(tokens, 0.3, 50, tf.constant([1, 2], tf.int64)),
-                            train.with_noise(tokens, 0.3, 50, tf.constant([1, 3], tf.int64))])
+        a, b, c = sess.run([graph.with_noise(tokens, 0.3, 50, tf.constant([1, 2], tf.int64)),
+                            graph.with_noise(tokens, 0.3, 50, tf.constant([1, 2], tf.int64)),
+                            graph.with_noise(tokens, 0.3, 50, tf.constant([1, 3], tf.int64))])
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert 0.25 < np.mean(a != 0) < 0.32  # 0.3, less the random tokens that happen to be 0
     assert a.min() >= 0 and a.max() < 50
@@ -171,7 +173,7 @@ def test_variables_are_resource_variables_with_the_released_names(tiny_model):
 
 def test_seq_len_beyond_the_window_is_refused(tiny_model):
     with tf.Graph().as_default(), pytest.raises(ValueError, match='seq_len'):
-        train.build_training(tiny_model.hparams_object(), batch_size=1, seq_len=33)
+        graph.build_training(tiny_model.hparams_object(), batch_size=1, seq_len=33)
 
 
 def ancestors(op):
@@ -231,9 +233,9 @@ def test_chunked_cross_entropy_equals_numpy_losses_and_gradients_over_uneven_chu
     weights = rng.uniform(0.5, 2, 13)  # d total / d loss of each token, unequal
     with tf.Graph().as_default(), tf.Session() as sess:
         h_t, wte_t = tf.constant(h), tf.constant(wte)
-        losses, real = train.chunked_token_losses(h_t, wte_t, tf.constant(tokens), tf.constant([14]), chunk=3)
-        total = tf.reduce_sum(losses * tf.constant(weights[None].astype(np.float32)))
-        got_losses, got_real, (dh, dwte) = sess.run([losses, real, tf.gradients(total, [h_t, wte_t])])
+        per_token, real = losses.chunked_token_losses(h_t, wte_t, tf.constant(tokens), tf.constant([14]), chunk=3)
+        total = tf.reduce_sum(per_token * tf.constant(weights[None].astype(np.float32)))
+        got_losses, got_real, (dh, dwte) = sess.run([per_token, real, tf.gradients(total, [h_t, wte_t])])
     logits = h[0, :-1] @ wte.T  # [13, 11]
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)

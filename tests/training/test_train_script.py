@@ -1,21 +1,20 @@
 """src/train.py end to end, as subprocesses on the tiny model: the run folder, resuming, pruning, Ctrl-C, SIGKILL
 during saves, and bad input. The training graph itself is tested in test_train.py."""
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-import tensorflow.compat.v1 as tf
 
 from gpt2.base import checkpoint
 import support
 import reference
 import train
-from support import (ONE_THREAD, PROGRESS, TEXT, assert_clean_error, checkpoint_files, losses, run_cli, run_train,
+from gpt2.training import loop
+from gpt2.training import run_folder
+from support import (ONE_THREAD, assert_clean_error, checkpoint_files, losses, run_cli, run_train,
                      start_train, state, tensors, train_command, wait_for_step, train_in_process)
 
 REPO = support.REPO
@@ -45,6 +44,22 @@ def test_run_folder_is_a_model_folder_with_relative_state(setup, tiny_model):
     assert checkpoint.check_model_dir(moved) == tiny_model.hparams
     assert not np.array_equal(tensors(moved / 'model-3')['model/h0/attn/c_attn/w'],
                               tiny_model.params['model/h0/attn/c_attn/w'])
+
+
+def test_relative_output_folders_are_in_the_working_directory_not_the_repository(setup, tiny_model):
+    """`cd work && python REPO/src/train.py --checkpoint_dir runs --sample_dir out` writes work/runs and work/out,
+    as any command-line tool would, even where those folders do not exist yet."""
+    work = setup.tmp / 'work'
+    work.mkdir()
+    names = ('train_test_runs', 'train_test_samples')
+    assert not any((REPO / name).exists() for name in names)
+    args = setup(steps=1, sample_every=1, sample_length=3, checkpoint_dir=names[0], sample_dir=names[1])
+    done = subprocess.run(train_command(args), cwd=work, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert state(work / names[0] / 'run1') == ['model-1']
+    assert (work / names[1] / 'run1' / 'samples-1').is_file()
+    assert not any((REPO / name).exists() for name in names)
+    assert not any((REPO / 'src' / name).exists() for name in names)
 
 
 def test_n_steps_then_n_more_equal_2n_straight_bit_for_bit(setup):
@@ -90,8 +105,10 @@ def test_only_the_last_checkpoints_are_kept_across_restarts(setup):
 def test_a_start_removes_what_killed_saves_left(setup):
     run_train(setup(steps=1))
     run = setup.run_dir()
+    # TensorFlow's (NAME.tempstate...) and our own (gpt2.base.atomic's NAME.part) files of unfinished writes.
     leftovers = ['model-9.index', 'model-9.data-00000-of-00001', 'model-2.index.tempstate123',
-                 'model-2.data-00000-of-00001.tempstate99', 'checkpoint.tempstate']
+                 'model-2.data-00000-of-00001.tempstate99', 'checkpoint.part', 'best.json.part',
+                 'hparams.json.part']
     for name in leftovers:
         (run / name).write_bytes(b'partial')
     (run / 'model-2_temp').mkdir()
@@ -147,7 +164,7 @@ def test_sigkill_at_any_moment_of_saving_leaves_a_loadable_folder(setup, tiny_mo
         assert set(tiny_model.params) <= set(tensors(run / state(run)[-1]))
     resumed = run_train(setup(steps=1, max_checkpoints=2))
     assert len(losses(resumed.stdout)) == 1
-    assert not [p for p in run.iterdir() if 'temp' in p.name]
+    assert not [p for p in run.iterdir() if 'temp' in p.name or p.name.endswith(checkpoint.PARTIAL_SUFFIX)]
     assert checkpoint_files(run) == sorted(f for name in state(run) for f in checkpoint.checkpoint_files(name))
 
 
@@ -188,7 +205,8 @@ def test_validation_prints_loss_and_perplexity_of_fixed_windows(setup):
 
 @pytest.mark.parametrize('flag, value', [
     ('seq_len', 33), ('seq_len', 1), ('learning_rate', 0), ('learning_rate', -1), ('optimizer', 'rmsprop'),
-    ('noise', 1), ('batch_size', 0), ('accumulate_gradients', 0), ('top_p', 2), ('val_every', 5),
+    ('noise', 1), ('batch_size', 0), ('accumulate_gradients', 0), ('top_p', 2), ('top_p', 0), ('top_k', -1),
+    ('val_every', 5),
     ('encoding', 'no-such-codec'), ('run_name', 'a/b'), ('max_checkpoints', 0), ('sample_length', 32),
     ('steps', -1), ('dataset', None), ('lr_schedule', 'step'), ('lr_schedule', 'linear'), ('total_steps', 0),
     ('warmup_steps', -1), ('adafactor_beta1', 1), ('adafactor_beta1', 0.9), ('adafactor_relative_step', 'x'),
@@ -227,6 +245,16 @@ def test_missing_model_or_data_exits_1_and_creates_nothing(setup, capsys, flags,
         assert err.count('\n') == 1 and '\r' not in err, err  # the error line alone, no progress bar before it
 
 
+@pytest.mark.parametrize('flag, value, line', [
+    ('top_p', 0, 'error: --top_p must be a number above 0 and at most 1 (1 keeps every token), got 0'),
+    ('top_k', 1.5, 'error: --top_k must be a whole number 0 or more, got 1.5'),
+])
+def test_sampling_flags_are_refused_as_the_sampling_scripts_refuse_them(setup, capsys, flag, value, line):
+    """The same rule and the same words as generate_unconditional_samples.py's (gpt2/sampling/rules.py)."""
+    code, err = train_in_process(capsys, setup(**{flag: value}))
+    assert (code, err) == (2, line + '\n')
+
+
 def test_a_bad_flag_from_the_shell_is_one_line(setup):
     done = run_cli(setup(optimizer='rmsprop'))
     assert_clean_error(done, '--optimizer')
@@ -253,17 +281,17 @@ def test_a_run_folder_missing_its_latest_checkpoint_says_so(setup):
 # ---------------------------------------------------------------------------------------------------------------
 
 class ScriptedRun:
-    """train.Best on a real run folder, with checkpoints that are files of a few bytes (no TensorFlow)."""
+    """loop.Best on a real run folder, with checkpoints that are files of a few bytes (no TensorFlow)."""
 
     def __init__(self, path, *, keep_best, early_stopping, max_checkpoints):
-        self.run = train.RunFolder(path)
+        self.run = run_folder.RunFolder(path)
         self.run.path.mkdir(parents=True)
         self.max_checkpoints = max_checkpoints
-        self.best = train.Best(self.run, keep_best=keep_best, early_stopping=early_stopping,
-                               max_checkpoints=max_checkpoints)
+        self.best = loop.Best(self.run, keep_best=keep_best, early_stopping=early_stopping,
+                              max_checkpoints=max_checkpoints)
 
     def save(self, step):
-        name = train.checkpoint_name(step)
+        name = checkpoint.checkpoint_name(step)
         for f in checkpoint.checkpoint_files(name):
             (self.run.path / f).write_bytes(b'x')
         self.run.prune([n for n in self.run.checkpoints() if n != name] + [name], self.max_checkpoints)
@@ -302,7 +330,7 @@ def test_early_stopping_after_n_validations_without_improvement_and_across_a_res
     # A run with one bad validation, stopped, resumed (its first validation repeats the last step's, uncounted).
     again = ScriptedRun(tmp_path / 'again', keep_best=False, early_stopping=2, max_checkpoints=5)
     assert again.play([3.0, 3.5], save_every=100) is None
-    resumed = train.Best(again.run, keep_best=False, early_stopping=2, max_checkpoints=5)
+    resumed = loop.Best(again.run, keep_best=False, early_stopping=2, max_checkpoints=5)
     assert resumed.update(3.5, 1, lambda: None) is False
     assert resumed.update(3.6, 2, lambda: None) is True
 

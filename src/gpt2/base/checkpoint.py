@@ -33,7 +33,7 @@ MODEL_FILES = (
 )
 CHECKPOINT_PREFIX = 'model.ckpt'
 # TensorFlow's checkpoint state file, which names the folder's current checkpoint: model.ckpt in a released folder,
-# the latest model-STEP in a training run's folder (see train.py).
+# the latest model-STEP in a training run's folder (see gpt2/training/run_folder.py).
 STATE_FILE = 'checkpoint'
 # Every model folder needs these besides its checkpoint's files.
 MODEL_INFO_FILES = ('encoder.json', 'hparams.json', 'vocab.bpe')
@@ -135,6 +135,20 @@ def read_state(model_dir):
     return list(dict.fromkeys(reversed(names)))[::-1]  # each once, the current one last
 
 
+# A training run's folder (see gpt2/training/run_folder.py, which writes it) keeps checkpoints named model-STEP.
+RUN_CHECKPOINT = re.compile(r'^model-(\d+)$')
+
+
+def checkpoint_name(step):
+    """The name (file name prefix) of a training run's checkpoint of step `step`."""
+    return f'model-{step}'
+
+
+def run_checkpoints(run_dir):
+    """The checkpoints a training run's folder keeps (those its state file lists), oldest first."""
+    return [n for n in read_state(run_dir) if RUN_CHECKPOINT.match(n)]
+
+
 def state_text(names):
     """The state file's text, in TensorFlow's format, for checkpoint names oldest first (the current one last)."""
     return f'model_checkpoint_path: "{names[-1]}"\n' + ''.join(f'all_model_checkpoint_paths: "{n}"\n' for n in names)
@@ -170,7 +184,7 @@ def choose_checkpoint(model_dir, which='latest'):
             raise ModelError(f'--checkpoint best: {model_dir} has no best checkpoint (train with --keep_best and '
                              f'--val_every to keep one); give latest or a step')
         return best['checkpoint']
-    name = f'model-{which}'
+    name = checkpoint_name(which)
     kept = read_state(model_dir)
     if name not in kept:
         steps = ', '.join(n.split('-', 1)[1] for n in kept if n.startswith('model-')) or 'none'

@@ -26,6 +26,9 @@ import sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+# The one reader of free memory (a container's limit included); named here so that tests can fake it.
+from gpt2.base.system import available_memory
+
 # Products (and attention, in gpt2/sampling/decoding.py) in this many parts on a CPU: one per core of the 2-core machines it
 # was measured on; sample.session_config gives each op cores / CPU_SPLITS threads to match.
 CPU_SPLITS = 2
@@ -138,26 +141,6 @@ def packed_kernel_works(op=PACKED_OP):
 # restore while the graph is built and so may not be in memory yet, and a tenth more for oneDNN's blocks and the
 # step's activations: a random-weight 1558M at batch 8 peaked at 13.8 GB, 2.2 times its 6.2 GB of weights.
 PACKED_MEMORY_FACTOR = 2.2
-
-
-def available_memory():
-    """Bytes this process may still allocate: the kernel's MemAvailable, or less under a cgroup (v2) limit;
-    None if neither can be read."""
-    found = []
-    try:
-        with open('/proc/meminfo', encoding='ascii') as meminfo:
-            found += [int(line.split()[1]) * 1024 for line in meminfo if line.startswith('MemAvailable:')]
-    except OSError:
-        pass
-    try:
-        with open('/sys/fs/cgroup/memory.max', encoding='ascii') as limit, \
-                open('/sys/fs/cgroup/memory.current', encoding='ascii') as current:
-            maximum = limit.read().strip()
-            if maximum != 'max':
-                found.append(int(maximum) - int(current.read()))
-    except (OSError, ValueError):
-        pass
-    return min(found) if found else None
 
 
 def room_for_packed_copy(weight_bytes):

@@ -1,7 +1,7 @@
 """Data-parallel training: one training step on several devices (tf.distribute.MirroredStrategy) or machines
 (MultiWorkerMirroredStrategy, from the standard TF_CONFIG variable), in tf.compat.v1 graph mode.
 
-Every replica builds train.build_training on its rows of the step's batch; the optimizer sums the replicas'
+Every replica builds graph.build_training on its rows of the step's batch; the optimizer sums the replicas'
 gradients (an all-reduce: NCCL on GPUs, a ring on CPUs), and each replica's loss is its summed loss over the
 target count of all replicas, so the sum is the gradient of the mean over all of them: K replicas at batch b make
 the same update as one device at batch K x b. Replica r takes rows r x b to (r + 1) x b - 1 of the batch that one
@@ -58,7 +58,7 @@ class Cluster:
         return f'{self.replicas} replicas ({workers}{devices} device{"s" * (devices > 1)})'
 
     def build(self, build, batch_size):
-        """build(count_all=..., rows=...) -> train.Training of batch_size rows (train.build_training with every
+        """build(count_all=..., rows=...) -> graph.Training of batch_size rows (graph.build_training with every
         other option given), called once per replica in the strategy's scope -> Replicated."""
         return Replicated.build(self, build, batch_size)
 
@@ -144,10 +144,10 @@ def multi_worker(tf_config, timeout):
 
 @dataclasses.dataclass
 class Replicated:
-    """The training step of every local replica, used as train.Training is (run_step, the variables), with
+    """The training step of every local replica, used as graph.Training is (run_step, the variables), with
     batches of the whole job: each replica is fed its rows."""
     cluster: Cluster
-    replicas: list  # train.Training of each local replica, in the order of their rows
+    replicas: list  # graph.Training of each local replica, in the order of their rows
     first_row: int  # the global batch's row where this process's replicas begin
     totals: list  # float32 [2] per local replica: the summed loss and target count of the whole job's batch
     sync_op: tf.Operation  # sets every replica's variables to replica 0's (the chief's)
@@ -176,7 +176,7 @@ class Replicated:
                    train_op=tf.group([r.train_op for r in replicas]),
                    accumulate_op=tf.group([r.accumulate_op for r in replicas]) if accumulate else None)
 
-    # What train.py reads of a Training: the variables (those of replica 0 are the job's) and the sizes.
+    # What the trainer and the loop read of a Training: the variables (those of replica 0 are the job's) and the sizes.
     def __getattr__(self, name):
         if name in ('global_step', 'seed', 'train_vars', 'model_vars', 'saved_vars', 'accumulate_gradients'):
             return getattr(self.replicas[0], name)
@@ -211,7 +211,7 @@ class Replicated:
         return float(total[0] / total[1])
 
     def restore(self, sess, prefix):
-        """Restore the checkpoint at prefix as train.restore does, then give every replica the chief's values:
+        """Restore the checkpoint at prefix as start.restore does, then give every replica the chief's values:
         a Saver restores one copy of a mirrored variable, and the workers of a job may have restored different
         checkpoints (a worker's own run folder holds none) and started from different seeds.
 

@@ -1,5 +1,5 @@
-"""Know before you run: the memory a training run will need, the size of its checkpoints, and whether the disk
-can hold the next one.
+"""Know before you run: the memory a training run will need and the size of its checkpoints (what the machine has,
+memory and disk, is gpt2/base/system.py's).
 
 The estimate adds what a step holds at its peak: the weights, the gradients alive at once, the optimizer's state,
 the activations kept for the backward pass at this batch and window, the logits and their gradient, and
@@ -8,14 +8,12 @@ a float32 number is 4 bytes.
 """
 import dataclasses
 import math
-import os
-import shutil
-import subprocess
 
 from gpt2.base import checkpoint
+from gpt2.base import system
 
 FLOAT = 4
-GB = 1e9
+GB = system.GB
 # TensorFlow's own memory (its libraries, the graph, the session's threads), measured as the peak RSS of a step
 # of the tiny model (bench/bench_train.py).
 RUNTIME_BYTES = 0.6 * GB
@@ -28,7 +26,7 @@ KEPT_ATTENTION_ROWS = 2
 RECOMPUTED_BLOCK_FACTOR = 2
 # The logits [tokens, n_vocab], the cross-entropy's gradient of them, and the product's work space.
 LOGITS_COPIES = 3
-LOSS_CHUNK = 128  # tokens per piece of train.chunked_token_losses, which reads it here
+LOSS_CHUNK = 128  # tokens per piece of losses.chunked_token_losses, which reads it here
 
 
 @dataclasses.dataclass
@@ -106,34 +104,6 @@ def estimate(hparams, *, batch_size, seq_len, optimizer='adam', memory_saving_gr
     return Estimate(weights=weights, gradients=gradients, optimizer_state=state, activations=kept + logits)
 
 
-def available_memory():
-    """Bytes of memory the machine has free for a new process: the kernel's MemAvailable, else all of it; None
-    where neither can be read."""
-    try:
-        with open('/proc/meminfo', encoding='ascii') as f:
-            for line in f:
-                if line.startswith('MemAvailable:'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-    except (ValueError, OSError):
-        return None
-
-
-def gpu_memory(run=subprocess.run):
-    """Bytes of memory of the smallest GPU the driver reports (nvidia-smi), or None where there is no NVIDIA
-    driver. Asked of the driver, not of TensorFlow, whose asking would set up the GPUs before the session."""
-    try:
-        done = run(['nvidia-smi', '--query-gpu=memory.total', '--format=csv,noheader,nounits'],
-                   capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sizes = [int(line) for line in done.stdout.split() if line.strip().isdigit()] if done.returncode == 0 else []
-    return min(sizes) * 2**20 if sizes else None
-
-
 def memory_warning(needed, available, where='this machine'):
     """One line, or None when there is room."""
     if available is None or needed <= available:
@@ -146,29 +116,3 @@ def memory_warning(needed, available, where='this machine'):
 def checkpoint_bytes(variables):
     """Bytes of a checkpoint of these variables (what a save writes, less a small index)."""
     return sum(v.shape.num_elements() * v.dtype.size for v in variables)
-
-
-class DiskSpaceError(checkpoint.ModelError):
-    """The disk cannot hold the next checkpoint."""
-
-
-# Room left besides the checkpoint itself: its index and the state file.
-DISK_MARGIN = 16 << 20
-
-
-def free_space(path):
-    """Bytes free on the disk of path (the nearest folder that exists)."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    return shutil.disk_usage(path).free
-
-
-def check_disk(path, needed, free=free_space):
-    """Raise DiskSpaceError, before anything is written, if the disk of path cannot hold needed bytes more."""
-    have = free(path)
-    if have < needed + DISK_MARGIN:
-        raise DiskSpaceError(f'not enough disk space to save a checkpoint in {path}: it needs '
-                             f'{needed / GB:.2f} GB and {have / GB:.2f} GB is free; the checkpoints already there '
-                             f'are intact; free some space, or lower --max_checkpoints, and resume with '
-                             f'--restore_from latest')
