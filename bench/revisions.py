@@ -29,10 +29,9 @@ FLAT = {
     'gpt2.sampling.stops': 'stops',
 }
 # The modules that hold the internals of train.py a benchmark builds its step with, looked up in this order;
-# a revision without one of them (the gpt2 package or older) takes each name from the next. Today all are in
-# train.py; when they move into gpt2.training, name those modules first here.
-TRAINING_MODULES = ('train',)
-# What bench_train's measure_train.py takes from them: the training graph (train.Training: tokens, lengths,
+# a revision without one of them (before the gpt2 package) takes each name from the next: its train.py.
+TRAINING_MODULES = ('gpt2.training.graph', 'gpt2.training.start', 'train')
+# What bench_train's measure_train.py takes from them: the training graph (gpt2.training.graph.Training: tokens, lengths,
 # train_op, loss), the session's settings, and the restore of the weights with the initialisation of the rest.
 TRAINING_NAMES = ('build_training', 'session_config', 'restore')
 
@@ -80,6 +79,8 @@ def training(src):
     src has and that defines it; a name that no module defines is absent (an old revision's train.py)."""
     found = {}
     for module_name in TRAINING_MODULES:
+        if len(found) == len(TRAINING_NAMES):
+            break
         if not (Path(src) / (module_name.replace('.', '/') + '.py')).exists():
             continue
         module = importlib.import_module(module_name)
