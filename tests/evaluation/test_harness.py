@@ -11,11 +11,13 @@ os.environ.setdefault('HF_DATASETS_OFFLINE', '1')  # no test may need the networ
 
 import encoder  # noqa: E402
 import reference  # noqa: E402
-from test_scoring import N_CTX, brute_force, reference_logprobs  # noqa: E402
+from support import TINY_HPARAMS, brute_force, reference_logprobs  # noqa: E402
 
 import evaluate_tasks  # noqa: E402
 from gpt2.evaluation import harness
 from lm_eval.api.instance import Instance  # noqa: E402
+
+N_CTX = TINY_HPARAMS['n_ctx']
 
 
 @pytest.fixture(scope='module')
