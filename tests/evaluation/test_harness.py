@@ -128,7 +128,7 @@ ROLLING_DOCS = [{'text': LONG}, {'text': 'the hall and all'}]
 
 @pytest.fixture(scope='module')
 def tasks_folder(tmp_path_factory):
-    """One folder for the module, so that the harness indexes its tasks once (evaluate.task_manager)."""
+    """One folder for the module, so that the harness indexes its tasks once (harness_tasks.task_manager)."""
     folder = tmp_path_factory.mktemp('tasks')
     for name, docs in (('tiny_ll', LL_DOCS), ('tiny_rolling', ROLLING_DOCS)):
         data = folder / f'{name}.jsonl'
