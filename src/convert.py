@@ -7,25 +7,21 @@ without its optimizer state.
     python src/convert.py weights RUN_FOLDER OUT_FOLDER [--step N]
 
 Each writes a complete folder under a temporary name beside OUT_FOLDER and renames it at the end, so a
-half-written model never appears under its real name. The layouts and the names of the weights: gpt2/interop/hf.py.
+half-written model never appears under its real name. A relative OUT_FOLDER is taken from the working directory.
+The conversions: gpt2/interop/conversions.py; the layouts and the names of the weights: gpt2/interop/hf.py.
 """
-import json
-import shutil
 import signal
 import sys
-from pathlib import Path
 
 import fire
 
 from gpt2.base import runtime
 
 tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
-import encoder  # noqa: E402
-from gpt2 import loading  # noqa: E402
 from gpt2.base import atomic  # noqa: E402
 from gpt2.base import checkpoint  # noqa: E402
 from gpt2.base import flags  # noqa: E402
-from gpt2.interop import hf  # noqa: E402
+from gpt2.interop import conversions  # noqa: E402
 
 if __name__ == '__main__':
     # Ctrl-C while TensorFlow loads (seconds) ends the process at once and quietly; main() then lets it raise
@@ -42,7 +38,8 @@ FLAGS = dict(
     model_folder='a model folder in the released layout (as download_model.py writes), or a training run\'s '
                  'folder (CHECKPOINT_DIR/RUN_NAME).',
     run_folder='a training run\'s folder (CHECKPOINT_DIR/RUN_NAME), or any model folder in the released layout.',
-    out_folder='the folder to write; it must not exist, unless --overwrite.',
+    out_folder='the folder to write; a relative path is taken from the working directory. It must not exist, '
+               'unless --overwrite.',
     step='convert the run\'s checkpoint of this step (model-STEP) instead of its latest.',
     overwrite='replace out_folder if it exists (only once the new folder is complete).',
 )
@@ -68,41 +65,6 @@ def chosen_checkpoint(folder, step):
     return name, hparams
 
 
-def read_weights(prefix, hparams):
-    """The model's weights from the checkpoint at prefix (a run's also holds the optimizer's, the step and the
-    seed, which are left out) -> released name -> float32 array."""
-    try:
-        reader = tf.train.load_checkpoint(str(prefix))
-        names = checkpoint.variable_shapes(hparams_object(hparams))
-        return {n: reader.get_tensor(n) for n in hf.progress(names, Path(prefix).name)}
-    except (tf.errors.OpError, ValueError) as err:
-        raise checkpoint.ModelError(f'cannot read the checkpoint {prefix} ({loading.error_reason(err)})') from None
-
-
-def hparams_object(hparams):
-    import model
-    return model.default_hparams().override_from_dict(hparams)
-
-
-def read_vocabulary(folder):
-    """encoder.json's vocabulary and vocab.bpe's merges of a model folder, after checking them."""
-    encoder.read_vocabulary(folder)
-    vocab = json.loads((folder / 'encoder.json').read_text(encoding='utf-8'))
-    merges = encoder.read_merges((folder / 'vocab.bpe').read_text(encoding='utf-8'))
-    return vocab, merges
-
-
-def write_vocabulary(folder, vocab, merges):
-    (folder / 'encoder.json').write_text(json.dumps(vocab), encoding='utf-8')
-    (folder / 'vocab.bpe').write_text(hf.merges_text(merges), encoding='utf-8')
-
-
-def check_vocabulary_fits(vocab, hparams, source):
-    if max(vocab.values()) >= hparams['n_vocab'] or min(vocab.values()) < 0:
-        raise checkpoint.ModelError(f'{source}: the tokenizer has ids up to {max(vocab.values())}, the model only '
-                                    f'{hparams["n_vocab"]} embeddings')
-
-
 def done(out, what):
     print(f'Wrote {out}: {what}')
 
@@ -117,17 +79,8 @@ def done(out, what):
 def from_hf(hf_folder, out_folder, overwrite=False):
     source = atomic.existing_folder('hf_folder', hf_folder)
     out = atomic.out_path(out_folder)
-    atomic.check_overwrite(overwrite)
-    hparams, config = hf.read_config(source)
-    vocab, merges = hf.read_tokenizer(source)
-    check_vocabulary_fits(vocab, hparams, source)
-    tensors = hf.read_tensors(source)
-    params = hf.from_hf_tensors(tensors, hparams, source)
-    hf.check_head(tensors, config, source)
-    del tensors
-    with atomic.atomic_folder(out, overwrite) as folder:
-        checkpoint.save_checkpoint(folder, hparams, params)
-        write_vocabulary(folder, vocab, merges)
+    flags.switch('overwrite', overwrite)
+    conversions.from_hf(source, out, overwrite)
     done(out, f'sample from it with --models_dir {out.parent} --model_name {out.name}')
 
 
@@ -137,15 +90,9 @@ def from_hf(hf_folder, out_folder, overwrite=False):
 def to_hf(model_folder, out_folder, step=None, overwrite=False):
     source = atomic.existing_folder('model_folder', model_folder)
     out = atomic.out_path(out_folder)
-    atomic.check_overwrite(overwrite)
+    flags.switch('overwrite', overwrite)
     name, hparams = chosen_checkpoint(source, step)
-    vocab, merges = read_vocabulary(source)
-    params = read_weights(source / name, hparams)
-    with atomic.atomic_folder(out, overwrite) as folder:
-        config = hf.config_json(hparams, vocab[checkpoint.ENDOFTEXT])
-        (folder / hf.CONFIG_FILE).write_text(json.dumps(config, indent=2) + '\n', encoding='utf-8')
-        hf.write_safetensors(folder / hf.SAFETENSORS_FILE, hf.to_hf_tensors(params))
-        hf.write_tokenizer(folder, vocab, merges, hparams['n_ctx'])
+    conversions.to_hf(source, name, hparams, out, overwrite)
     done(out, f'the weights of {source / name}; load it with transformers.GPT2LMHeadModel.from_pretrained')
 
 
@@ -154,14 +101,9 @@ def to_hf(model_folder, out_folder, step=None, overwrite=False):
 def weights(run_folder, out_folder, step=None, overwrite=False):
     source = atomic.existing_folder('run_folder', run_folder)
     out = atomic.out_path(out_folder)
-    atomic.check_overwrite(overwrite)
+    flags.switch('overwrite', overwrite)
     name, hparams = chosen_checkpoint(source, step)
-    encoder.read_vocabulary(source)
-    params = read_weights(source / name, hparams)
-    with atomic.atomic_folder(out, overwrite) as folder:
-        checkpoint.save_checkpoint(folder, hparams, params)
-        for info in ('encoder.json', 'vocab.bpe'):
-            shutil.copyfile(source / info, folder / info)
+    conversions.weights_only(source, name, hparams, out, overwrite)
     done(out, f'the weights of {source / name}')
 
 

@@ -2,26 +2,19 @@
 """Encode a fine-tuning dataset once into a .npz of token ids, which src/train.py --dataset then reads at once.
 
 The .npz holds one uint16 array per chunk (arr_0, arr_1, ...), the format nshepperd's encode.py and
-gpt-2-simple write and read. It is written as it is encoded, so that a text larger than memory can be encoded:
-the tokens go to an anonymous temporary file, then into the .npz (stored, not compressed: token ids hardly
-compress), under a temporary name that is renamed only when complete.
+gpt-2-simple write and read; it is written as it is encoded, so that a text larger than memory can be encoded,
+and replaces an existing file only when complete (gpt2/data/npz_writer.py).
 """
-import os
-import shutil
-import tempfile
-import zipfile
 from pathlib import Path
 
 import fire
-import numpy as np
 
 import encoder
 
 from gpt2.base import checkpoint
 from gpt2.base import flags
 from gpt2.data import corpus
-
-COPY_SIZE = 1 << 20  # bytes copied at a time from the temporary token file into the .npz
+from gpt2.data import npz_writer
 
 
 def encode(dataset, out, model_name='124M', models_dir='models', combine=50000, encoding='utf-8'):
@@ -66,9 +59,7 @@ def encode_dataset(dataset, out, model_name, models_dir, combine, encoding):
     flags.folder_name('model_name', model_name)
     # Only encoder.json and vocab.bpe: encoding needs no weights, nor TensorFlow (600 MB and seconds to load).
     enc = encoder.read_vocabulary(checkpoint.resolve_models_dir(models_dir) / model_name)
-    files = corpus.dataset_files(str(dataset))
-    stream = corpus.token_stream(enc, files, combine=combine, encoding=encoding)
-    return write_npz(stream, out, corpus.token_dtype(len(enc.encoder))), out
+    return npz_writer.encode_dataset(enc, dataset, out, combine=combine, encoding=encoding), out
 
 
 def check_out(out):
@@ -80,70 +71,6 @@ def check_out(out):
     if out.is_dir():
         raise flags.UsageError(f'{out} is a folder; name a .npz file')
     return out
-
-
-def write_npz(stream, out, dtype):
-    """Write the chunks of a token_stream to out as arr_0.npy, arr_1.npy, ... -> the number of chunks.
-    Only one piece of tokens is in memory at a time."""
-    # Anonymous (O_TMPFILE): it vanishes whenever the process ends, even on SIGKILL.
-    with tempfile.TemporaryFile(dir=out.parent) as tokens:
-        lengths = write_tokens(stream, tokens, dtype)
-        if not lengths:
-            raise corpus.DatasetError('the dataset holds no text; give it at least one non-empty file')
-        tokens.seek(0)
-        fd, partial = tempfile.mkstemp(dir=out.parent, prefix=f'.{out.name}.', suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as npz:
-                for number, length in enumerate(lengths):
-                    write_array(npz, f'arr_{number}.npy', tokens, length, dtype)
-            os.chmod(partial, new_file_mode())  # mkstemp made it private
-            os.replace(partial, out)
-        except BaseException:
-            os.unlink(partial)
-            raise
-    return len(lengths)
-
-
-def new_file_mode():
-    """The permissions open() gives a new file: 0o666 less the process's umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_tokens(stream, f, dtype):
-    """Append the stream's arrays to f as raw dtype values -> the length of each chunk."""
-    lengths, length = [], 0
-    for array in stream:
-        if array is None:
-            lengths.append(length)
-            length = 0
-        else:
-            f.write(array.astype(dtype, copy=False).tobytes())
-            length += len(array)
-    return lengths
-
-
-def write_array(npz, name, tokens, length, dtype):
-    """One entry of the .npz: a .npy header for a 1-D array of `length` dtype values, then the values, copied
-    from the file `tokens` (at its current position) in pieces."""
-    header = {'descr': np.lib.format.dtype_to_descr(np.dtype(dtype)), 'fortran_order': False, 'shape': (length,)}
-    with npz.open(name, 'w', force_zip64=True) as entry:
-        np.lib.format.write_array_header_1_0(entry, header)
-        shutil.copyfileobj(LimitedReader(tokens, length * np.dtype(dtype).itemsize), entry, COPY_SIZE)
-
-
-class LimitedReader:
-    """The next `size` bytes of a file, as a file to read from."""
-
-    def __init__(self, f, size):
-        self.f, self.left = f, size
-
-    def read(self, n=-1):
-        n = self.left if n < 0 else min(n, self.left)
-        data = self.f.read(n)
-        self.left -= len(data)
-        return data
 
 
 if __name__ == '__main__':

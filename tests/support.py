@@ -2,6 +2,7 @@
 weights, in the released file layout), and small helpers (restoring its weights, decoding its tokens
 independently of src/encoder.py, checking a one-line error, free ports). The fixtures are in conftest.py."""
 import json
+import math
 import os
 import re
 import socket
@@ -103,6 +104,34 @@ def decode(tiny_model, tokens):
     by_id = {i: s for s, i in tiny_model.vocab.items()}
     to_byte = {c: b for b, c in byte_table().items()}
     return bytes(to_byte[c] for t in tokens for c in by_id[t]).decode('utf-8', 'replace')
+
+
+def reference_logprobs(tiny_model, tokens):
+    """tokens [L + 1] -> log p(tokens[i + 1] | tokens[:i + 1]) [L] by the NumPy reference (on the L inputs)."""
+    import reference
+    z = reference.logits(tiny_model.params, tiny_model.hparams, np.asarray(tokens[:-1]))
+    z = z - z.max(axis=-1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return log_probs[np.arange(len(tokens) - 1), tokens[1:]]
+
+
+def brute_force(tiny_model, document, stride):
+    """Each token x_i of the document (x_0 = <|endoftext|>) scored with the context the scoring rule gives it
+    (gpt2/evaluation/scoring.py), by its own arithmetic: x_i for i <= n_ctx is scored by the first window, from
+    x_0; a later one by window j = ceil((i - n_ctx) / stride), which ends at e = min(n_ctx + j * stride, N) and
+    starts at e - n_ctx."""
+    n_ctx = tiny_model.hparams['n_ctx']
+    seq = [tiny_model.endoftext] + list(document)
+    n = len(document)
+    out = []
+    for i in range(1, n + 1):
+        if i <= n_ctx:
+            low = 0
+        else:
+            end = min(n_ctx + math.ceil((i - n_ctx) / stride) * stride, n)
+            low = end - n_ctx
+        out.append(reference_logprobs(tiny_model, seq[low:i + 1])[-1])
+    return np.array(out)
 
 
 def assert_clean_error(done, *words):

@@ -34,10 +34,8 @@ def load_model(model_name, models_dir, which='latest'):
     hparams = model.default_hparams().override_from_dict(
         checkpoint.check_model_dir(model_dir, model_name, model_dir.checkpoint_name))
     enc = encoder.read_vocabulary(model_dir)
-    if max(enc.encoder.values()) >= hparams.n_vocab:
-        raise checkpoint.ModelError(f'encoder.json in {model_dir} does not fit the model (it needs ids below '
-                                    f'n_vocab {hparams.n_vocab}); '
-                                    f'{checkpoint.download_hint(model_name)}')
+    checkpoint.check_vocabulary_fits(enc.encoder.values(), hparams.n_vocab, f'encoder.json in {model_dir}',
+                                     checkpoint.download_hint(model_name))
     return model_dir, hparams, enc
 
 

@@ -15,6 +15,7 @@ from gpt2.base import checkpoint
 import encode
 import encoder
 from gpt2.data import corpus
+from gpt2.data import npz_writer
 
 REPO = support.REPO
 
@@ -100,7 +101,7 @@ def test_streaming_in_small_blocks_gives_the_tokens_of_the_whole(tiny_model, tin
     write(tmp_path / 'a.txt', text)
     write(tmp_path / 'b.txt', text[:100])
     monkeypatch.setattr(corpus, 'BLOCK_SIZE', 7)
-    monkeypatch.setattr(encode, 'COPY_SIZE', 3)
+    monkeypatch.setattr(npz_writer, 'COPY_SIZE', 3)
     code, err = call_encode(tiny_model, capsys, tmp_path, tmp_path / 'out.npz', combine=0)
     assert code == 0, err
     with np.load(tmp_path / 'out.npz') as npz:
@@ -178,7 +179,7 @@ def test_full_disk_is_one_error_line_and_leaves_no_file(tiny_model, tmp_path, ca
     def full(npz, name, tokens, length, dtype):
         raise OSError(28, 'No space left on device')
 
-    monkeypatch.setattr(encode, 'write_array', full)
+    monkeypatch.setattr(npz_writer, 'write_array', full)
     code, err = call_encode(tiny_model, capsys, tmp_path / 'in', tmp_path / 'out.npz')
     lines = [line for line in err.splitlines() if line.startswith('error: ')]
     assert code == 1 and len(lines) == 1 and 'No space left' in lines[0] and 'Traceback' not in err

@@ -11,11 +11,13 @@ os.environ.setdefault('HF_DATASETS_OFFLINE', '1')  # no test may need the networ
 
 import encoder  # noqa: E402
 import reference  # noqa: E402
-from test_scoring import N_CTX, brute_force, reference_logprobs  # noqa: E402
+from support import TINY_HPARAMS, brute_force, reference_logprobs  # noqa: E402
 
 import evaluate_tasks  # noqa: E402
 from gpt2.evaluation import harness
 from lm_eval.api.instance import Instance  # noqa: E402
+
+N_CTX = TINY_HPARAMS['n_ctx']
 
 
 @pytest.fixture(scope='module')
@@ -126,7 +128,7 @@ ROLLING_DOCS = [{'text': LONG}, {'text': 'the hall and all'}]
 
 @pytest.fixture(scope='module')
 def tasks_folder(tmp_path_factory):
-    """One folder for the module, so that the harness indexes its tasks once (evaluate.task_manager)."""
+    """One folder for the module, so that the harness indexes its tasks once (harness_tasks.task_manager)."""
     folder = tmp_path_factory.mktemp('tasks')
     for name, docs in (('tiny_ll', LL_DOCS), ('tiny_rolling', ROLLING_DOCS)):
         data = folder / f'{name}.jsonl'

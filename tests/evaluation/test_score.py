@@ -1,14 +1,20 @@
 """src/score.py on the tiny model: figures, documents, per-token output, streaming, bad input."""
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
-from test_scoring import N_CTX, brute_force, reference_logprobs
-from support import assert_clean_error, decode, run_script as run
+from support import REPO, TINY_HPARAMS, assert_clean_error, brute_force, decode, reference_logprobs, run_script as run
 
 import score  # noqa: E402
+from gpt2.evaluation import documents
+
+N_CTX = TINY_HPARAMS['n_ctx']
 
 TEXT = ('The cat and the dog went in the hall, and all of the others went on. ' * 3).strip()
 
@@ -90,7 +96,7 @@ def test_a_file_read_in_small_blocks_scores_as_a_whole(capsys, tiny_model, tmp_p
     """Streaming: blocks of 16 bytes, cut again where BPE allows, give the whole file's ids and figures."""
     (tmp_path / 'a.txt').write_text(TEXT + '\n' + TEXT, encoding='utf-8')
     whole = score_json(capsys, tiny_model, tmp_path / 'a.txt', per_token=str(tmp_path / 'w.jsonl'))
-    monkeypatch.setattr(score, 'BLOCK_SIZE', 16)
+    monkeypatch.setattr(documents, 'BLOCK_SIZE', 16)
     small = score_json(capsys, tiny_model, tmp_path / 'a.txt', per_token=str(tmp_path / 's.jsonl'))
     assert per_token_lines(tmp_path / 's.jsonl')[0]['ids'] == per_token_lines(tmp_path / 'w.jsonl')[0]['ids']
     assert small['total']['words'] == whole['total']['words'] == len((TEXT + '\n' + TEXT).split())
@@ -100,7 +106,7 @@ def test_a_file_read_in_small_blocks_scores_as_a_whole(capsys, tiny_model, tmp_p
 def test_detokenizer_changes_what_is_scored_not_the_counts(capsys, tiny_model, tmp_path, monkeypatch):
     text = ' = = the hall = = \n and all , the hall . \n'
     (tmp_path / 'w.txt').write_text(text, encoding='utf-8')
-    monkeypatch.setattr(score, 'BLOCK_SIZE', 8)
+    monkeypatch.setattr(documents, 'BLOCK_SIZE', 8)
     result = score_json(capsys, tiny_model, tmp_path / 'w.txt', detokenizer='wikitext',
                         per_token=str(tmp_path / 'w.jsonl'))
     assert decode(tiny_model, per_token_lines(tmp_path / 'w.jsonl')[0]['ids']) == '== the hall ==\nand all, the hall.\n'
@@ -166,3 +172,27 @@ def test_the_script_from_the_command_line(tiny_model, good):
               '--stride=abc')
     assert bad.returncode == 2
     assert_clean_error(bad, '--stride')
+
+
+def test_ctrl_c_while_scoring_leaves_no_per_token_file(tiny_model, tmp_path):
+    """Ctrl-C ends score.py at once (runtime.setup_process), and first removes the --per_token file it was
+    writing: neither it nor its partial file is left."""
+    (tmp_path / 'long.txt').write_text('the hall and all ' * 20000, encoding='utf-8')
+    out = tmp_path / 'tokens.jsonl'
+    # Stride 1 and one window a run: minutes of work, so it is surely interrupted in the middle.
+    proc = subprocess.Popen([sys.executable, 'src/score.py', str(tmp_path / 'long.txt'), '--stride=1',
+                             '--batch_size=1', f'--per_token={out}', f'--models_dir={tiny_model.models_dir}',
+                             f'--model_name={tiny_model.name}'], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while not list(tmp_path.glob('tokens.jsonl*')) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert list(tmp_path.glob('tokens.jsonl*')), 'score.py never started writing'
+        time.sleep(1)  # the model loads and the scoring starts
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT, proc.stderr.read().decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['long.txt']

@@ -1,11 +1,9 @@
 """The scoring windows and log-probabilities, against the NumPy reference GPT-2 on the tiny model."""
-import math
-
 import numpy as np
 import pytest
 
 import support
-import reference
+from support import brute_force, reference_logprobs
 
 tf = support.tf
 import model  # noqa: E402
@@ -23,31 +21,6 @@ def scorer(tiny_model):
         support.restore(sess, tiny_model)
     yield s
     sess.close()
-
-
-def reference_logprobs(tiny_model, tokens):
-    """tokens [L + 1] -> log p(tokens[i + 1] | tokens[:i + 1]) [L] by the NumPy reference (on the L inputs)."""
-    z = reference.logits(tiny_model.params, tiny_model.hparams, np.asarray(tokens[:-1]))
-    z = z - z.max(axis=-1, keepdims=True)
-    log_probs = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    return log_probs[np.arange(len(tokens) - 1), tokens[1:]]
-
-
-def brute_force(tiny_model, document, stride):
-    """Each token x_i of the document (x_0 = <|endoftext|>) with the context the rule gives it, by its own
-    arithmetic: x_i for i <= n_ctx is scored by the first window, from x_0; a later one by window
-    j = ceil((i - n_ctx) / stride), which ends at e = min(n_ctx + j * stride, N) and starts at e - n_ctx."""
-    seq = [tiny_model.endoftext] + list(document)
-    n = len(document)
-    out = []
-    for i in range(1, n + 1):
-        if i <= N_CTX:
-            low = 0
-        else:
-            end = min(N_CTX + math.ceil((i - N_CTX) / stride) * stride, n)
-            low = end - N_CTX
-        out.append(reference_logprobs(tiny_model, seq[low:i + 1])[-1])
-    return np.array(out)
 
 
 def document(length, seed=0, vocab=268):

@@ -389,3 +389,24 @@ def test_an_existing_out_folder_is_kept_unless_overwrite(converted, hf_folder, r
 def test_a_step_the_run_has_not_is_refused(run_folder, tmp_path, capsys, step, code, word):
     assert call(convert.weights, run_folder, tmp_path / 'out', step=step) == code
     assert_refused(capsys, tmp_path, word)
+
+
+def test_a_tokenizer_with_ids_past_the_embeddings_is_refused(tiny_model, tmp_path, capsys):
+    n_vocab = tiny_model.hparams['n_vocab'] - 1  # <|endoftext|>, the last id, has no embedding
+    source = write_hf_folder(tmp_path / 'hf', tiny_model, config=gpt2_config(tiny_model.hparams, vocab_size=n_vocab))
+    assert call(convert.from_hf, source, tmp_path / 'out') == 1
+    assert_refused(capsys, tmp_path, f'ids up to {n_vocab}', f'only {n_vocab} embeddings')
+
+
+def test_a_relative_out_folder_is_written_in_the_working_directory(tiny_model, tmp_path):
+    """OUT_FOLDER is taken from where the user stands, as any command-line tool takes it, never from the
+    repository, even when the script is run from elsewhere."""
+    work = tmp_path / 'work'
+    work.mkdir()
+    name = f'converted-{tmp_path.name}'
+    done = subprocess.run([sys.executable, str(REPO / 'src' / 'convert.py'), 'weights', str(tiny_model.dir), name],
+                          capture_output=True, text=True, timeout=120, cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (work / name).iterdir()) == sorted(checkpoint.MODEL_FILES)
+    assert not (REPO / name).exists() and not (REPO / 'src' / name).exists()
+    assert released_weights(work / name).keys() == tiny_model.params.keys()

@@ -10,6 +10,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 import export
+from gpt2.interop import saved_model
 import reference
 import sample
 from support import restore
@@ -136,7 +137,7 @@ def test_the_export_holds_one_signature_and_only_portable_ops(exported):
     saved = saved_model_pb2.SavedModel()
     saved.ParseFromString((exported / 'saved_model.pb').read_bytes())
     (graph,) = saved.meta_graphs
-    signature = graph.signature_def[export.SIGNATURE]
+    signature = graph.signature_def[saved_model.SIGNATURE]
     assert {k: v.dtype for k, v in signature.inputs.items()} == {
         'prompt': tf.int32.as_datatype_enum, 'length': tf.int32.as_datatype_enum,
         'temperature': tf.float32.as_datatype_enum, 'top_k': tf.int32.as_datatype_enum,

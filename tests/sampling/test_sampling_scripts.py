@@ -1,5 +1,6 @@
 """Both sampling scripts end to end, as subprocesses on the tiny model, as a user runs them."""
 import importlib
+import json
 import os
 import pty
 import re
@@ -192,6 +193,11 @@ def break_vocab_missing(m):
     (m.dir / 'vocab.bpe').unlink()
 
 
+def break_vocabulary_size(m):
+    """A token past the model's embeddings, as in another model's encoder.json."""
+    (m.dir / 'encoder.json').write_text(json.dumps({**m.vocab, 'Ġzz': len(m.vocab)}), encoding='utf-8')
+
+
 @pytest.mark.parametrize('damage, words', [
     (break_missing_file, ['model.ckpt.index', 'download_model.py']),
     (break_interrupted_download, ['interrupted', 'download_model.py']),
@@ -201,6 +207,7 @@ def break_vocab_missing(m):
     (break_encoder_missing, ['encoder.json']),
     (break_encoder_json, ['encoder.json']),
     (break_vocab_missing, ['vocab.bpe']),
+    (break_vocabulary_size, ['encoder.json', f'ids up to {len(support.tiny_vocabulary())}', 'embeddings']),
 ])
 @pytest.mark.parametrize('script', [UNCONDITIONAL, INTERACTIVE])
 def test_broken_model_folder_gives_one_line_and_changes_nothing(model_copy, capsys, damage, words, script):

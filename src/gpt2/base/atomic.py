@@ -71,11 +71,8 @@ def existing_folder(name, value):
 
 
 def out_path(value):
+    """The folder to write: a relative path is taken from the working directory, as any command-line tool takes
+    it, never from the repository (checkpoint.resolve_models_dir's fallback is for finding existing models)."""
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise flags.UsageError(f'OUT_FOLDER must be a path, got {value!r}')
     return Path(value).expanduser()
-
-
-def check_overwrite(overwrite):
-    if not isinstance(overwrite, bool):
-        raise flags.UsageError(f'--overwrite takes no value (or true/false), got {overwrite!r}')

@@ -229,6 +229,16 @@ def check_model_dir(model_dir, model_name=None, prefix=None):
     return hparams
 
 
+def check_vocabulary_fits(ids, n_vocab, source, hint=None):
+    """Every id of a tokenizer (ids: its values) must have an embedding, 0 <= id < n_vocab: a tokenizer of another
+    model would otherwise fail at its first id past the table, deep inside TensorFlow. source names the tokenizer
+    in the message; hint, what to do, is added after it."""
+    ids = list(ids)
+    if max(ids) >= n_vocab or min(ids) < 0:
+        raise ModelError(f'{source}: the tokenizer has ids up to {max(ids)}, the model only {n_vocab} embeddings'
+                         + (f'; {hint}' if hint else ''))
+
+
 def check_checkpoint_index(model_dir, hparams, model_name, checkpoint_name=CHECKPOINT_PREFIX):
     """The index of the checkpoint checkpoint_name in model_dir must list the expected variables (a training
     run's also has the optimizer's) with hparams' shapes, and the weights file must be as long as the index

@@ -98,6 +98,14 @@ def number(name, value, low, high, *, low_open=False, what=None):
     return float(value)
 
 
+def switch(name, value):
+    """value must be True or False: a flag that takes no value (--overwrite), or is given true/false. fire hands
+    over whatever followed the flag, e.g. --overwrite 3 gives the number 3."""
+    if not isinstance(value, bool):
+        raise UsageError(f'--{name} takes no value (or true/false), got {value!r}')
+    return value
+
+
 def folder_name(name, value):
     """value must name one folder (e.g. --model_name 124M), not a path."""
     if not isinstance(value, str) or not value or os.sep in value:

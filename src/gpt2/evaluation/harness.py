@@ -51,9 +51,7 @@ class HarnessModel(TemplateLM):
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.sess = tf.Session(config=scoring.session_config())
-            restored = loading.start_restore(self.sess, model_dir, self.hparams)
-            self.scorer = scoring.Scorer(self.sess, self.hparams)
-            restored()
+            self.scorer = scoring.restored_scorer(self.sess, model_dir, self.hparams)
         self.generators = {}  # max_gen_toks -> (context placeholder, output tokens)
 
     @classmethod

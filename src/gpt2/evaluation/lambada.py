@@ -116,3 +116,20 @@ def figures(correct, logprobs):
     stddev = math.sqrt(sum((c - accuracy) ** 2 for c in correct) / (n - 1)) if n > 1 else float('nan')
     return {'examples': n, 'accuracy': accuracy, 'accuracy_stderr': stddev / math.sqrt(n),
             'perplexity': math.exp(-sum(logprobs) / n)}
+
+
+def evaluate_model(model_dir, hparams, enc, texts, *, batch_size=None, last_token=False, stop_words=False):
+    """evaluate() with the model of model_dir (loading.load_model's), in a session of its own. batch_size None:
+    scoring.default_batch_size."""
+    with scoring.scorer_session(model_dir, hparams) as scorer:
+        return evaluate(scorer.score, enc, texts, n_ctx=hparams.n_ctx, n_vocab=hparams.n_vocab,
+                        batch_size=batch_size or scoring.default_batch_size(hparams), last_token=last_token,
+                        stop_words=stop_words)
+
+
+def report(result, *, as_json):
+    """evaluate()'s figures as one line of text, or as JSON (--json)."""
+    if as_json:
+        return json.dumps(result)
+    return (f"{result['examples']} examples: accuracy {result['accuracy']:.4f} ± {result['accuracy_stderr']:.4f}, "
+            f"perplexity {result['perplexity']:.2f}")

@@ -16,6 +16,8 @@ A window is written (tokens, k): tokens [L + 1] are its input (all but the last)
 first), and it scores the last k targets. The model's logits are reduced to the targets' log-probabilities inside
 the graph: a window of 1024 positions has 200 MB of logits at the 124M model's vocabulary, and 4 KB of results.
 """
+import contextlib
+
 import numpy as np
 import tensorflow.compat.v1 as tf
 
@@ -161,6 +163,22 @@ class Scorer:
             results.append((part[0].astype(np.float64), *part[1:]))
             start += k
         return results
+
+
+def restored_scorer(sess, model_dir, hparams):
+    """A Scorer in sess, with model_dir's weights restored: the restore (loading.start_restore) runs while the
+    scoring graph is built."""
+    restored = loading.start_restore(sess, model_dir, hparams)
+    scorer = Scorer(sess, hparams)
+    restored()
+    return scorer
+
+
+@contextlib.contextmanager
+def scorer_session(model_dir, hparams):
+    """Yield a restored Scorer in a graph and session of its own, closed when the block ends."""
+    with tf.Graph().as_default(), tf.Session(config=session_config()) as sess:
+        yield restored_scorer(sess, model_dir, hparams)
 
 
 def score_windows(score, windows, batch_size, **options):
