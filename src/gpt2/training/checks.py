@@ -50,8 +50,7 @@ def check_sampling_flags(config):
 def check_switches(config, *names):
     """Flags that take no value (true/false)."""
     for name in names:
-        if not isinstance(getattr(config, name), bool):
-            raise flags.UsageError(f'--{name} takes no value (or true/false), got {getattr(config, name)!r}')
+        flags.switch(name, getattr(config, name))
 
 
 def check_validation_flags(config):
