@@ -45,26 +45,6 @@ FLAGS = dict(
 )
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Folders
-# ---------------------------------------------------------------------------------------------------------------
-
-def chosen_checkpoint(folder, step):
-    """-> (the checkpoint's file name prefix, hparams dict), after checking the folder: its current checkpoint, or
-    the run's model-STEP."""
-    if step is None:
-        return checkpoint.current_checkpoint(folder), checkpoint.check_model_dir(folder)
-    flags.whole_number('step', step, 0)
-    name = checkpoint.checkpoint_name(step)
-    kept = checkpoint.run_checkpoints(folder)
-    if name not in kept:
-        listed = ', '.join(n.removeprefix('model-') for n in kept) or 'none'
-        raise checkpoint.ModelError(f'{folder} has no checkpoint of step {step} (its steps: {listed})')
-    hparams = checkpoint.read_hparams(folder)
-    checkpoint.check_checkpoint_index(folder, hparams, folder.name, name)
-    return name, hparams
-
-
 def done(out, what):
     print(f'Wrote {out}: {what}')
 
@@ -91,7 +71,7 @@ def to_hf(model_folder, out_folder, step=None, overwrite=False):
     source = atomic.existing_folder('model_folder', model_folder)
     out = atomic.out_path(out_folder)
     flags.switch('overwrite', overwrite)
-    name, hparams = chosen_checkpoint(source, step)
+    name, hparams = conversions.chosen_checkpoint(source, step)
     conversions.to_hf(source, name, hparams, out, overwrite)
     done(out, f'the weights of {source / name}; load it with transformers.GPT2LMHeadModel.from_pretrained')
 
@@ -102,7 +82,7 @@ def weights(run_folder, out_folder, step=None, overwrite=False):
     source = atomic.existing_folder('run_folder', run_folder)
     out = atomic.out_path(out_folder)
     flags.switch('overwrite', overwrite)
-    name, hparams = chosen_checkpoint(source, step)
+    name, hparams = conversions.chosen_checkpoint(source, step)
     conversions.weights_only(source, name, hparams, out, overwrite)
     done(out, f'the weights of {source / name}')
 

@@ -19,7 +19,24 @@ import model
 from gpt2 import loading
 from gpt2.base import atomic
 from gpt2.base import checkpoint
+from gpt2.base import flags
 from gpt2.interop import hf
+
+
+def chosen_checkpoint(folder, step):
+    """-> (the checkpoint's file name prefix, hparams dict), after checking the folder: its current checkpoint, or
+    the run's model-STEP."""
+    if step is None:
+        return checkpoint.current_checkpoint(folder), checkpoint.check_model_dir(folder)
+    flags.whole_number('step', step, 0)
+    name = checkpoint.checkpoint_name(step)
+    kept = checkpoint.run_checkpoints(folder)
+    if name not in kept:
+        listed = ', '.join(n.removeprefix('model-') for n in kept) or 'none'
+        raise checkpoint.ModelError(f'{folder} has no checkpoint of step {step} (its steps: {listed})')
+    hparams = checkpoint.read_hparams(folder)
+    checkpoint.check_checkpoint_index(folder, hparams, folder.name, name)
+    return name, hparams
 
 
 def read_weights(prefix, hparams):
