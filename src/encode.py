@@ -147,4 +147,4 @@ class LimitedReader:
 
 
 if __name__ == '__main__':
-    fire.Fire(encode)
+    fire.Fire(encode, command=flags.check_argv(encode))

@@ -338,4 +338,4 @@ def print_figures(totals, *, as_json):
 
 if __name__ == '__main__':
     runtime.setup_process()
-    fire.Fire(score)
+    fire.Fire(score, command=flags.check_argv(score))
