@@ -227,8 +227,10 @@ def key(arg):
 
 
 def suggestion(typed, names, prefix='--'):
-    """'; did you mean --NAME?' for the real name nearest to a mistyped one, or '' if none is near."""
-    nearest = difflib.get_close_matches(typed, list(names), n=1, cutoff=0.6)
+    """'; did you mean --NAME?' for the real name nearest to a mistyped one, or '' if none is near. A name cut
+    short (--batch) means the one name it begins (--batch_size): fire takes no abbreviations but -x."""
+    starting = [name for name in names if name.startswith(typed)]
+    nearest = starting if len(starting) == 1 else difflib.get_close_matches(typed, list(names), n=1, cutoff=0.6)
     return f'; did you mean {prefix}{nearest[0]}?' if nearest else ''
 
 
