@@ -82,18 +82,18 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens (an int, or a scalar
     int tensor fed per run).
 
-    Give exactly one of start_token (an unconditional sample starts from it) or context [batch, context_len].
-    A context of one row with batch_size above 1 is one prompt for every row: the prompt goes through the model
-    once, and the rows share its cache (see gpt2/sampling/decoding.py, "A shared prefix"), which is faster than
-    repeating it. temperature 0 is greedy decoding. With stop_token, the loop ends early once every row has produced it, and
+    Give exactly one of start_token (an unconditional sample starts from it) or context [batch, context_len]. A
+    context of one row with batch_size above 1 is one prompt for every row: the prompt goes through the model once,
+    and the rows share its cache (see gpt2/sampling/decoding.py, "A shared prefix"), which is faster than repeating
+    it. temperature 0 is greedy decoding. With stop_token, the loop ends early once every row has produced it, and
     the result is shorter. on_token(tokens), if given, is called with each step's new tokens (a [batch] array) as
     they are drawn.
 
-    frozen_weights=True promises that the model's variables keep their values for the rest of the session (as in
-    the sampling scripts, which restore once). On a CPU at a batch size above 1 that lets the matrix products keep
-    the weights in oneDNN's layout between steps, for one more copy of the weights in memory (see
-    gpt2/sampling/cpu_matmul.py, "Packed"). Leave it False when the weights change between runs, as when sampling while training: the packed
-    copy would go on using the first values.
+    frozen_weights=True promises that the model's variables keep their values for the rest of the session (as in the
+    sampling scripts, which restore once). On a CPU at a batch size above 1 that lets the matrix products keep the
+    weights in oneDNN's layout between steps, for one more copy of the weights in memory (see
+    gpt2/sampling/cpu_matmul.py, "Packed"). Leave it False when the weights change between runs, as when sampling
+    while training: the packed copy would go on using the first values.
 
     device: the device the sampling graph is built for; None: '/GPU:0' when TensorFlow lists a GPU, else
     '/CPU:0'. Run the graph in a session with soft placement (session_config()).
@@ -367,9 +367,9 @@ def session_config():
     Ops that a GPU has no kernel for run on the host (soft placement), and TensorFlow takes GPU memory as it needs
     it rather than all at once. On a CPU, each op gets cores / cpu_matmul.CPU_SPLITS threads, so that the split
     products running side by side use every core once (see gpt2/sampling/cpu_matmul.py): TensorFlow's default
-    decodes slower at batch 1. Grappler, TensorFlow's graph optimizer, makes one pass instead of two: the first token comes sooner
-    and decoding is as fast within the noise (bench/bench_sample.py). Turning grappler off altogether starts
-    sooner still but decodes slower and peaks higher.
+    decodes slower at batch 1. Grappler, TensorFlow's graph optimizer, makes one pass instead of two: the first
+    token comes sooner and decoding is as fast within the noise (bench/bench_sample.py). Turning grappler off
+    altogether starts sooner still but decodes slower and peaks higher.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
     config = tf.ConfigProto(intra_op_parallelism_threads=max(1, cores // cpu_matmul.CPU_SPLITS),

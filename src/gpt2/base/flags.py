@@ -193,6 +193,8 @@ def check_flags(params, args, *, lenient=False):
     if not lenient:
         check_values(params, bound, values)
     return wants_help
+
+
 def flag_name(arg, names, alone):
     """The parameter that fire binds the flag arg to, or None. alone: no value follows (--name alone or --noname
     is a boolean)."""
@@ -284,12 +286,13 @@ def static_target(node, statements):
         return dict(zip(keys, values)) if ok else None
     if not isinstance(node, ast.Name):
         return None
-    for statement in reversed(statements):
+    for at in reversed(range(len(statements))):  # the last definition of the name
+        statement = statements[at]
         if isinstance(statement, ast.FunctionDef) and statement.name == node.id:
             return ast_parameters(statement.args)
         if (isinstance(statement, ast.Assign) and len(statement.targets) == 1
                 and getattr(statement.targets[0], 'id', None) == node.id):
-            return static_target(statement.value, statements)
+            return static_target(statement.value, statements[:at])  # its value names what came before
     return None
 
 
