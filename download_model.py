@@ -237,4 +237,5 @@ def check_encoder(path):
 
 
 if __name__ == '__main__':
-    fire.Fire(main)
+    from gpt2.base import flags  # refuses a misspelled flag before any request
+    fire.Fire(main, command=flags.check_argv(main))

@@ -100,4 +100,5 @@ def main():
 
 
 if __name__ == '__main__':
+    sys.argv[1:] = flags.check_argv(COMMANDS)  # main() hands sys.argv to fire
     main()

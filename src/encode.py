@@ -74,4 +74,4 @@ def check_out(out):
 
 
 if __name__ == '__main__':
-    fire.Fire(encode)
+    fire.Fire(encode, command=flags.check_argv(encode))

@@ -75,4 +75,5 @@ def run_harness(tasks=None, model_name='124M', models_dir='models', limit=None, 
 
 if __name__ == '__main__':
     runtime.setup_process()
-    fire.Fire({'lambada': run_lambada, 'harness': run_harness})
+    commands = {'lambada': run_lambada, 'harness': run_harness}
+    fire.Fire(commands, command=flags.check_argv(commands))

@@ -73,4 +73,5 @@ def main():
 
 
 if __name__ == '__main__':
+    sys.argv[1:] = flags.check_argv(export_main)  # main() hands sys.argv to fire
     main()

@@ -55,4 +55,4 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
 
 if __name__ == '__main__':
     runtime.setup_process()
-    fire.Fire(sample_model, command=rules.gather_repeated(sys.argv[1:], 'stop'))
+    fire.Fire(sample_model, command=flags.check_argv(sample_model, rules.gather_repeated(sys.argv[1:], 'stop')))

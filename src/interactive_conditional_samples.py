@@ -85,4 +85,4 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
 
 if __name__ == '__main__':
     runtime.setup_process()
-    fire.Fire(interact_model, command=rules.gather_repeated(sys.argv[1:], 'stop'))
+    fire.Fire(interact_model, command=flags.check_argv(interact_model, rules.gather_repeated(sys.argv[1:], 'stop')))

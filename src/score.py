@@ -63,4 +63,4 @@ def score(*files, model_name='124M', models_dir='models', documents='file', stri
 
 if __name__ == '__main__':
     runtime.setup_process()
-    fire.Fire(score)
+    fire.Fire(score, command=flags.check_argv(score))

@@ -97,4 +97,4 @@ def train_main(dataset=None, model_name='124M', models_dir='models', combine=500
 
 if __name__ == '__main__':
     runtime.setup_process()
-    fire.Fire(train_main)
+    fire.Fire(train_main, command=flags.check_argv(train_main))

@@ -165,6 +165,27 @@ def tiny_flags(tiny_model, **flags):
     return [f'--{k}={v}' for k, v in flags.items()]
 
 
+# Runs a script as `python SCRIPT ARGS` does (its folder first on sys.path, as __main__), then prints whether
+# TensorFlow was loaded: a misspelled flag must be refused before it is.
+RUN_AND_REPORT_TENSORFLOW = '''
+import runpy, sys
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+sys.path.insert(0, script.rsplit('/', 1)[0])
+try:
+    runpy.run_path(script, run_name='__main__')
+finally:
+    print('tensorflow loaded' if 'tensorflow' in sys.modules else 'tensorflow not loaded')
+'''
+
+
+def run_reporting_tensorflow(path, *args, cwd, stdin=''):
+    """A script at path run with args in cwd -> the finished process (text), its stdout ending with whether
+    TensorFlow was loaded."""
+    return subprocess.run([sys.executable, '-c', RUN_AND_REPORT_TENSORFLOW, str(path), *args], cwd=cwd,
+                          input=stdin, capture_output=True, text=True, timeout=120)
+
+
 def run_script(script, *args, stdin=b'', cwd=REPO, env=None, from_src=False):
     path = f'src/{script}' if not from_src else script
     env = {**os.environ, 'PYTHONIOENCODING': 'utf-8', **(env or {})}

@@ -247,6 +247,19 @@ def test_unknown_name_exits_2_listing_valid_names_and_creates_nothing(storage, t
     assert storage.log == []
 
 
+@pytest.mark.parametrize('args, line', [
+    (['124M', '--model_dir', 'elsewhere'], 'error: unknown flag --model_dir; did you mean --models_dir?'),
+    (['124M', 'extra'], "error: unexpected argument 'extra'"),
+])
+def test_a_misspelled_flag_or_extra_value_is_refused_before_any_request(storage, tmp_path, args, line):
+    """fire would download into the default folder first, then complain about what it could not bind."""
+    models_dir = tmp_path / 'models'
+    result = run(storage, models_dir, *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(line) and len(result.stderr.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == [] and storage.log == []
+
+
 def test_hparams_not_matching_the_checkpoint_is_reported(storage, tmp_path):
     storage.files['hparams.json'] = json.dumps(dict(json.loads(storage.files['hparams.json']), n_embd=8)).encode()
     result = run(storage, tmp_path, '124M')

@@ -442,6 +442,41 @@ def test_empty_stop_string_is_a_flag_error(tiny_model, capsys):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Misspelled flags: refused at once, not sampled with the defaults
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('script', [UNCONDITIONAL, INTERACTIVE])
+@pytest.mark.parametrize('more', [[], ['--nsamples', '1']])
+def test_a_misspelled_flag_is_one_line_exit_2_before_tensorflow_loads(tmp_path, script, more):
+    """--lenght 5 used to sample 1,024-token texts forever (fire binds what it can, complains after); with
+    --nsamples 1 fire's usage text came after the samples. The flag is refused before TensorFlow loads."""
+    done = support.run_reporting_tensorflow(REPO / 'src' / script, '--lenght', '5', *more, cwd=tmp_path,
+                                            stdin='a prompt\n')
+    assert (done.returncode, done.stdout) == (2, 'tensorflow not loaded\n')
+    assert done.stderr == 'error: unknown flag --lenght; did you mean --length?\n'
+    plain = subprocess.run([sys.executable, str(REPO / 'src' / script), '--temprature=0.5', '--top-k', '3'],
+                           input='a prompt\n', cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (plain.returncode, plain.stdout) == (2, '')
+    assert plain.stderr == 'error: unknown flag --temprature; did you mean --temperature?\n'
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stop_string_that_looks_like_a_flag_is_still_a_stop_string(tiny_model):
+    """--stop takes the next argument whatever it looks like (rules.gather_repeated); the check before
+    TensorFlow loads leaves it alone, the one after reads it as gathered."""
+    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=1, length=3, top_k=1), '--stop', '-Q')
+    assert done.returncode == 0 and done.err == '', done.err
+    assert sample_numbers(done.out) == [1]
+
+
+@pytest.mark.parametrize('script', [UNCONDITIONAL, INTERACTIVE])
+def test_help_after_other_flags_is_the_manual_not_a_run(tiny_model, script):
+    done = run(script, *tiny_flags(tiny_model, nsamples=1, length=3), '--help', stdin=b'a prompt\n')
+    assert done.returncode == 0
+    assert '--length' in done.out + done.err and 'SAMPLE' not in done.out
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Penalties
 # ---------------------------------------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import dataclasses
 
 import tensorflow.compat.v1 as tf
 
-# Logit of a token ruled out, as sample.MASKED: exp(-1e10 - max) is exactly 0 in float32.
+# Logit of a token ruled out, as filters.MASKED: exp(-1e10 - max) is exactly 0 in float32.
 BANNED = -1e10
 # history's entry for no token (left padding, or a step not yet taken).
 NO_TOKEN = -1
