@@ -9,11 +9,12 @@ from pathlib import Path
 
 import fire
 
-from gpt2.base import runtime
+from gpt2.base import flags, runtime
 
+if __name__ == '__main__':
+    flags.check_script_early(__file__)  # a misspelled flag is refused before TensorFlow's seconds of loading
 tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
 from gpt2 import loading  # noqa: E402
-from gpt2.base import flags  # noqa: E402
 from gpt2.evaluation import harness_tasks  # noqa: E402
 from gpt2.evaluation import lambada  # noqa: E402
 

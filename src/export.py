@@ -21,13 +21,14 @@ import sys
 
 import fire
 
-from gpt2.base import runtime
+from gpt2.base import flags, runtime
 
+if __name__ == '__main__':
+    flags.check_script_early(__file__)  # a misspelled flag is refused before TensorFlow's seconds of loading
 tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
 import model  # noqa: E402
 from gpt2.base import atomic  # noqa: E402
 from gpt2.base import checkpoint  # noqa: E402
-from gpt2.base import flags  # noqa: E402
 from gpt2.interop import saved_model  # noqa: E402
 
 if __name__ == '__main__':

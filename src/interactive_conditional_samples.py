@@ -6,12 +6,13 @@ import sys
 import fire
 import numpy as np
 
-from gpt2.base import runtime
+from gpt2.base import flags, runtime
 
+if __name__ == '__main__':
+    flags.check_script_early(__file__)  # a misspelled flag is refused before TensorFlow's seconds of loading
 tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
 import sample  # noqa: E402
 from gpt2 import loading  # noqa: E402
-from gpt2.base import flags  # noqa: E402
 from gpt2.base.checkpoint import ENDOFTEXT  # noqa: E402
 from gpt2.sampling import printing  # noqa: E402
 from gpt2.sampling import prompts as prompts_lib  # noqa: E402

@@ -6,11 +6,12 @@ figures: gpt2/evaluation/figures.py; --per_token: gpt2/evaluation/per_token.py.
 """
 import fire
 
-from gpt2.base import runtime
+from gpt2.base import flags, runtime
 
+if __name__ == '__main__':
+    flags.check_script_early(__file__)  # a misspelled flag is refused before TensorFlow's seconds of loading
 tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
 from gpt2 import loading  # noqa: E402
-from gpt2.base import flags  # noqa: E402
 from gpt2.evaluation import detokenize  # noqa: E402
 from gpt2.evaluation import documents as documents_lib  # noqa: E402
 from gpt2.evaluation import figures  # noqa: E402

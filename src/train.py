@@ -7,10 +7,11 @@ from (start.py), the training graph (graph.py, losses.py), the run folder (run_f
 """
 import fire
 
-from gpt2.base import runtime
+from gpt2.base import flags, runtime
 
+if __name__ == '__main__':
+    flags.check_script_early(__file__)  # a misspelled flag is refused before TensorFlow's seconds of loading
 tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
-from gpt2.base import flags  # noqa: E402
 from gpt2.training import checks  # noqa: E402
 from gpt2.training import config  # noqa: E402
 from gpt2.training import trainer  # noqa: E402

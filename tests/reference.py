@@ -66,3 +66,39 @@ def next_token_losses(p, hparams, tokens):
 def loss(p, hparams, rows):
     """rows: token sequences, of any lengths -> the mean cross-entropy over all their next-token targets."""
     return np.concatenate([next_token_losses(p, hparams, np.asarray(r)) for r in rows]).mean()
+
+
+def penalised(logits, sequence, *, repetition=1.0, presence=0.0, frequency=0.0, no_repeat_ngram=0):
+    """One row's logits [n_vocab] after the tokens of sequence, from the published definitions."""
+    logits = np.array(logits, np.float64)
+    for token in set(sequence):
+        if repetition != 1:  # CTRL, as transformers' RepetitionPenaltyLogitsProcessor
+            logits[token] = logits[token] / repetition if logits[token] > 0 else logits[token] * repetition
+    for token in set(sequence):  # OpenAI's API
+        logits[token] -= presence + frequency * sequence.count(token)
+    n = no_repeat_ngram
+    if n and len(sequence) >= n - 1:  # transformers' NoRepeatNGramLogitsProcessor
+        tail = tuple(sequence[len(sequence) - n + 1:]) if n > 1 else ()
+        for start in range(len(sequence) - n + 1):
+            if tuple(sequence[start:start + n - 1]) == tail:
+                logits[sequence[start + n - 1]] = -np.inf
+    return logits
+
+
+def penalised_greedy(p, hparams, prompt, length, **knobs):
+    """Extend prompt by length argmax tokens of the penalised logits (see penalised)."""
+    tokens = list(prompt)
+    for _ in range(length):
+        tokens.append(int(np.argmax(penalised(logits(p, hparams, np.array(tokens))[-1], tokens, **knobs))))
+    return tokens
+
+
+def sliding_greedy(p, hparams, prompt, length, keep):
+    """Greedy past the window, by hand: each token is predicted from the tokens before it, from `start` on; when
+    those are more than n_ctx, start moves so that the last `keep` remain."""
+    tokens, start = list(prompt), 0
+    for _ in range(length):
+        if len(tokens) - start > hparams['n_ctx']:
+            start = len(tokens) - keep
+        tokens.append(int(np.argmax(logits(p, hparams, np.array(tokens[start:]))[-1])))
+    return tokens

@@ -16,7 +16,6 @@ import importlib
 import importlib.util
 import inspect
 import re
-from pathlib import Path
 
 import pytest
 

@@ -1,5 +1,5 @@
-"""The layout's rules (docs/code.md), read from the source: which way imports run, and names that shadow
-nothing."""
+"""The layout's rules (docs/code.md), read from the source: which way imports run, names that shadow nothing,
+files and functions short enough to read."""
 import ast
 import importlib.machinery
 import sys
@@ -21,6 +21,8 @@ LAYERS = [
     {'gpt2.training', 'gpt2.evaluation', 'gpt2.interop'},
 ]
 FEATURES = {'gpt2.training', 'gpt2.evaluation', 'gpt2.interop'}
+MAX_FILE_LINES = 450
+MAX_FUNCTION_LINES = 80
 
 
 def unit(module):
@@ -76,3 +78,16 @@ def test_no_top_level_name_in_src_shadows_an_installed_package():
         spec = importlib.machinery.PathFinder.find_spec(name, outside)
         assert spec is None, f'src/{name} shadows the installed {spec.origin}'
 
+def source_files():
+    return sorted(p for folder in ('src', 'bench', 'tools') for p in (support.REPO / folder).rglob('*.py')) + \
+        [support.REPO / 'download_model.py']
+
+
+@pytest.mark.parametrize('path', source_files(), ids=lambda p: str(p.relative_to(support.REPO)))
+def test_files_and_functions_stay_short(path):
+    text = path.read_text()
+    assert len(text.splitlines()) <= MAX_FILE_LINES, f'{path} has {len(text.splitlines())} lines'
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            assert lines <= MAX_FUNCTION_LINES, f'{path}:{node.lineno} {node.name} has {lines} lines'

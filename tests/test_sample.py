@@ -433,26 +433,13 @@ def test_mixed_length_rows_draw_from_their_own_distribution(tiny_model):
 # Past the window
 # ---------------------------------------------------------------------------------------------------------------
 
-def numpy_sliding_greedy(tiny_model, prompt, length, keep):
-    """The rule, by hand: each token is predicted from the tokens before it, from `start` on; when those are
-    more than n_ctx, start moves so that the last `keep` remain."""
-    n_ctx = tiny_model.hparams['n_ctx']
-    tokens, start = list(prompt), 0
-    for _ in range(length):
-        if len(tokens) - start > n_ctx:
-            start = len(tokens) - keep
-        logits = reference.logits(tiny_model.params, tiny_model.hparams, np.array(tokens[start:]))[-1]
-        tokens.append(int(np.argmax(logits)))
-    return tokens
-
-
 @pytest.mark.parametrize('prompt, length, keep', [([3, 1, 4], 45, 16), ([7], 40, 31), ([2, 5], 34, 1),
                                                   (list(range(40)), 6, 20), ([6], 40, 32)])
 def test_past_the_window_follows_the_rule_computed_by_hand(tiny_model, prompt, length, keep):
     """Windows cut several times, to half, to all but one, to one token, a prompt longer than the window, and a
     window of n_ctx that moves on every step; at batch 2 from one prompt."""
     out = sample_tokens(tiny_model, [prompt], length=length, temperature=0, batch_size=2, context_keep=keep)
-    expected = numpy_sliding_greedy(tiny_model, prompt, length, keep)
+    expected = reference.sliding_greedy(tiny_model.params, tiny_model.hparams, prompt, length, keep)
     assert out.tolist() == [expected, expected]
 
 

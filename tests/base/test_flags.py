@@ -1,7 +1,6 @@
 """gpt2.base.flags.check_argv: a command line is refused, in one line and exit 2, exactly when fire would leave
 some of it over (and so run the job with defaults, complaining only afterwards); fire itself is the reference."""
 import sys
-import types
 
 import fire
 import pytest
@@ -185,14 +184,13 @@ if __name__ == '__main__':
 '''
 
 
-def run_early(tmp_path, monkeypatch, target, argv):
-    """check_script_early with a script that hands target to check_argv running as __main__ -> its exit code
+def run_early(tmp_path, target, argv):
+    """check_script_early with a script that hands target to check_argv -> its exit code
     (None: it let the script go on)."""
     path = tmp_path / 'script.py'
     path.write_text(SCRIPT % target)
-    monkeypatch.setitem(sys.modules, '__main__', types.SimpleNamespace(__file__=str(path)))
     try:
-        flags.check_script_early(argv)
+        flags.check_script_early(path, argv)
     except SystemExit as exit_info:
         return exit_info.code
     return None
@@ -207,17 +205,15 @@ def run_early(tmp_path, monkeypatch, target, argv):
     # what the source cannot tell is left to the check in __main__
     ('pick()', ['--stpes', '1'], None), ('{**COMMANDS}', ['to_hff'], None),
 ])
-def test_the_check_made_from_the_scripts_source(tmp_path, monkeypatch, capsys, target, argv, code):
-    assert run_early(tmp_path, monkeypatch, target, argv) == code
+def test_the_check_made_from_the_scripts_source(tmp_path, capsys, target, argv, code):
+    assert run_early(tmp_path, target, argv) == code
     err = capsys.readouterr().err
     assert (err.startswith('error: ') and len(err.splitlines()) == 1) if code else err == ''
 
 
-def test_no_check_without_a_script_that_asks_for_it(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, '__main__', types.SimpleNamespace())  # python -c, a notebook
-    flags.check_script_early(['--stpes'])
+def test_no_check_without_a_script_that_asks_for_it(tmp_path, capsys):
+    flags.check_script_early(tmp_path / 'missing.py', ['--stpes'])
     plain = tmp_path / 'plain.py'
     plain.write_text("if __name__ == '__main__':\n    print('hello')\n")
-    monkeypatch.setitem(sys.modules, '__main__', types.SimpleNamespace(__file__=str(plain)))
-    flags.check_script_early(['--stpes'])
+    flags.check_script_early(plain, ['--stpes'])
     assert capsys.readouterr() == ('', '')

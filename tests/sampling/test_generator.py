@@ -1,9 +1,7 @@
-import numpy as np
 import pytest
 
 from gpt2.sampling import generator
 import reference
-from test_sample import numpy_sliding_greedy
 from support import decode
 
 
@@ -57,7 +55,7 @@ def test_stop_strings_cut_text_and_tokens(gen, tiny_model):
 def test_past_the_window_slides_by_the_rule(gen, tiny_model):
     got = gen.generate('the', length=45, temperature=0, context_keep=10)
     p = ids(gen, 'the')
-    assert got.tokens == numpy_sliding_greedy(tiny_model, p, 45, 10)[len(p):]
+    assert got.tokens == reference.sliding_greedy(tiny_model.params, tiny_model.hparams, p, 45, 10)[len(p):]
 
 
 @pytest.mark.parametrize('kwargs', [{'stop': ''}, {'repetition_penalty': 0}, {'context_keep': 0}, {'length': 0},

@@ -8,27 +8,6 @@ import sample
 from support import restore
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The definitions, in NumPy
-# ---------------------------------------------------------------------------------------------------------------
-
-def numpy_penalised(logits, sequence, *, repetition=1.0, presence=0.0, frequency=0.0, no_repeat_ngram=0):
-    """One row's logits [n_vocab] after the tokens of sequence, from the published definitions."""
-    logits = np.array(logits, np.float64)
-    for token in set(sequence):
-        if repetition != 1:  # CTRL, as transformers' RepetitionPenaltyLogitsProcessor
-            logits[token] = logits[token] / repetition if logits[token] > 0 else logits[token] * repetition
-    for token in set(sequence):  # OpenAI's API
-        logits[token] -= presence + frequency * sequence.count(token)
-    n = no_repeat_ngram
-    if n and len(sequence) >= n - 1:  # transformers' NoRepeatNGramLogitsProcessor
-        tail = tuple(sequence[len(sequence) - n + 1:]) if n > 1 else ()
-        for start in range(len(sequence) - n + 1):
-            if tuple(sequence[start:start + n - 1]) == tail:
-                logits[sequence[start + n - 1]] = -np.inf
-    return logits
-
-
 def tf_penalised(logits, sequences, knobs, fed=False):
     """penalties.apply after penalties.start with sequences (the same length) as the context."""
     with tf.Graph().as_default(), tf.Session() as sess:
@@ -60,7 +39,7 @@ def test_each_penalty_follows_its_definition_on_known_logits(knobs, fed):
     sequences = [[1, 2, 3, 1, 2, 5, 1, 2], [4, 4, 4, 4, 4, 4, 4, 4], [0, 1, 2, 3, 4, 5, 6, 7]]
     got = tf_penalised(logits, sequences, knobs, fed)
     for row, seq in enumerate(sequences):
-        expected = numpy_penalised(logits[row], seq, **knobs)
+        expected = reference.penalised(logits[row], seq, **knobs)
         banned = np.isinf(expected)
         assert (got[row] <= penalties.BANNED).tolist() == banned.tolist()
         np.testing.assert_allclose(got[row][~banned], expected[~banned], rtol=1e-6, atol=1e-6)
@@ -76,14 +55,6 @@ def test_fed_penalties_that_are_off_change_nothing():
 # ---------------------------------------------------------------------------------------------------------------
 # Greedy samples under each penalty, against the NumPy model
 # ---------------------------------------------------------------------------------------------------------------
-
-def numpy_greedy(tiny_model, prompt, length, **knobs):
-    tokens = list(prompt)
-    for _ in range(length):
-        logits = reference.logits(tiny_model.params, tiny_model.hparams, np.array(tokens))[-1]
-        tokens.append(int(np.argmax(numpy_penalised(logits, tokens, **knobs))))
-    return tokens
-
 
 @pytest.mark.parametrize('knobs', [{'repetition': 1.5}, {'presence': 2.0, 'frequency': 1.0},
                                    {'no_repeat_ngram': 2}])
@@ -101,7 +72,7 @@ def test_greedy_under_each_penalty_equals_the_numpy_model(tiny_model, knobs):
         with tf.Session() as sess:
             restore(sess, tiny_model)
             got_own, got_shared = sess.run([own, shared])
-    expected = [numpy_greedy(tiny_model, p, 14, **knobs) for p in prompts]
+    expected = [reference.penalised_greedy(tiny_model.params, tiny_model.hparams, p, 14, **knobs) for p in prompts]
     assert got_own.tolist() == expected
     assert got_shared.tolist() == [expected[0]] * 2
     assert expected != [reference.greedy(tiny_model.params, tiny_model.hparams, p, 14) for p in prompts]
@@ -133,4 +104,4 @@ def test_penalties_skip_the_padding_of_shorter_prompts(tiny_model):
             restore(sess, tiny_model)
             got = sess.run(out)
     for row, prompt in enumerate(prompts):
-        assert got[row, 6 - len(prompt):].tolist() == numpy_greedy(tiny_model, prompt, 10, **knobs)
+        assert got[row, 6 - len(prompt):].tolist() == reference.penalised_greedy(tiny_model.params, tiny_model.hparams, prompt, 10, **knobs)

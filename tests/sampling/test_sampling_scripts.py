@@ -482,9 +482,8 @@ def test_help_after_other_flags_is_the_manual_not_a_run(tiny_model, script):
 
 def test_penalty_flags_give_the_numpy_penalised_greedy_text(tiny_model):
     """All four at once from the unconditional script, against the NumPy model and definitions."""
-    from test_penalties import numpy_greedy
     knobs = dict(repetition=1.3, presence=0.5, frequency=0.25, no_repeat_ngram=3)
-    tokens = numpy_greedy(tiny_model, [tiny_model.endoftext], 12, **knobs)[1:]
+    tokens = reference.penalised_greedy(tiny_model.params, tiny_model.hparams, [tiny_model.endoftext], 12, **knobs)[1:]
     done = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=1, length=12, temperature=0, repetition_penalty=1.3,
                                           presence_penalty=0.5, frequency_penalty=0.25, no_repeat_ngram_size=3))
     assert done.returncode == 0, done.err
@@ -562,9 +561,8 @@ def test_empty_prompt_file_is_a_flag_error(tiny_model, tmp_path, capsys, content
 
 @pytest.mark.parametrize('script, prompt', [(UNCONDITIONAL, None), (INTERACTIVE, ' the hello')])
 def test_length_past_the_window_follows_the_rule(tiny_model, script, prompt):
-    from test_sample import numpy_sliding_greedy
     start = [tiny_model.endoftext] if prompt is None else [258, ord(' '), 257, 263, ord('o')]
-    tokens = numpy_sliding_greedy(tiny_model, start, 40, 12)[len(start):]
+    tokens = reference.sliding_greedy(tiny_model.params, tiny_model.hparams, start, 40, 12)[len(start):]
     done = run(script, *tiny_flags(tiny_model, nsamples=1, length=40, temperature=0, context_keep=12),
                stdin=(prompt or '').encode() + b'\n')
     assert done.returncode == 0, done.err

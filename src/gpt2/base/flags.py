@@ -253,15 +253,13 @@ def suggestion(typed, names, prefix='--'):
 # and the parameters of the function (or dict of commands) handed to it. The check in __main__ stays the one
 # that decides: what this cannot read, it leaves to that.
 
-def check_script_early(argv=None):
-    """check_argv(...) of the running script's __main__ block, done from its source, before the script goes on:
-    an unknown flag or command ends the process with its one line and exit 2. Strict when the call reads the
-    command line as it is, lenient when it hands over a changed one (e.g. the sampling scripts' --stop list)."""
-    path = getattr(sys.modules.get('__main__'), '__file__', None)
-    if not path or not str(path).endswith('.py'):
-        return
+def check_script_early(script, argv=None):
+    """check_argv(...) of script's `__main__` block (script: the running script's __file__), made from its source
+    before the script loads TensorFlow, which takes seconds: an unknown flag or command ends the process with its
+    one line and exit 2 at once. Strict when the call reads the command line as it is, lenient when it hands over
+    a changed one (the sampling scripts' --stop list); what the source does not tell is left to that call."""
     try:
-        with open(path, encoding='utf-8') as file:
+        with open(script, encoding='utf-8') as file:
             tree = ast.parse(file.read())
     except (OSError, SyntaxError, ValueError):
         return

@@ -31,12 +31,7 @@ def import_tensorflow():
 
     TensorFlow imports Keras 3 as it loads (1.3 s of its 4 s on a 2-core machine), which nothing here uses.
     TF_USE_LEGACY_KERAS=1 points it at tf_keras instead: where that is not installed, it skips the import
-    (tf.keras is then unavailable in the process; TF_USE_LEGACY_KERAS=0 in the environment keeps it).
-
-    In a script, a misspelled flag is refused first, without those seconds (flags.check_script_early)."""
-    if 'tensorflow' not in sys.modules:
-        from gpt2.base import flags  # here: flags imports checkpoint, which imports this module
-        flags.check_script_early()
+    (tf.keras is then unavailable in the process; TF_USE_LEGACY_KERAS=0 in the environment keeps it)."""
     if 'tensorflow' not in sys.modules and importlib.util.find_spec('tf_keras') is None:
         os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
     if 'tensorflow' in sys.modules or os.environ.get('TF_CPP_MIN_LOG_LEVEL') == '0':

@@ -21,7 +21,6 @@ import sample
 from gpt2 import loading
 from gpt2.base import checkpoint
 from gpt2.base import flags
-from gpt2.base import runtime
 from gpt2.sampling import penalties as penalties_lib
 from gpt2.sampling import rules
 from gpt2.sampling import stops as stops_lib
