@@ -70,9 +70,9 @@ def test_counts_and_derived_figures_by_hand(capsys, tiny_model, tmp_path):
 def test_documents_at_endoftext_and_lines_each_start_after_endoftext(capsys, tiny_model, tmp_path):
     (tmp_path / 'e.txt').write_text('the hall<|endoftext|>and all<|endoftext|>', encoding='utf-8')
     (tmp_path / 'l.txt').write_text('the hall\r\n\nand all\n', encoding='utf-8')
-    for name, documents in (('e.txt', 'endoftext'), ('l.txt', 'lines')):
+    for name, how in (('e.txt', 'endoftext'), ('l.txt', 'lines')):
         out = tmp_path / f'{name}.jsonl'
-        result = score_json(capsys, tiny_model, tmp_path / name, documents=documents, per_token=str(out))
+        result = score_json(capsys, tiny_model, tmp_path / name, documents=how, per_token=str(out))
         lines = per_token_lines(out)
         assert [decode(tiny_model, d['ids']) for d in lines] == ['the hall', 'and all']
         assert [d['document'] for d in lines] == [0, 1]
