@@ -1,6 +1,6 @@
 """The documentation holds together: the README stays short, every relative link in README.md and docs/*.md
 leads somewhere (a file, and a heading of it for an #anchor, by GitHub's rule for heading anchors), and every
-table of a script's flags lists exactly the flags of the script's main function.
+table of a script's flags lists exactly the flags of the script's main function, which --help lists too.
 
 A flag table is marked by a comment just above it, naming the script's module and main function:
 
@@ -17,6 +17,7 @@ import importlib.util
 import inspect
 import re
 
+import fire
 import pytest
 
 from support import REPO
@@ -222,6 +223,21 @@ def test_a_flag_table_lists_exactly_the_scripts_flags(main):
     actual = script_flags(main)
     assert flags == actual, (f'{where}: the table of {main} lacks {sorted(actual - flags)} and lists '
                              f'{sorted(flags - actual)}, which the script does not take')
+
+
+@pytest.mark.parametrize('main', sorted(SCRIPT_MAINS))
+def test_help_is_the_manual_with_every_flag(main, capsys):
+    """fire's --help of each main function, as the script hands it over: every flag, each with its help line."""
+    module_name, function_name = main.split('.')
+    function = getattr(script_module(module_name), function_name)
+    with pytest.raises(SystemExit) as exit_info:
+        fire.Fire(function, command=['--help'], name=module_name)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().err  # fire writes its help to stderr
+    assert (function.__doc__ or '').strip(), f'{main} has no help text'
+    for flag in script_flags(main):
+        assert f'--{flag}' in out or flag.upper() in out, f'{main} --help does not list {flag}'
+        assert re.search(rf'^\s+{flag}: \S', function.__doc__, re.M), f'{main} has no help line for {flag}'
 
 
 # The checks themselves, on known answers.
