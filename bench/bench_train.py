@@ -198,14 +198,8 @@ def ensure_shape(shape):
 
 
 def free_ports(count):
-    """count ports of 127.0.0.1 that were free a moment ago: tests/support.py's free_ports, called in a fresh
-    process, since support imports TensorFlow, and this process must stay small (bench_sample.in_fresh_process)
-    for the peak RSS of the workers it starts to be their own."""
-    return bench_sample.in_fresh_process(support_free_ports, count)
-
-
-def support_free_ports(count):
-    runtime.import_tensorflow()  # first: support imports TensorFlow, which then loads quietly
+    """count ports of 127.0.0.1 that were free a moment ago (tests/support.py's, which loads no TensorFlow: this
+    process stays small, so that the peak RSS of the workers it starts is their own)."""
     sys.path.insert(0, str(REPO / 'tests'))
     import support
     return support.free_ports(count)

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-import tensorflow.compat.v1 as tf
 
 from gpt2.base import checkpoint
 
@@ -96,6 +95,7 @@ def write_tiny_run(models_dir, name, steps, best):
 
 def restore(sess, tiny_model):
     """Load the tiny model's weights into the variables of sess's graph."""
+    import tensorflow.compat.v1 as tf  # here: the benchmarks use this module's free_ports in a small process
     tf.train.Saver(var_list=tf.global_variables()).restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
 
 
@@ -244,6 +244,7 @@ def state(run_dir):
 
 
 def tensors(prefix):
+    import tensorflow.compat.v1 as tf
     reader = tf.train.load_checkpoint(str(prefix))
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
