@@ -1,13 +1,12 @@
 """The scoring windows and log-probabilities, against the NumPy reference GPT-2 on the tiny model."""
 import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
 
+import model
 import support
-from support import brute_force, reference_logprobs
-
-tf = support.tf
-import model  # noqa: E402
 from gpt2.evaluation import scoring
+from support import brute_force, reference_logprobs
 
 N_CTX = support.TINY_HPARAMS['n_ctx']
 
