@@ -20,6 +20,7 @@ import sample
 
 from gpt2 import loading
 from gpt2.base import checkpoint
+from gpt2.base.checkpoint import ENDOFTEXT
 from gpt2.base import flags
 from gpt2.sampling import penalties as penalties_lib
 from gpt2.sampling import rules
@@ -36,10 +37,12 @@ class Generator:
     """A model loaded once into its own graph and session. Close it (or use `with`) to free its memory."""
 
     def __init__(self, model_name='124M', models_dir='models', *, device=None, checkpoint='latest'):
+        """checkpoint: which of a training run's checkpoints to load, as the scripts' --checkpoint (latest, best
+        or a step)."""
         # The sampling code is TensorFlow 1 graph code (the scripts set this up in runtime.setup_process); idempotent.
         tf.disable_v2_behavior()
         self.model_dir, self.hparams, self.enc = loading.load_model(model_name, models_dir, checkpoint)
-        self.endoftext = self.enc.encoder[checkpoint.ENDOFTEXT]
+        self.endoftext = self.enc.encoder[ENDOFTEXT]  # (checkpoint here is the argument, not the module)
         self.token_bytes = stops_lib.token_bytes(self.enc, self.hparams.n_vocab)
         self.device = device
         self.graph = tf.Graph()
