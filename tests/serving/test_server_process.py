@@ -38,6 +38,7 @@ def test_a_client_that_leaves_mid_stream_leaves_the_server_serving(server, tiny_
     plain = post(url, {**ASK, 'model': tiny_model.name})
     assert plain.status_code == 200, plain.text
     assert plain.json()['choices'][0]['finish_reason'] in ('stop', 'length')
+    assert 'Traceback' not in server_log(server[0])
 
 
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(server, tiny_model):

@@ -3,7 +3,7 @@ choice's text (what is held back for a stop string), on hand-checked cases."""
 import pytest
 
 import encoder
-from gpt2.serving import engine, requests, responses
+from gpt2.serving import batches, engine, requests, responses
 from gpt2.serving.errors import APIError
 
 
@@ -94,3 +94,40 @@ def test_a_stream_waits_for_a_characters_last_byte(enc, tiny_model):
 def test_held_is_the_longest_tail_that_begins_a_stop():
     assert responses.held('abc', ['cd', 'bcx']) == 2
     assert responses.held('abc', ['x']) == 0
+
+
+def test_a_failed_batch_answers_500_and_the_engine_goes_on(enc, tiny_model, monkeypatch):
+    """The first batch fails inside: its job gets a 500; the engine thread lives on and answers the next job."""
+    import asyncio
+    calls = []
+
+    def run(model, pieces, *, seed):
+        calls.append(pieces)
+        if len(calls) == 1:
+            raise RuntimeError('broken')
+        return [{index: batches.Choice(index, 'ok', 'length', None, 1, 1) for index, _, _ in p.rows}
+                for p in pieces]
+
+    monkeypatch.setattr(batches, 'run', run)
+    worker = engine.Engine(lambda: FakeModel(), max_batch_size=4, max_queue=4)
+    worker.start()
+
+    async def ask():
+        loop = asyncio.get_running_loop()
+        first, second = engine.Job(completion(enc, tiny_model), loop), engine.Job(completion(enc, tiny_model), loop)
+        worker.submit(first)
+        failed = await asyncio.wait_for(first.events.get(), 30)
+        worker.submit(second)
+        return failed, await asyncio.wait_for(second.events.get(), 30)
+
+    try:
+        (kind, error), (done, choices) = asyncio.run(ask())
+    finally:
+        worker.stop(30)
+    assert (kind, error.status) == ('error', 500) and 'broken' in error.message
+    assert done == 'done' and [c.text for c in choices] == ['ok']
+
+
+class FakeModel:
+    def close(self):
+        pass
