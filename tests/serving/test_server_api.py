@@ -8,6 +8,7 @@ import pytest
 import requests
 
 import reference
+import support
 from support import decode
 
 SERVER_FLAGS = ('--max_body_bytes=4096', '--max_batch_size=4')
@@ -165,3 +166,24 @@ def test_a_raw_stream_is_server_sent_events(server, tiny_model):
     assert all(e.startswith('data: ') for e in events) and events[-1] == 'data: [DONE]'
     texts = [json.loads(e[6:])['choices'][0]['text'] for e in events[:-1]]
     assert ''.join(texts) == expected_greedy(tiny_model, PROMPT, 4)[1]
+
+
+def test_lm_evals_local_completions_scores_as_the_reference(server, tiny_model):
+    """lm-evaluation-harness's own client, with the server's tokenizer (tokenizer_backend=remote): the
+    log-likelihood of each continuation is the NumPy reference's, and so is whether it is greedy."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+    v = tiny_model.vocab
+    # The tiny vocabulary's tokens, by its merges: ' hello' is 'Ġ', 'he', 'll', 'o'; ' world' 'Ġ', 'w', 'or', 'l', 'd'.
+    pairs = [((' the and', [v['Ġthe'], v['Ġand']]), (' hello', [v['Ġ'], v['he'], v['ll'], v['o']])),
+             (('or', [v['or']]), (' world', [v['Ġ'], v['w'], v['or'], v['l'], v['d']]))]
+    lm = LocalCompletionsAPI(model=tiny_model.name, base_url=server[1] + '/v1/completions',
+                             tokenizer_backend='remote', max_length=32)
+    answers = lm.loglikelihood([Instance('loglikelihood', {}, (context, continuation), i)
+                                for i, ((context, _), (continuation, _)) in enumerate(pairs)])
+    for ((_, context), (_, continuation)), (logprob, greedy) in zip(pairs, answers):
+        sequence = context + continuation
+        expected = support.reference_logprobs(tiny_model, sequence)[len(context) - 1:]
+        assert logprob == pytest.approx(expected.sum(), abs=1e-4)
+        logits = reference.logits(tiny_model.params, tiny_model.hparams, np.array(sequence))
+        assert greedy == all(np.argmax(logits[len(context) - 1:-1], -1) == continuation)
