@@ -273,3 +273,50 @@ def train_in_process(capsys, args):
         train.train_main(**flags)
     err = capsys.readouterr().err
     return exit_info.value.code, err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# src/server.py, as a subprocess
+# ---------------------------------------------------------------------------------------------------------------
+
+def start_server(tiny_model, *flags, timeout=120):
+    """src/server.py on the tiny model at a free port of 127.0.0.1, run as a user runs it, once GET /health
+    answers 200 -> (the process, its base URL). Its stderr goes to a file, read by server_log."""
+    import tempfile
+    import time
+    import urllib.request
+    port = free_ports(1)[0]
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen([sys.executable, str(REPO / 'src' / 'server.py'), f'--model_name={tiny_model.name}',
+                                f'--models_dir={tiny_model.models_dir}', f'--port={port}', *flags],
+                               stdout=log, stderr=log)
+    process.log = log
+    url = f'http://127.0.0.1:{port}'
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f'the server ended ({process.returncode}): {server_log(process)}')
+        try:
+            with urllib.request.urlopen(url + '/health', timeout=5) as answer:
+                if answer.status == 200:
+                    return process, url
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f'the server was not ready in {timeout} s: {server_log(process)}')
+
+
+def server_log(process):
+    process.log.seek(0)
+    return process.log.read().decode('utf-8', 'replace')
+
+
+def stop_server(process, timeout=30):
+    """SIGTERM, then wait -> the exit code."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise

@@ -31,7 +31,7 @@ SCRIPT_MAINS = {
     'download_model.main', 'generate_unconditional_samples.sample_model',
     'interactive_conditional_samples.interact_model', 'train.train_main', 'encode.encode', 'score.score',
     'export.export_main', 'convert.from_hf', 'convert.to_hf', 'convert.weights', 'evaluate_tasks.run_lambada',
-    'evaluate_tasks.run_harness',
+    'evaluate_tasks.run_harness', 'server.serve',
 }
 NOT_THIS_SCRIPTS = '—'
 

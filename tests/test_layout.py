@@ -18,9 +18,9 @@ LAYERS = [
     {'gpt2.base'},
     {'model', 'encoder'},
     {'gpt2.sampling', 'sample', 'gpt2.loading', 'gpt2.data'},
-    {'gpt2.training', 'gpt2.evaluation', 'gpt2.interop'},
+    {'gpt2.training', 'gpt2.evaluation', 'gpt2.interop', 'gpt2.serving'},
 ]
-FEATURES = {'gpt2.training', 'gpt2.evaluation', 'gpt2.interop'}
+FEATURES = {'gpt2.training', 'gpt2.evaluation', 'gpt2.interop', 'gpt2.serving'}
 MAX_FILE_LINES = 450
 MAX_FUNCTION_LINES = 80
 

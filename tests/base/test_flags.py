@@ -115,6 +115,14 @@ def test_help_anywhere_is_a_request_for_the_functions_help(argv, capsys):
     assert capsys.readouterr() == ('', '')
 
 
+def test_dash_h_is_help_even_beside_a_flag_starting_with_h(capsys):
+    def serve(host='127.0.0.1', port=8000):
+        pass
+    assert flags.check_argv(serve, ['-h']) == ['--help']
+    assert flags.check_argv(serve, ['--port', '1', '-h']) == ['--help']
+    assert capsys.readouterr() == ('', '')
+
+
 def test_what_follows_the_last_separator_is_fires_own_and_left_alone(capsys):
     assert flags.check_argv(train_like, ['--steps', '1', '--', '--help']) == ['--steps', '1', '--', '--help']
     assert flags.check_argv(train_like, ['--', '--verbose']) == ['--', '--verbose']

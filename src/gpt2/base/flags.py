@@ -211,6 +211,8 @@ def flag_name(arg, names, alone):
         return name
     if alone and name.startswith('no') and name[2:] in names:
         return name[2:]
+    if arg == '-h':
+        return None  # always help, even for a script with a flag starting with h (server.py's --host)
     if len(name) == 1:  # fire's shortcut: -n for the one parameter starting with n
         starting = [n for n in names if n[0] == name]
         if len(starting) > 1:

@@ -20,6 +20,7 @@ import sample
 
 from gpt2 import loading
 from gpt2.base import checkpoint
+from gpt2.base.checkpoint import ENDOFTEXT
 from gpt2.base import flags
 from gpt2.sampling import penalties as penalties_lib
 from gpt2.sampling import rules
@@ -35,11 +36,13 @@ class Sample:
 class Generator:
     """A model loaded once into its own graph and session. Close it (or use `with`) to free its memory."""
 
-    def __init__(self, model_name='124M', models_dir='models', *, device=None):
+    def __init__(self, model_name='124M', models_dir='models', *, device=None, checkpoint='latest'):
+        """checkpoint: which of a training run's checkpoints to load, as the scripts' --checkpoint (latest, best
+        or a step)."""
         # The sampling code is TensorFlow 1 graph code (the scripts set this up in runtime.setup_process); idempotent.
         tf.disable_v2_behavior()
-        self.model_dir, self.hparams, self.enc = loading.load_model(model_name, models_dir)
-        self.endoftext = self.enc.encoder[checkpoint.ENDOFTEXT]
+        self.model_dir, self.hparams, self.enc = loading.load_model(model_name, models_dir, checkpoint)
+        self.endoftext = self.enc.encoder[ENDOFTEXT]  # (checkpoint here is the argument, not the module)
         self.token_bytes = stops_lib.token_bytes(self.enc, self.hparams.n_vocab)
         self.device = device
         self.graph = tf.Graph()
@@ -73,9 +76,10 @@ class Generator:
 
     # -----------------------------------------------------------------------------------------------------------
 
-    def graph_for(self, batch, sliding):
-        """The sampling graph for `batch` prompts, built on first use: (context, lengths placeholders, output)."""
-        key = (batch, sliding)
+    def graph_for(self, batch, sliding, on_token=None):
+        """The sampling graph for `batch` prompts, built on first use: (context, lengths placeholders, output).
+        on_token: sample_sequence's callback, fixed in the graph (gpt2/serving streams through one)."""
+        key = (batch, sliding, on_token)
         if key not in self.graphs:
             k = self.knobs
             with self.graph.as_default():
@@ -87,7 +91,7 @@ class Generator:
                     hparams=self.hparams, length=k['length'], context=context, context_lengths=lengths,
                     temperature=k['temperature'], top_k=k['top_k'], top_p=k['top_p'], seed=k['seed'],
                     stops=k['stops'], token_bytes=self.token_bytes, penalties=rules, frozen_weights=True,
-                    device=self.device, context_keep=k['context_keep'] if sliding else None)
+                    device=self.device, context_keep=k['context_keep'] if sliding else None, on_token=on_token)
             self.graphs[key] = (context, lengths, output)
         return self.graphs[key]
 
@@ -120,12 +124,10 @@ class Generator:
         if seed is None:
             seed = np.random.randint(0, 2**31 - 1)
         ids = [self.enc.encode(p, allowed_special={checkpoint.ENDOFTEXT}) or [self.endoftext] for p in prompts]
-        k = self.knobs
-        feed = {k['length']: length, k['temperature']: temperature, k['top_k']: top_k, k['top_p']: top_p,
-                k['seed']: [seed % 2**31, seed // 2**31], k['stops']: stops_lib.stop_array(stop),
-                k['context_keep']: context_keep, k['repetition']: repetition_penalty,
-                k['presence']: presence_penalty, k['frequency']: frequency_penalty,
-                k['no_repeat_ngram']: no_repeat_ngram_size}
+        feed = self.feed(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stop,
+                         context_keep=context_keep, repetition_penalty=repetition_penalty,
+                         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+                         no_repeat_ngram_size=no_repeat_ngram_size)
         if max(map(len, ids)) + length - 1 <= n_ctx:
             padded, n = sample.left_pad(ids)
             context, lengths, output = self.graph_for(len(ids), sliding=False)
@@ -136,6 +138,17 @@ class Generator:
             new = [self.sess.run(output, {**feed, context: [p]})[0, len(p):] for p in ids]
         results = [self.finish(tokens, stop) for tokens in new]
         return results[0] if single else results
+
+    def feed(self, *, length, temperature, top_k, top_p, seed, stop, context_keep, repetition_penalty,
+             presence_penalty, frequency_penalty, no_repeat_ngram_size):
+        """The knobs' placeholders -> their values for one run (checked already). seed: 0 to 2**32 - 1, or a
+        pair of int32 (a caller's own stream of seeds)."""
+        k = self.knobs
+        pair = list(seed) if isinstance(seed, (list, tuple)) else [seed % 2**31, seed // 2**31]
+        return {k['length']: length, k['temperature']: temperature, k['top_k']: top_k, k['top_p']: top_p,
+                k['seed']: pair, k['stops']: stops_lib.stop_array(stop), k['context_keep']: context_keep,
+                k['repetition']: repetition_penalty, k['presence']: presence_penalty,
+                k['frequency']: frequency_penalty, k['no_repeat_ngram']: no_repeat_ngram_size}
 
     def finish(self, tokens, stop):
         """A row's new tokens -> its Sample: the text before the first stop string, the tokens through the one

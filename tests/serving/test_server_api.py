@@ -1,0 +1,189 @@
+"""src/server.py as clients see it, on the tiny model: the `openai` Python client (a client no one here wrote)
+and plain HTTP, against the NumPy reference model (tests/reference.py) and the tiny vocabulary (tests/support.py)."""
+import json
+
+import numpy as np
+import openai
+import pytest
+import requests
+
+import reference
+import support
+from support import decode
+
+SERVER_FLAGS = ('--max_body_bytes=4096', '--max_batch_size=4')
+PROMPT = [32, 262, 263, 264, 45]  # ' ', ' and', 'll', 'ell', 'E' (ids of tests/support.py's vocabulary)
+
+
+@pytest.fixture(scope='module')
+def client(server):
+    return openai.OpenAI(base_url=server[1] + '/v1', api_key='unused', max_retries=0, timeout=60)
+
+
+def expected_greedy(tiny, prompt, length):
+    """The reference's greedy tokens after prompt, through <|endoftext|> if drawn (a stop), and their text."""
+    tokens = reference.greedy(tiny.params, tiny.hparams, prompt, length)[len(prompt):]
+    if tiny.endoftext in tokens:
+        tokens = tokens[:tokens.index(tiny.endoftext) + 1]
+        return tokens, decode(tiny, tokens[:-1]), 'stop'
+    return tokens, decode(tiny, tokens), 'length'
+
+
+def test_models_lists_the_model(client, tiny_model):
+    assert [m.id for m in client.models.list().data] == [tiny_model.name]
+
+
+def test_greedy_completion_is_the_references(client, tiny_model):
+    tokens, text, reason = expected_greedy(tiny_model, PROMPT, 10)
+    answer = client.completions.create(model=tiny_model.name, prompt=PROMPT, max_tokens=10, temperature=0)
+    assert answer.object == 'text_completion' and answer.model == tiny_model.name
+    assert [(c.index, c.text, c.finish_reason) for c in answer.choices] == [(0, text, reason)]
+    assert answer.usage.prompt_tokens == len(PROMPT) and answer.usage.completion_tokens == len(tokens)
+
+
+def test_a_text_prompt_is_its_tokens(client, tiny_model):
+    """' the<|endoftext|>' is two tokens of the tiny vocabulary: 'Ġthe', then <|endoftext|> as its one token."""
+    ids = [tiny_model.vocab['Ġthe'], tiny_model.endoftext]
+    by_text = client.completions.create(model=tiny_model.name, prompt=' the<|endoftext|>', max_tokens=4,
+                                        temperature=0)
+    by_ids = client.completions.create(model=tiny_model.name, prompt=ids, max_tokens=4, temperature=0)
+    assert by_text.choices[0].text == by_ids.choices[0].text == expected_greedy(tiny_model, ids, 4)[1]
+    assert by_text.usage.prompt_tokens == 2
+
+
+def test_streamed_chunks_add_up_to_the_completion(client, tiny_model):
+    _, text, reason = expected_greedy(tiny_model, PROMPT, 12)
+    chunks = list(client.completions.create(model=tiny_model.name, prompt=PROMPT, max_tokens=12, temperature=0,
+                                            stream=True, stream_options={'include_usage': True}))
+    assert ''.join(c.choices[0].text for c in chunks if c.choices) == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == reason
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == len(PROMPT)
+
+
+def test_n_and_several_prompts_index_the_choices(client, tiny_model):
+    prompts = [PROMPT, PROMPT[:2], [tiny_model.endoftext]]
+    answer = client.completions.create(model=tiny_model.name, prompt=prompts, max_tokens=5, n=2, temperature=0)
+    assert [c.index for c in answer.choices] == list(range(6))
+    for p, prompt in enumerate(prompts):
+        greedy = expected_greedy(tiny_model, prompt, 5)[1]
+        assert [answer.choices[2 * p + j].text for j in range(2)] == [greedy, greedy]
+
+
+def test_a_seed_repeats_the_samples(client, tiny_model):
+    ask = dict(model=tiny_model.name, prompt=PROMPT, max_tokens=8, n=3, temperature=1.0, seed=7)
+    first, again = (client.completions.create(**ask) for _ in range(2))
+    assert [c.text for c in first.choices] == [c.text for c in again.choices]
+
+
+def test_stop_cuts_the_text_before_it(client, tiny_model):
+    _, text, _ = expected_greedy(tiny_model, PROMPT, 12)
+    assert len(text) >= 5
+    stop = text[3:5]
+    answer = client.completions.create(model=tiny_model.name, prompt=PROMPT, max_tokens=12, temperature=0,
+                                       stop=[stop, 'never there'])
+    assert answer.choices[0].text == text[:text.find(stop)]
+    assert answer.choices[0].finish_reason == 'stop'
+
+
+def test_echoed_logprobs_are_the_references(client, tiny_model):
+    """With echo the prompt's tokens get their log-probabilities too (the first none): those of the NumPy
+    reference, as score.py's; the completion's (greedy) are the reference's over prompt and completion."""
+    tokens, _, reason = expected_greedy(tiny_model, PROMPT, 3)
+    answer = client.completions.create(model=tiny_model.name, prompt=PROMPT, max_tokens=3, temperature=0,
+                                       echo=True, logprobs=2)
+    logprobs = answer.choices[0].logprobs
+    sequence = PROMPT + tokens
+    assert logprobs.tokens == [decode(tiny_model, [t]) for t in sequence]
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    expected = -reference.next_token_losses(tiny_model.params, tiny_model.hparams, np.array(sequence))
+    np.testing.assert_allclose(logprobs.token_logprobs[1:], expected, atol=1e-4)
+    z = reference.logits(tiny_model.params, tiny_model.hparams, np.array(sequence))
+    z = z - z.max(-1, keepdims=True)
+    best = (z - np.log(np.exp(z).sum(-1, keepdims=True))).max(-1)  # the most likely token's log-probability
+    np.testing.assert_allclose([max(top.values()) for top in logprobs.top_logprobs[1:]], best[:-1], atol=1e-4)
+    assert logprobs.text_offset == list(np.cumsum([0] + [len(t) for t in logprobs.tokens])[:-1])
+    if reason == 'length':  # (a stop's text is not in the text, its token is in the tokens)
+        assert answer.choices[0].text == ''.join(logprobs.tokens)
+
+
+def test_max_tokens_0_with_echo_scores_the_prompt(client, tiny_model):
+    answer = client.completions.create(model=tiny_model.name, prompt=PROMPT, max_tokens=0, echo=True, logprobs=0)
+    expected = -reference.next_token_losses(tiny_model.params, tiny_model.hparams, np.array(PROMPT))
+    np.testing.assert_allclose(answer.choices[0].logprobs.token_logprobs[1:], expected, atol=1e-4)
+    assert answer.choices[0].text == decode(tiny_model, PROMPT) and answer.usage.completion_tokens == 0
+
+
+@pytest.mark.parametrize('ask, error, words', [
+    (dict(model='other'), openai.NotFoundError, ["'other'"]),
+    (dict(temperature=3), openai.BadRequestError, ['temperature']),
+    (dict(prompt=[1] * 30, max_tokens=16), openai.BadRequestError, ['window is 32 tokens']),
+    (dict(prompt=[5, 10 ** 6]), openai.BadRequestError, ['1000000', 'vocabulary']),
+    (dict(max_tokens=0), openai.BadRequestError, ['max_tokens']),
+    (dict(logprobs=6), openai.BadRequestError, ['logprobs']),
+], ids=['model', 'temperature', 'window', 'token id', 'max_tokens 0', 'logprobs'])
+def test_bad_requests_raise_the_clients_errors(client, tiny_model, ask, error, words):
+    with pytest.raises(error) as raised:
+        client.completions.create(**{'model': tiny_model.name, 'prompt': PROMPT, **ask})
+    body = raised.value.body
+    assert set(body) == {'message', 'type', 'param', 'code'}
+    for word in words:
+        assert word in body['message']
+
+
+def error_of(answer, status):
+    assert answer.status_code == status, answer.text
+    assert set(answer.json()['error']) == {'message', 'type', 'param', 'code'}
+    return answer.json()['error']['message']
+
+
+def test_plain_http_errors_in_openais_shape(server, tiny_model):
+    url = server[1]
+    assert 'JSON' in error_of(requests.post(url + '/v1/completions', data=b'{"prompt": '), 400)
+    assert 'object' in error_of(requests.post(url + '/v1/completions', json=[1, 2]), 400)
+    error_of(requests.get(url + '/v1/nothing'), 404)
+    big = {'model': tiny_model.name, 'prompt': 'a' * 5000}
+    assert '4096' in error_of(requests.post(url + '/v1/completions', json=big), 413)
+    assert requests.get(url + '/health').status_code == 200  # and the server is still there
+
+
+def test_tokenize_and_detokenize_with_the_tiny_vocabulary(server, tiny_model):
+    url = server[1]
+    info = requests.get(url + '/tokenizer_info').json()
+    assert info['eos_token'] == '<|endoftext|>'
+    answer = requests.post(url + '/tokenize', json={'prompt': ' the and<|endoftext|>', 'add_special_tokens': False})
+    ids = [tiny_model.vocab['Ġthe'], tiny_model.vocab['Ġand'], tiny_model.endoftext]
+    assert answer.json()['tokens'] == ids
+    back = requests.post(url + '/detokenize', json={'tokens': ids}).json()['prompt']
+    assert back == decode(tiny_model, ids) == ' the and<|endoftext|>'
+    error_of(requests.post(url + '/detokenize', json={'tokens': [len(tiny_model.vocab)]}), 400)
+
+
+def test_a_raw_stream_is_server_sent_events(server, tiny_model):
+    ask = {'model': tiny_model.name, 'prompt': PROMPT, 'max_tokens': 4, 'temperature': 0, 'stream': True}
+    with requests.post(server[1] + '/v1/completions', json=ask, stream=True) as answer:
+        assert answer.headers['content-type'].startswith('text/event-stream')
+        events = [line for line in answer.iter_lines(decode_unicode=True) if line]
+    assert all(e.startswith('data: ') for e in events) and events[-1] == 'data: [DONE]'
+    texts = [json.loads(e[6:])['choices'][0]['text'] for e in events[:-1]]
+    assert ''.join(texts) == expected_greedy(tiny_model, PROMPT, 4)[1]
+
+
+def test_lm_evals_local_completions_scores_as_the_reference(server, tiny_model):
+    """lm-evaluation-harness's own client, with the server's tokenizer (tokenizer_backend=remote): the
+    log-likelihood of each continuation is the NumPy reference's, and so is whether it is greedy."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+    v = tiny_model.vocab
+    # The tiny vocabulary's tokens, by its merges: ' hello' is 'Ġ', 'he', 'll', 'o'; ' world' 'Ġ', 'w', 'or', 'l', 'd'.
+    pairs = [((' the and', [v['Ġthe'], v['Ġand']]), (' hello', [v['Ġ'], v['he'], v['ll'], v['o']])),
+             (('or', [v['or']]), (' world', [v['Ġ'], v['w'], v['or'], v['l'], v['d']]))]
+    lm = LocalCompletionsAPI(model=tiny_model.name, base_url=server[1] + '/v1/completions',
+                             tokenizer_backend='remote', max_length=32)
+    answers = lm.loglikelihood([Instance('loglikelihood', {}, (context, continuation), i)
+                                for i, ((context, _), (continuation, _)) in enumerate(pairs)])
+    for ((_, context), (_, continuation)), (logprob, greedy) in zip(pairs, answers):
+        sequence = context + continuation
+        expected = support.reference_logprobs(tiny_model, sequence)[len(context) - 1:]
+        assert logprob == pytest.approx(expected.sum(), abs=1e-4)
+        logits = reference.logits(tiny_model.params, tiny_model.hparams, np.array(sequence))
+        assert greedy == all(np.argmax(logits[len(context) - 1:-1], -1) == continuation)

@@ -1,0 +1,133 @@
+"""The server's parts without a server: reading a request body, the batches the queue makes, and a streamed
+choice's text (what is held back for a stop string), on hand-checked cases."""
+import pytest
+
+import encoder
+from gpt2.serving import batches, engine, requests, responses
+from gpt2.serving.errors import APIError
+
+
+@pytest.fixture(scope='module')
+def enc(tiny_model):
+    return encoder.read_vocabulary(tiny_model.dir)
+
+
+def completion(enc, tiny_model, **body):
+    return requests.completion({'prompt': 'the', **body}, model_name=tiny_model.name, enc=enc, n_ctx=32,
+                               n_vocab=len(tiny_model.vocab))
+
+
+def test_the_four_prompt_forms(enc, tiny_model):
+    the = [ord('t'), tiny_model.vocab['he']]
+    assert completion(enc, tiny_model, prompt='the').prompts == [the]
+    assert completion(enc, tiny_model, prompt=['the', '']).prompts == [the, [tiny_model.endoftext]]
+    assert completion(enc, tiny_model, prompt=[1, 2]).prompts == [[1, 2]]
+    assert completion(enc, tiny_model, prompt=[[1], [2, 3]]).prompts == [[1], [2, 3]]
+
+
+@pytest.mark.parametrize('body, status, param', [
+    ({'prompt': []}, 400, 'prompt'), ({'prompt': [1, 'a']}, 400, 'prompt'), ({'prompt': [[]]}, 400, 'prompt'),
+    ({'model': 'x'}, 404, 'model'), ({'n': 0}, 400, 'n'), ({'top_p': 0}, 400, 'top_p'),
+    ({'stop': 3}, 400, 'stop'), ({'echo': 'yes'}, 400, 'echo'), ({'seed': 1.5}, 400, 'seed'),
+    ({'stream_options': {'include_usage': True}}, 400, 'stream_options'),
+    ({'max_tokens': 32}, 400, 'max_tokens'), ({'logit_bias': {'1': 2}}, 400, 'logit_bias'),
+])
+def test_bad_bodies_name_their_parameter(enc, tiny_model, body, status, param):
+    with pytest.raises(APIError) as raised:
+        completion(enc, tiny_model, **body)
+    assert (raised.value.status, raised.value.param) == (status, param)
+
+
+def test_rows_are_indexed_prompt_by_n(enc, tiny_model):
+    request = completion(enc, tiny_model, prompt=[[1], [2]], n=3)
+    assert [(index, p) for index, p, _ in request.rows()] == [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1), (5, 1)]
+
+
+def job(enc, tiny_model, **body):
+    return engine.Job(completion(enc, tiny_model, **body), loop=None)
+
+
+def test_a_batch_takes_the_rows_of_jobs_with_the_same_knobs(enc, tiny_model):
+    batcher = engine.Batcher(max_batch_size=4, max_queue=10)
+    a, b = job(enc, tiny_model, n=2), job(enc, tiny_model, n=2, temperature=0.5)
+    c, d = job(enc, tiny_model, n=2), job(enc, tiny_model, n=1)
+    for j in (a, b, c, d):
+        batcher.submit(j)
+    assert [(p.job, len(p.rows)) for p in batcher.next_batch()] == [(a, 2), (c, 2)]  # d no longer fits
+    assert [(p.job, len(p.rows)) for p in batcher.next_batch()] == [(b, 2)]
+    assert [(p.job, len(p.rows)) for p in batcher.next_batch()] == [(d, 1)]
+
+
+def test_a_large_job_spans_batches_and_a_seeded_one_runs_alone(enc, tiny_model):
+    batcher = engine.Batcher(max_batch_size=4, max_queue=10)
+    big, seeded, small = job(enc, tiny_model, n=6), job(enc, tiny_model, seed=1), job(enc, tiny_model)
+    for j in (big, seeded, small):
+        batcher.submit(j)
+    assert [(p.job, len(p.rows)) for p in batcher.next_batch()] == [(big, 4)]
+    # The seeded job may not join a batch; the small one joins the rest of the big one.
+    assert [(p.job, len(p.rows)) for p in batcher.next_batch()] == [(big, 2), (small, 1)]
+    assert [(p.job, len(p.rows)) for p in batcher.next_batch()] == [(seeded, 1)]
+
+
+def test_a_full_queue_refuses(enc, tiny_model):
+    batcher = engine.Batcher(max_batch_size=4, max_queue=1)
+    batcher.submit(job(enc, tiny_model))
+    with pytest.raises(engine.QueueFull):
+        batcher.submit(job(enc, tiny_model))
+
+
+def test_a_stream_holds_back_what_may_become_a_stop_string(enc, tiny_model):
+    stream = responses.TextStream(enc, ['the end'])
+    ids = enc.encode(' hello the endless')
+    sent = [stream.add(t) for t in ids]
+    assert ''.join(sent) == ' hello '  # 'the en' might have begun 'the end'; then it did
+    assert stream.stopped and stream.rest(' hello ') == ''
+
+
+def test_a_stream_waits_for_a_characters_last_byte(enc, tiny_model):
+    stream = responses.TextStream(enc, [])
+    data = 'é'.encode('utf-8')  # two bytes, two tokens of the tiny vocabulary
+    assert stream.add(tiny_model.vocab[encoder.bytes_to_unicode()[data[0]]]) == ''
+    assert stream.add(tiny_model.vocab[encoder.bytes_to_unicode()[data[1]]]) == 'é'
+
+
+def test_held_is_the_longest_tail_that_begins_a_stop():
+    assert responses.held('abc', ['cd', 'bcx']) == 2
+    assert responses.held('abc', ['x']) == 0
+
+
+def test_a_failed_batch_answers_500_and_the_engine_goes_on(enc, tiny_model, monkeypatch):
+    """The first batch fails inside: its job gets a 500; the engine thread lives on and answers the next job."""
+    import asyncio
+    calls = []
+
+    def run(model, pieces, *, seed):
+        calls.append(pieces)
+        if len(calls) == 1:
+            raise RuntimeError('broken')
+        return [{index: batches.Choice(index, 'ok', 'length', None, 1, 1) for index, _, _ in p.rows}
+                for p in pieces]
+
+    monkeypatch.setattr(batches, 'run', run)
+    worker = engine.Engine(lambda: FakeModel(), max_batch_size=4, max_queue=4)
+    worker.start()
+
+    async def ask():
+        loop = asyncio.get_running_loop()
+        first, second = engine.Job(completion(enc, tiny_model), loop), engine.Job(completion(enc, tiny_model), loop)
+        worker.submit(first)
+        failed = await asyncio.wait_for(first.events.get(), 30)
+        worker.submit(second)
+        return failed, await asyncio.wait_for(second.events.get(), 30)
+
+    try:
+        (kind, error), (done, choices) = asyncio.run(ask())
+    finally:
+        worker.stop(30)
+    assert (kind, error.status) == ('error', 500) and 'broken' in error.message
+    assert done == 'done' and [c.text for c in choices] == ['ok']
+
+
+class FakeModel:
+    def close(self):
+        pass
