@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Serve GPT-2 over HTTP: OpenAI's completions API, as vLLM serves it for a base model (docs/serving.md).
 
-The routes and the process: gpt2/serving/app.py; reading requests: gpt2/serving/requests.py; the thread that
+The routes and the process: gpt2/serving/app.py; reading requests: gpt2/serving/parsing.py; the thread that
 owns the TensorFlow session and runs the batches: gpt2/serving/engine.py and batches.py.
 """
 import fire

@@ -3,7 +3,7 @@ choice's text (what is held back for a stop string), on hand-checked cases."""
 import pytest
 
 import encoder
-from gpt2.serving import batches, engine, requests, responses
+from gpt2.serving import batches, engine, parsing, responses
 from gpt2.serving.errors import APIError
 
 
@@ -13,7 +13,7 @@ def enc(tiny_model):
 
 
 def completion(enc, tiny_model, **body):
-    return requests.completion({'prompt': 'the', **body}, model_name=tiny_model.name, enc=enc, n_ctx=32,
+    return parsing.completion({'prompt': 'the', **body}, model_name=tiny_model.name, enc=enc, n_ctx=32,
                                n_vocab=len(tiny_model.vocab))
 
 

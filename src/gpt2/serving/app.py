@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from gpt2.base import checkpoint
 from gpt2.serving import engine as engine_lib
-from gpt2.serving import requests
+from gpt2.serving import parsing
 from gpt2.serving import responses
 from gpt2.serving.errors import APIError
 
@@ -64,7 +64,7 @@ async def read_json(request):
         body += part
         if len(body) > limit:
             raise too_big
-    return requests.parse_json(bytes(body))
+    return parsing.parse_json(bytes(body))
 
 
 def check_ready(request):
@@ -93,7 +93,7 @@ async def completions(request):
     check_key(request)
     s = settings(request)
     body = await read_json(request)
-    completion = requests.completion(body, model_name=s.model_name, enc=s.enc, n_ctx=s.hparams.n_ctx,
+    completion = parsing.completion(body, model_name=s.model_name, enc=s.enc, n_ctx=s.hparams.n_ctx,
                                      n_vocab=s.hparams.n_vocab)
     check_ready(request)
     job = engine_lib.Job(completion, asyncio.get_running_loop())
@@ -155,14 +155,14 @@ async def stream(job, header, enc):
 async def tokenize(request):
     check_key(request)
     s = settings(request)
-    tokens = requests.tokenize(await read_json(request), s.enc)
+    tokens = parsing.tokenize(await read_json(request), s.enc)
     return JSONResponse({'tokens': tokens, 'count': len(tokens), 'max_model_len': s.hparams.n_ctx})
 
 
 async def detokenize(request):
     check_key(request)
     s = settings(request)
-    return JSONResponse({'prompt': requests.detokenize(await read_json(request), s.enc, s.hparams.n_vocab)})
+    return JSONResponse({'prompt': parsing.detokenize(await read_json(request), s.enc, s.hparams.n_vocab)})
 
 
 async def tokenizer_info(request):

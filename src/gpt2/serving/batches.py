@@ -15,7 +15,7 @@ import sample
 
 from gpt2.base import checkpoint
 from gpt2.sampling import generator as generator_lib
-from gpt2.serving import requests
+from gpt2.serving import parsing
 
 # Always a stop: the end of a document ends a completion (finish_reason "stop"), as for OpenAI's and vLLM's.
 ALWAYS_STOP = checkpoint.ENDOFTEXT
@@ -42,7 +42,7 @@ class Model:
             self.tokens = tf.placeholder(tf.int32, [1, None], 'score_tokens')  # [1, seq]
             logits = model_lib.model(self.gen.hparams, self.tokens, reuse=tf.AUTO_REUSE)['logits']
             logp = tf.nn.log_softmax(logits[0])  # [seq, n_vocab]
-            self.top = tf.nn.top_k(logp, requests.MAX_LOGPROBS)  # values, indices [seq, 5]
+            self.top = tf.nn.top_k(logp, parsing.MAX_LOGPROBS)  # values, indices [seq, 5]
             # log p(tokens[i + 1] | tokens[:i + 1]) [seq - 1]
             self.chosen = tf.gather(logp[:-1], self.tokens[0, 1:], axis=1, batch_dims=1)
         self.gen.graph_for(1, False, on_token=self.on_token)  # built now, so that the first request is not slow
