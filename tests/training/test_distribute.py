@@ -1,6 +1,7 @@
 """src/gpt2/training/distribute.py: K replicas at batch b make the updates of one device at batch K x b (graph.build_training on
-one device, which test_train.py checks against the NumPy reference), in one process on 2 CPU devices, and as two
-worker processes on 127.0.0.1 with TF_CONFIG."""
+one device, which test_train.py checks against the NumPy reference): the step itself on 2 CPU devices, and
+train.py as a user runs it, with --devices 2 (fresh and resumed) and as two worker processes on 127.0.0.1 with
+TF_CONFIG."""
 import json
 import os
 import threading
@@ -73,18 +74,17 @@ def comparable(name, value, n_embd):
 ADAFACTOR = {'beta1': 0.9, 'clip_threshold': float('inf')}
 
 
+# SGD and Adam (with accumulation and noise) on 2 devices are checked through train.py below.
 @pytest.mark.parametrize('options, steps', [
-    (dict(optimizer='sgd', learning_rate=0.1), 1),
-    (dict(optimizer='adam', learning_rate=3e-4, accumulate_gradients=2, noise=0.2), 2),
     (dict(optimizer='adafactor', learning_rate=1e-3, adafactor_options=ADAFACTOR), 2),
     (dict(optimizer='sgd', learning_rate=0.1, memory_saving_gradients=True), 1),
     (dict(optimizer='adafactor', learning_rate=1e-3, adafactor_options=ADAFACTOR, memory_saving_gradients=True), 2),
-], ids=['sgd', 'adam-accumulated-noise', 'adafactor', 'lean-sgd', 'lean-adafactor'])
+], ids=['adafactor', 'lean-sgd', 'lean-adafactor'])
 def test_two_devices_at_batch_1_make_the_updates_of_one_device_at_batch_2(tiny_model, options, steps):
-    """SGD's single step checks the gradients; Adam's and Adafactor's steps check the optimizer's state (its
-    slots and step count), and accumulation and noise each replica's share of the micro-batches and of their
-    noise. The lean step (memory_saving_gradients: recomputed blocks, chunked cross-entropy, each block's update
-    applied once its gradients are made) makes the same updates through the all-reduce."""
+    """Adafactor's steps check the optimizer's state (its factored moments, its first moment, its step count).
+    The lean step (memory_saving_gradients: recomputed blocks, chunked cross-entropy, each block's update applied
+    once its gradients are made) makes the same updates through the all-reduce: SGD's single step checks its
+    gradients exactly."""
     batches = ordinary_batches(tiny_model, steps * options.get('accumulate_gradients', 1))
     one_losses, one = train_on(tiny_model, batches, None, **options)
     two_losses, two = train_on(tiny_model, batches, distribute.choose(2), **options)
@@ -139,7 +139,7 @@ def test_the_watchdog_fires_only_when_a_step_outlasts_its_time():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Two worker processes on 127.0.0.1
+# train.py with --devices 2, and as two worker processes on 127.0.0.1
 # ---------------------------------------------------------------------------------------------------------------
 
 def tf_configs(count):
@@ -167,6 +167,17 @@ def finish(processes, timeout=240):
         for process in processes:
             process.kill()
     return results
+
+
+# How far a run on 2 replicas may be from one device at twice the batch (docs/distributed.md, measured with
+# bench/measure_replica_drift.py and train.py itself): only by the rounding of the gradients' sums, which are
+# added in another order. SGD moves a weight by lr x that rounding: 2e-7 to 4e-7 at lr 0.5 measured.
+SGD_BOUND = 1e-6
+# Adam moves it by about lr x the gradient's *relative* rounding, large where a gradient nearly cancels: up to
+# 7e-6 at lr 0.01 measured outside the key bias (1.2e-6 for this test's run), 5e-5 reported (docs/distributed.md);
+# windows, noise or an optimizer state that differed would move weights by about lr.
+LEARNING_RATE = 0.01
+ADAM_BOUND = LEARNING_RATE / 100
 
 
 def documents_npz(path, tiny_model, lengths=(900, 20, 700, 45)):
@@ -212,7 +223,7 @@ def test_adam_on_2_devices_resumed_and_on_2_workers_follow_one_process_at_twice_
     machines), against one process at batch 2, within ADAM_BOUND."""
     options = dict(optimizer='adam', learning_rate=LEARNING_RATE, batch_size=1, accumulate_gradients=2,
                    memory_saving_gradients=True, noise=0.1, seq_len=32, steps=4, save_every=2)
-    reference = start(setup(**options, batch_size=2, run_name='one', checkpoint_dir=setup.tmp / 'one'))
+    reference = start(setup(**{**options, 'batch_size': 2}, run_name='one', checkpoint_dir=setup.tmp / 'one'))
     devices = dict(options, steps=2, devices=2, checkpoint_dir=setup.tmp / 'two')
     fresh = start(setup(**devices))
     workers = [start(setup(**options, seed=1 + i, checkpoint_dir=setup.tmp / f'w{i}', sample_every=4,
@@ -238,7 +249,7 @@ def test_adam_on_2_devices_resumed_and_on_2_workers_follow_one_process_at_twice_
     one = tensors(setup.tmp / 'one' / 'one' / 'model-4')
     assert one['global_step'] == 4
     for run in (chief_run, setup.tmp / 'two' / 'run1'):
-        assert_within(tensors(run / 'model-4'), one, ADAM_BOUND)
+        assert_within(tensors(run / 'model-4'), one, ADAM_BOUND, n_embd=tiny_model.hparams['n_embd'])
 
 
 def test_a_killed_worker_makes_the_other_exit_with_an_error_line_within_the_timeout(setup):
