@@ -201,8 +201,9 @@ def assert_within(got, want, atol, n_embd=None):
 
 
 def test_devices_2_from_the_script_make_the_sgd_step_of_one_device_at_batch_2(setup, tiny_model):
-    """SGD's update is the gradient itself: the two runs' weights differ only by the rounding of its sums (4e-8
-    measured, docs/distributed.md), key bias included. On a .npz of documents of unequal lengths."""
+    """SGD's update is the gradient itself: the two runs' weights differ only by the rounding of its sums (2e-7 to
+    4e-7 measured at this rate, docs/distributed.md), key bias included. On a .npz of documents of unequal
+    lengths, read once."""
     options = dict(dataset=documents_npz(setup.tmp / 'documents.npz', tiny_model), optimizer='sgd',
                    learning_rate=0.5, seq_len=32, steps=1)
     one = start(setup(**options, batch_size=2, checkpoint_dir=setup.tmp / 'one'))
