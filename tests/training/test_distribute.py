@@ -1,6 +1,7 @@
 """src/gpt2/training/distribute.py: K replicas at batch b make the updates of one device at batch K x b (graph.build_training on
-one device, which test_train.py checks against the NumPy reference), in one process on 2 CPU devices, and as two
-worker processes on 127.0.0.1 with TF_CONFIG."""
+one device, which test_train.py checks against the NumPy reference): the step itself on 2 CPU devices, and
+train.py as a user runs it, with --devices 2 (fresh and resumed) and as two worker processes on 127.0.0.1 with
+TF_CONFIG."""
 import json
 import os
 import threading
@@ -73,18 +74,17 @@ def comparable(name, value, n_embd):
 ADAFACTOR = {'beta1': 0.9, 'clip_threshold': float('inf')}
 
 
+# SGD and Adam (with accumulation and noise) on 2 devices are checked through train.py below.
 @pytest.mark.parametrize('options, steps', [
-    (dict(optimizer='sgd', learning_rate=0.1), 1),
-    (dict(optimizer='adam', learning_rate=3e-4, accumulate_gradients=2, noise=0.2), 2),
     (dict(optimizer='adafactor', learning_rate=1e-3, adafactor_options=ADAFACTOR), 2),
     (dict(optimizer='sgd', learning_rate=0.1, memory_saving_gradients=True), 1),
     (dict(optimizer='adafactor', learning_rate=1e-3, adafactor_options=ADAFACTOR, memory_saving_gradients=True), 2),
-], ids=['sgd', 'adam-accumulated-noise', 'adafactor', 'lean-sgd', 'lean-adafactor'])
+], ids=['adafactor', 'lean-sgd', 'lean-adafactor'])
 def test_two_devices_at_batch_1_make_the_updates_of_one_device_at_batch_2(tiny_model, options, steps):
-    """SGD's single step checks the gradients; Adam's and Adafactor's steps check the optimizer's state (its
-    slots and step count), and accumulation and noise each replica's share of the micro-batches and of their
-    noise. The lean step (memory_saving_gradients: recomputed blocks, chunked cross-entropy, each block's update
-    applied once its gradients are made) makes the same updates through the all-reduce."""
+    """Adafactor's steps check the optimizer's state (its factored moments, its first moment, its step count).
+    The lean step (memory_saving_gradients: recomputed blocks, chunked cross-entropy, each block's update applied
+    once its gradients are made) makes the same updates through the all-reduce: SGD's single step checks its
+    gradients exactly."""
     batches = ordinary_batches(tiny_model, steps * options.get('accumulate_gradients', 1))
     one_losses, one = train_on(tiny_model, batches, None, **options)
     two_losses, two = train_on(tiny_model, batches, distribute.choose(2), **options)
@@ -139,7 +139,7 @@ def test_the_watchdog_fires_only_when_a_step_outlasts_its_time():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Two worker processes on 127.0.0.1
+# train.py with --devices 2, and as two worker processes on 127.0.0.1
 # ---------------------------------------------------------------------------------------------------------------
 
 def tf_configs(count):
@@ -169,30 +169,88 @@ def finish(processes, timeout=240):
     return results
 
 
-def test_two_workers_train_one_run_equal_to_one_process_at_twice_the_batch(setup, tiny_model):
-    options = dict(steps=3, batch_size=1, optimizer='adam', learning_rate=3e-4, sample_every=3, sample_length=4,
-                   save_every=2)
-    reference = start(setup(run_name='one', **{**options, 'batch_size': 2}, checkpoint_dir=setup.tmp / 'one'))
-    configs = tf_configs(2)
-    # Worker 1 with another seed: the chief's is the job's. Each worker has its own folders, as on two machines.
-    workers = [start(setup(**options, seed=1 + i, checkpoint_dir=setup.tmp / f'w{i}',
-                           sample_dir=setup.tmp / f'samples{i}'), configs[i]) for i in range(2)]
-    (code, out, err), *done = finish([reference, *workers])
-    assert code == 0, err
-    for worker_code, worker_out, worker_err in done:
-        assert worker_code == 0, worker_err
-        assert losses(worker_out) == losses(out) and sorted(losses(out)) == [1, 2, 3]
-    assert 'batch 2: 1 on each of 2 replicas (2 workers x 1 device)' in done[0][1]
-    chief_run, worker_run = setup.tmp / 'w0' / 'run1', setup.tmp / 'w1' / 'run1'
-    assert state(chief_run) == ['model-2', 'model-3'] and not worker_run.exists()
-    assert (setup.tmp / 'samples0' / 'run1' / 'samples-3').exists() and not (setup.tmp / 'samples1').exists()
-    assert checkpoint.check_model_dir(chief_run) == tiny_model.hparams  # what the sampling scripts check
-    want, got = tensors(setup.tmp / 'one' / 'one' / 'model-3'), tensors(chief_run / 'model-3')
+# How far a run on 2 replicas may be from one device at twice the batch (docs/distributed.md, measured with
+# bench/measure_replica_drift.py and train.py itself): only by the rounding of the gradients' sums, which are
+# added in another order. SGD moves a weight by lr x that rounding: 2e-7 to 4e-7 at lr 0.5 measured.
+SGD_BOUND = 1e-6
+# Adam moves it by about lr x the gradient's *relative* rounding, large where a gradient nearly cancels: up to
+# 7e-6 at lr 0.01 measured outside the key bias (1.2e-6 for this test's run), 5e-5 reported (docs/distributed.md);
+# windows, noise or an optimizer state that differed would move weights by about lr.
+LEARNING_RATE = 0.01
+ADAM_BOUND = LEARNING_RATE / 100
+
+
+def documents_npz(path, tiny_model, lengths=(900, 20, 700, 45)):
+    """A .npz of documents of random tokens of these lengths, as encode.py writes one (an array each) -> path."""
+    rng = np.random.default_rng(0)
+    np.savez(path, *[rng.integers(tiny_model.hparams['n_vocab'], size=n).astype(np.uint16) for n in lengths])
+    return path
+
+
+def progress_bars(err):
+    """How many progress bars of the dataset's reading stderr shows (tqdm ends each with a line end)."""
+    return sum(1 for line in err.splitlines() if line.rsplit('\r', 1)[-1].startswith('dataset: 100%'))
+
+
+def assert_within(got, want, atol, n_embd=None):
+    """Every variable of two checkpoints' tensors the same, within atol (outside the key bias, with n_embd)."""
     assert sorted(got) == sorted(want)
     for name in want:
-        np.testing.assert_allclose(comparable(name, got[name], tiny_model.hparams['n_embd']),
-                                   comparable(name, want[name], tiny_model.hparams['n_embd']), rtol=0, atol=1e-6,
-                                   err_msg=name)
+        a, b = (comparable(name, x, n_embd) if n_embd else x for x in (got[name], want[name]))
+        np.testing.assert_allclose(a, b, rtol=0, atol=atol, err_msg=name)
+
+
+def test_devices_2_from_the_script_make_the_sgd_step_of_one_device_at_batch_2(setup, tiny_model):
+    """SGD's update is the gradient itself: the two runs' weights differ only by the rounding of its sums (2e-7 to
+    4e-7 measured at this rate, docs/distributed.md), key bias included. On a .npz of documents of unequal
+    lengths, read once."""
+    options = dict(dataset=documents_npz(setup.tmp / 'documents.npz', tiny_model), optimizer='sgd',
+                   learning_rate=0.5, seq_len=32, steps=1)
+    one = start(setup(**options, batch_size=2, checkpoint_dir=setup.tmp / 'one'))
+    two = start(setup(**options, batch_size=1, devices=2, checkpoint_dir=setup.tmp / 'two'))
+    (code, out, err), (two_code, two_out, two_err) = finish([one, two])
+    assert code == 0 and two_code == 0, err + two_err
+    assert 'batch 2: 1 on each of 2 replicas (2 devices)' in two_out
+    assert losses(two_out) == losses(out) and list(losses(out)) == [1]
+    assert progress_bars(two_err) == progress_bars(err) == 1, two_err
+    want, got = tensors(setup.tmp / 'one' / 'run1' / 'model-1'), tensors(setup.tmp / 'two' / 'run1' / 'model-1')
+    assert got['global_step'] == 1 and np.abs(want['model/wte'] - tiny_model.params['model/wte']).max() > 1e-3
+    assert_within(got, want, SGD_BOUND)
+
+
+def test_adam_on_2_devices_resumed_and_on_2_workers_follow_one_process_at_twice_the_batch(setup, tiny_model):
+    """Adam with the lean step, accumulation and noise, 4 steps: on 2 devices as 2 + 2 resumed, and on 2 TF_CONFIG
+    workers (worker 1 with another seed: the chief's is the job's; each with its own folders, as on two
+    machines), against one process at batch 2, within ADAM_BOUND."""
+    options = dict(optimizer='adam', learning_rate=LEARNING_RATE, batch_size=1, accumulate_gradients=2,
+                   memory_saving_gradients=True, noise=0.1, seq_len=32, steps=4, save_every=2)
+    reference = start(setup(**{**options, 'batch_size': 2}, run_name='one', checkpoint_dir=setup.tmp / 'one'))
+    devices = dict(options, steps=2, devices=2, checkpoint_dir=setup.tmp / 'two')
+    fresh = start(setup(**devices))
+    workers = [start(setup(**options, seed=1 + i, checkpoint_dir=setup.tmp / f'w{i}', sample_every=4,
+                           sample_length=4, sample_dir=setup.tmp / f'samples{i}'), config)
+               for i, config in enumerate(tf_configs(2))]
+    (code, out, err), *done = finish([reference, fresh, *workers])
+    resumed = finish([start(setup(**devices))])
+    for worker_code, _, worker_err in [*done, *resumed]:
+        assert worker_code == 0, worker_err
+    assert code == 0, err
+    (_, fresh_out, _), (_, chief_out, _), (_, worker_out, _) = done
+    [(_, resumed_out, _)] = resumed
+    want = losses(out)
+    assert sorted(want) == [1, 2, 3, 4]
+    for got in (losses(chief_out), losses(worker_out), {**losses(fresh_out), **losses(resumed_out)}):
+        assert got == pytest.approx(want, abs=0.011)  # printed to 2 decimals
+    assert 'batch 2: 1 on each of 2 replicas (2 workers x 1 device)' in chief_out
+    assert ' at step 2, batch 2: 1 on each of 2 replicas (2 devices)' in resumed_out
+    chief_run, worker_run = setup.tmp / 'w0' / 'run1', setup.tmp / 'w1' / 'run1'
+    assert state(chief_run) == ['model-2', 'model-4'] and not worker_run.exists()
+    assert (setup.tmp / 'samples0' / 'run1' / 'samples-4').exists() and not (setup.tmp / 'samples1').exists()
+    assert checkpoint.check_model_dir(chief_run) == tiny_model.hparams  # what the sampling scripts check
+    one = tensors(setup.tmp / 'one' / 'one' / 'model-4')
+    assert one['global_step'] == 4
+    for run in (chief_run, setup.tmp / 'two' / 'run1'):
+        assert_within(tensors(run / 'model-4'), one, ADAM_BOUND, n_embd=tiny_model.hparams['n_embd'])
 
 
 def test_a_killed_worker_makes_the_other_exit_with_an_error_line_within_the_timeout(setup):

@@ -247,13 +247,16 @@ def sum_of_replicas(value):
 
 def sync_from_first_replica():
     """In each replica: every mirrored variable := its value in replica 0 (of the job: the chief's first device),
-    as a sum in which the others count zero; the replicas' own accumulators (ON_READ) are left alone."""
+    as a sum in which the others count zero; the replicas' own accumulators (ON_READ) are left alone.
+
+    Only replica 0 reads its copies: a restore sets one copy of each mirrored variable (the first device's), so
+    the copies of the other local devices hold nothing yet, and reading one fails the step."""
     context = tf.distribute.get_replica_context()
-    first = tf.equal(context.replica_id_in_sync_group, 0)
+    first = tf.get_static_value(context.replica_id_in_sync_group) == 0
     variables = [v for v in tf.global_variables() if v.synchronization != tf.VariableSynchronization.ON_READ]
     # Summed as floats (the step and the seed as float64, exact below 2**53), one batch per dtype: the
     # all-reduce packs a batch into one tensor.
-    values = [tf.where(first, v.read_value(), tf.zeros_like(v)) for v in variables]
+    values = [v.read_value() if first else tf.zeros(v.shape, v.dtype) for v in variables]
     values = [value if value.dtype.is_floating else tf.cast(value, tf.float64) for value in values]
     dtypes = [value.dtype for value in values]
 

@@ -213,7 +213,7 @@ def accumulating(opt, loss_sum, target_count, train_vars, global_step, count_all
     with tf.variable_scope('accumulate'):
         # v.name, not v.op.name: in a replica beyond the first, the op is its copy's ('model/wte/replica_1').
         sums = [tf.get_variable(v.name.split(':')[0], v.shape, v.dtype, **local) for v in train_vars]
-        count = tf.get_variable('target_count', [], tf.float32, **local)
+        count = tf.get_variable('target_count', [], target_count.dtype, **local)
     grads = opt.compute_gradients(loss_sum, train_vars)
     accumulate_op = tf.group([s.assign_add(tf.convert_to_tensor(g)) for s, (g, _) in zip(sums, grads)]
                              + [count.assign_add(target_count)])
