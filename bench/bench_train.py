@@ -310,7 +310,7 @@ def table(rows):
 
 
 def memory_table(rows):
-    """The README's Memory table rows (Markdown) for the `tf` rows."""
+    """docs/memory.md's table rows (Markdown) for the `tf` rows."""
     lines = ['| shape | optimizer | memory saving | peak RSS | tokens/s | load |', '|---|---|---|--:|--:|--:|']
     for row in rows:
         name, _, knobs = parse_config(row['config'])

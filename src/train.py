@@ -72,7 +72,7 @@ FLAGS = dict(
                    'val_every.',
     devices='train on this many local devices at once, data-parallel (the GPUs, or with none CPU devices), or on '
             'a list of them such as /gpu:0,/gpu:2; 1 (the default) trains on one. With TF_CONFIG set, each '
-            'worker uses its machine\'s GPUs (or its CPU) instead; see the README\'s Distributed training.',
+            'worker uses its machine\'s GPUs (or its CPU) instead; see docs/distributed.md.',
     collective_timeout='with TF_CONFIG: seconds a step may wait for the other workers (a lost worker) before '
                        'this one exits with an error; longer than the chief\'s longest sampling, validation or '
                        'save.',

@@ -17,7 +17,7 @@ every call has the same number of rows (other counts fall back to a reorder per 
 sampling uses it only when asked (sample_sequence(frozen_weights=True)), at batch > 1, on a CPU, for the steps
 of one new token per row, and only where the machine has room for the copy.
 
-bench/bench_sample.py shows what each is worth (with --profile, per op); the figures are in the README.
+bench/bench_sample.py shows what each is worth (with --profile, per op); the figures are in docs/performance.md.
 """
 import dataclasses
 import functools

@@ -27,7 +27,7 @@ def top_k_logits(logits, k):
 
 
 # Nucleus sampling needs the logits in order only as far as the nucleus reaches. Sorting all 50257 every step
-# costs a large part of a step (bench/bench_sample.py --top_p 0.9 --profile; figures in the README). Instead each
+# costs a large part of a step (bench/bench_sample.py --top_p 0.9 --profile; figures in docs/performance.md). Instead each
 # row's probabilities are summed into `bins` bins of equal width between its largest and smallest logit, so the
 # running total over whole bins tells which bin the cut falls in; only that bin's logits are sorted, wide or
 # narrow nucleus alike.

@@ -177,7 +177,7 @@ def updating(opt, loss, train_vars, global_step, memory_saving_gradients):
 def session_config(proto=None):
     """The training session's settings (proto: a ConfigProto to change, e.g. tf.distribute's): grappler's
     constant folding off. With it on, 774M with Adam and --memory_saving_gradients peaked at 15.7 GB against
-    12.4 GB off, as fast (bench/bench_train.py, README: Memory); the folding happens when the step's graph is
+    12.4 GB off, as fast (bench/bench_train.py, docs/memory.md); the folding happens when the step's graph is
     first optimised, and what it leaves behind stays resident."""
     proto = proto if proto is not None else tf.ConfigProto()
     proto.graph_options.rewrite_options.constant_folding = rewriter_config_pb2.RewriterConfig.OFF

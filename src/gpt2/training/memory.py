@@ -3,7 +3,7 @@ memory and disk, is gpt2/base/system.py's).
 
 The estimate adds what a step holds at its peak: the weights, the gradients alive at once, the optimizer's state,
 the activations kept for the backward pass at this batch and window, the logits and their gradient, and
-TensorFlow itself. The constants below were fitted to peaks measured with bench/bench_train.py (README, Memory);
+TensorFlow itself. The constants below were fitted to peaks measured with bench/bench_train.py (docs/memory.md);
 a float32 number is 4 bytes.
 """
 import dataclasses
