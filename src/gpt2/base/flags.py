@@ -251,9 +251,9 @@ def suggestion(typed, names, prefix='--'):
 # ---------------------------------------------------------------------------------------------------------------
 # A script imports TensorFlow first (runtime.import_tensorflow), seconds before its functions are defined and
 # its __main__ block runs check_argv. To refuse a misspelled flag without that wait, the script calls
-# check_script_early(__file__) just before that import; it reads the script's source for the check_argv(...) call
-# of its __main__ block and the parameters of the function (or dict of commands) handed to it. The check in __main__ stays the one
-# that decides: what this cannot read, it leaves to that.
+# check_script_early(__file__) just before that import; it reads the script's source for the check_argv(...)
+# call of its __main__ block and the parameters of the function (or dict of commands) handed to it. The check in
+# __main__ stays the one that decides: what this cannot read, it leaves to that.
 
 def check_script_early(script, argv=None):
     """check_argv(...) of script's `__main__` block (script: the running script's __file__), made from its source
