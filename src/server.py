@@ -2,7 +2,7 @@
 """Serve GPT-2 over HTTP: OpenAI's completions API, as vLLM serves it for a base model (docs/serving.md).
 
 The routes and the process: gpt2/serving/app.py; reading requests: gpt2/serving/parsing.py; the thread that
-owns the TensorFlow session and runs the batches: gpt2/serving/engine.py and batches.py.
+owns the TensorFlow session and runs the decoding loop: gpt2/serving/engine.py and slots.py.
 """
 import fire
 
@@ -13,7 +13,6 @@ if __name__ == '__main__':
 tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
 from gpt2 import loading  # noqa: E402
 from gpt2.serving import app  # noqa: E402
-from gpt2.serving import batches  # noqa: E402
 from gpt2.serving import engine as engine_lib  # noqa: E402
 
 
@@ -41,8 +40,8 @@ def check_flags(*, host, port, api_key, max_batch_size, max_queue, max_body_byte
     port='the port to listen on; default 8000.',
     api_key='a key every client must send (Authorization: Bearer KEY, as the openai client sends OPENAI_API_KEY); '
             'by default none is asked.',
-    max_batch_size='the most rows (prompts x n) sampled at once; default 8. Rows of queued requests with the '
-                   'same knobs share a batch.',
+    max_batch_size='the most rows (prompts x n) decoding at once; default 8. Requests join and leave the running '
+                   'batch step by step, whatever their knobs; the cache holds this many windows.',
     max_queue='the most requests waiting; one more is answered 503 with Retry-After. Default 64.',
     max_body_bytes='the largest request body, in bytes; a larger one is answered 413. Default 8 MiB.')
 def serve(model_name='124M', models_dir='models', checkpoint='latest', host='127.0.0.1', port=8000, api_key=None,
@@ -51,7 +50,7 @@ def serve(model_name='124M', models_dir='models', checkpoint='latest', host='127
                           max_queue=max_queue, max_body_bytes=max_body_bytes)
     # The folder is checked here, at once; the weights load on the engine thread while /health answers 503.
     _, hparams, enc = loading.load_model(model_name, models_dir, checkpoint)
-    engine = engine_lib.Engine(lambda: batches.Model(model_name, models_dir, checkpoint, max_batch_size),
+    engine = engine_lib.Engine(engine_lib.loader(model_name, models_dir, checkpoint, max_batch_size),
                                max_batch_size=max_batch_size, max_queue=max_queue)
     settings = app.Settings(model_name=model_name, enc=enc, hparams=hparams, engine=engine, api_key=api_key,
                             max_body_bytes=max_body_bytes)

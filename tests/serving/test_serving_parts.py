@@ -1,9 +1,9 @@
-"""The server's parts without a server: reading a request body, the batches the queue makes, and a streamed
-choice's text (what is held back for a stop string), on hand-checked cases."""
+"""The server's parts without a server: reading a request body, the queue, and a streamed choice's text (what is
+held back for a stop string), on hand-checked cases."""
 import pytest
 
 import encoder
-from gpt2.serving import batches, engine, parsing, responses
+from gpt2.serving import engine, parsing, responses
 from gpt2.serving.errors import APIError
 
 
@@ -47,33 +47,22 @@ def job(enc, tiny_model, **body):
     return engine.Job(completion(enc, tiny_model, **body), loop=None)
 
 
-def test_a_batch_takes_the_rows_of_jobs_with_the_same_knobs(enc, tiny_model):
-    batcher = engine.Batcher(max_batch_size=4, max_queue=10)
-    a, b = job(enc, tiny_model, n=2), job(enc, tiny_model, n=2, temperature=0.5)
-    c, d = job(enc, tiny_model, n=2), job(enc, tiny_model, n=1)
-    for j in (a, b, c, d):
-        batcher.submit(j)
-    assert [(p.job, len(p.rows)) for p in batcher.next_batch()] == [(a, 2), (c, 2)]  # d no longer fits
-    assert [(p.job, len(p.rows)) for p in batcher.next_batch()] == [(b, 2)]
-    assert [(p.job, len(p.rows)) for p in batcher.next_batch()] == [(d, 1)]
-
-
-def test_a_large_job_spans_batches_and_a_seeded_one_runs_alone(enc, tiny_model):
-    batcher = engine.Batcher(max_batch_size=4, max_queue=10)
-    big, seeded, small = job(enc, tiny_model, n=6), job(enc, tiny_model, seed=1), job(enc, tiny_model)
-    for j in (big, seeded, small):
-        batcher.submit(j)
-    assert [(p.job, len(p.rows)) for p in batcher.next_batch()] == [(big, 4)]
-    # The seeded job may not join a batch; the small one joins the rest of the big one.
-    assert [(p.job, len(p.rows)) for p in batcher.next_batch()] == [(big, 2), (small, 1)]
-    assert [(p.job, len(p.rows)) for p in batcher.next_batch()] == [(seeded, 1)]
+def test_the_queue_hands_out_rows_first_come_first_served(enc, tiny_model):
+    queue = engine.Queue(max_queue=10)
+    a, b, c = job(enc, tiny_model, n=2), job(enc, tiny_model, prompt=[5]), job(enc, tiny_model, prompt=[6])
+    for j in (a, b, c):
+        queue.submit(j)
+    b.cancelled = True  # its client went away while it waited
+    taken = [queue.next_row(timeout=0) for _ in range(4)]
+    assert [(t[0], t[1]) for t in taken[:3]] == [(a, 0), (a, 1), (c, 0)] and taken[3] is None
+    assert taken[2][2] == [6]
 
 
 def test_a_full_queue_refuses(enc, tiny_model):
-    batcher = engine.Batcher(max_batch_size=4, max_queue=1)
-    batcher.submit(job(enc, tiny_model))
+    queue = engine.Queue(max_queue=1)
+    queue.submit(job(enc, tiny_model))
     with pytest.raises(engine.QueueFull):
-        batcher.submit(job(enc, tiny_model))
+        queue.submit(job(enc, tiny_model))
 
 
 def test_a_stream_holds_back_what_may_become_a_stop_string(enc, tiny_model):
@@ -94,40 +83,3 @@ def test_a_stream_waits_for_a_characters_last_byte(enc, tiny_model):
 def test_held_is_the_longest_tail_that_begins_a_stop():
     assert responses.held('abc', ['cd', 'bcx']) == 2
     assert responses.held('abc', ['x']) == 0
-
-
-def test_a_failed_batch_answers_500_and_the_engine_goes_on(enc, tiny_model, monkeypatch):
-    """The first batch fails inside: its job gets a 500; the engine thread lives on and answers the next job."""
-    import asyncio
-    calls = []
-
-    def run(model, pieces, *, seed):
-        calls.append(pieces)
-        if len(calls) == 1:
-            raise RuntimeError('broken')
-        return [{index: batches.Choice(index, 'ok', 'length', None, 1, 1) for index, _, _ in p.rows}
-                for p in pieces]
-
-    monkeypatch.setattr(batches, 'run', run)
-    worker = engine.Engine(lambda: FakeModel(), max_batch_size=4, max_queue=4)
-    worker.start()
-
-    async def ask():
-        loop = asyncio.get_running_loop()
-        first, second = engine.Job(completion(enc, tiny_model), loop), engine.Job(completion(enc, tiny_model), loop)
-        worker.submit(first)
-        failed = await asyncio.wait_for(first.events.get(), 30)
-        worker.submit(second)
-        return failed, await asyncio.wait_for(second.events.get(), 30)
-
-    try:
-        (kind, error), (done, choices) = asyncio.run(ask())
-    finally:
-        worker.stop(30)
-    assert (kind, error.status) == ('error', 500) and 'broken' in error.message
-    assert done == 'done' and [c.text for c in choices] == ['ok']
-
-
-class FakeModel:
-    def close(self):
-        pass

@@ -36,9 +36,11 @@ class Sample:
 class Generator:
     """A model loaded once into its own graph and session. Close it (or use `with`) to free its memory."""
 
-    def __init__(self, model_name='124M', models_dir='models', *, device=None, checkpoint='latest'):
+    def __init__(self, model_name='124M', models_dir='models', *, device=None, checkpoint='latest',
+                 session_config=None):
         """checkpoint: which of a training run's checkpoints to load, as the scripts' --checkpoint (latest, best
-        or a step)."""
+        or a step). session_config: a tf.ConfigProto for the session; by default the scripts'
+        (sample.session_config())."""
         # The sampling code is TensorFlow 1 graph code (the scripts set this up in runtime.setup_process); idempotent.
         tf.disable_v2_behavior()
         self.model_dir, self.hparams, self.enc = loading.load_model(model_name, models_dir, checkpoint)
@@ -46,7 +48,7 @@ class Generator:
         self.token_bytes = stops_lib.token_bytes(self.enc, self.hparams.n_vocab)
         self.device = device
         self.graph = tf.Graph()
-        self.sess = tf.Session(graph=self.graph, config=sample.session_config())
+        self.sess = tf.Session(graph=self.graph, config=session_config or sample.session_config())
         self.graphs = {}  # (batch size, sliding) -> (placeholders, output)
         with self.graph.as_default():
             loading.start_restore(self.sess, self.model_dir, self.hparams)()

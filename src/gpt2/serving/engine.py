@@ -1,27 +1,33 @@
-"""The engine: one thread owns the model's TensorFlow session and runs batches; the event loop never runs it.
+"""The engine: the threads that own the model's TensorFlow session; the event loop never runs it.
 
-The HTTP side submits a Job (a checked request) to a bounded queue and awaits its events on an asyncio queue;
-the engine thread takes the jobs, makes batches of their rows, runs them (gpt2/serving/batches.py) and posts
-each job's events back to the event loop (call_soon_threadsafe): ('token', choice index, token id) as tokens are
-drawn, for a streamed job, then ('done', [Choice]) or ('error', APIError).
-
-Batching, in this first slice: one batch at a time, each run to its end. A batch takes the rows of the job at
-the head of the queue (at most max_batch_size; a larger job goes on in the next batch), then the rows of queued
-jobs that ask for the same knobs and length, while they fit: Generator feeds its knobs per run, one value for
-every row. A seeded job runs alone, so that its text does not depend on what else is in the batch. Continuous
-batching (rows that join a running loop, per-row knobs) would replace Batcher.next_batch and batches.run with a
-loop that persists between chunks of steps; Job and its events stay as they are.
+The HTTP side submits a Job (a checked request) to a bounded queue and awaits its events on an asyncio queue:
+('token', choice index, token id) as a streamed job's tokens are drawn, then ('done', [Choice]) or ('error',
+APIError). Two threads run the session (TensorFlow's sessions take concurrent runs):
+- the loop thread runs the decoding loop (gpt2/serving/slots.py), in which every job's rows decode side by side,
+  joining and leaving it as they come and end (continuous batching; gpt2/serving/scheduler.py picks them);
+- the side thread does the short work around it: each finished row's Choice (and the echoed prompt's
+  log-probabilities, one forward pass), the jobs with max_tokens 0, and `side(fn)` for other routes.
 """
 import asyncio
 import collections
-import dataclasses
+import concurrent.futures
+import functools
 import threading
 import traceback
 
 import numpy as np
+import tensorflow.compat.v1 as tf
 
-from gpt2.serving import batches
+import sample
+
+from gpt2.sampling import generator as generator_lib
+from gpt2.serving import choices as choices_lib
+from gpt2.serving import scheduler as scheduler_lib
+from gpt2.serving import slots
 from gpt2.serving.errors import APIError
+
+# Seconds the loop waits for work with no row live before it ends (a new run starts with the next request).
+LINGER = 2.0
 
 
 class QueueFull(Exception):
@@ -35,39 +41,29 @@ class Job:
         self.request = request
         self.loop = loop
         self.events = asyncio.Queue()
-        self.rows = request.rows()  # the rows not yet in a batch
-        self.cancelled = False  # the client went away: no more events, no more batches
-        self.choices = {}  # choice index -> batches.Choice, as its batch ends
-        self.batches = 0  # batches run for it so far (a seeded job's next batch draws with the next seed)
-
-    def key(self):
-        """Jobs with equal keys may share a batch: the same knobs, length, stops, and no seed."""
-        r = self.request
-        if r.seed is not None:
-            return None
-        return (r.max_tokens, tuple(r.stop), tuple(sorted(r.knobs.items())))
+        self.pending = collections.deque(request.rows())  # (choice index, prompt index, ids) not yet decoding
+        self.cancelled = False  # answered, failed, or the client went away: no more events, rows dropped
+        self.choices = {}  # choice index -> Choice, as its row ends (side thread)
+        # The seed of its draws: the request's, or one of its own (so every row draws from a key of its own).
+        self.seed = request.seed if request.seed is not None else int(np.random.randint(0, 2**32, dtype=np.int64))
 
     def post(self, *event):
-        """Hand an event to the event loop (from the engine thread)."""
+        """Hand an event to the event loop (from an engine thread)."""
         if not self.cancelled:
             try:
                 self.loop.call_soon_threadsafe(self.events.put_nowait, event)
             except RuntimeError:  # the loop has closed: nobody is waiting any more
                 self.cancelled = True
 
-
-@dataclasses.dataclass
-class Piece:
-    """Some rows of a job, in a batch."""
-    job: Job
-    rows: list  # (choice index, prompt index, token ids)
+    def fail(self, error):
+        self.post('error', error)
+        self.cancelled = True
 
 
-class Batcher:
-    """The bounded queue of jobs and the choice of each batch's rows (engine thread and event loop alike)."""
+class Queue:
+    """The jobs whose rows wait for a row of the loop, first come first served (event loop and engine)."""
 
-    def __init__(self, max_batch_size, max_queue):
-        self.max_batch_size = max_batch_size
+    def __init__(self, max_queue):
         self.max_queue = max_queue
         self.jobs = collections.deque()
         self.lock = threading.Condition()
@@ -78,73 +74,99 @@ class Batcher:
             if self.closed or len(self.jobs) >= self.max_queue:
                 raise QueueFull()
             self.jobs.append(job)
-            self.lock.notify()
+            self.lock.notify_all()
 
     def close(self):
-        """No more jobs; next_batch returns None once the queue is empty."""
+        """No more jobs; wait() returns False once the queue is empty."""
         with self.lock:
             self.closed = True
             self.lock.notify_all()
 
-    def next_batch(self):
-        """Wait for jobs -> the pieces of the next batch, or None once closed and empty."""
+    def wait(self):
+        """Block until a job waits (True) or the queue is closed and empty (False)."""
         with self.lock:
-            while True:
-                while self.jobs and self.jobs[0].cancelled:
-                    self.jobs.popleft()
-                if self.jobs:
-                    break
+            while not self.live_jobs():
                 if self.closed:
-                    return None
+                    return False
                 self.lock.wait()
-            head, *others = self.jobs
-            pieces = [self.take(head, self.max_batch_size)]
-            room = self.max_batch_size - len(pieces[0].rows)
-            key = head.key()
-            for job in others:
-                if key is None or room <= 0:
-                    break
-                if not job.cancelled and job.key() == key and len(job.rows) <= room:
-                    pieces.append(self.take(job, room))
-                    room -= len(pieces[-1].rows)
-            return pieces
+            return True
 
-    def take(self, job, count):
-        """Up to count of job's rows; the job leaves the queue once it has none left."""
-        piece = Piece(job, job.rows[:count])
-        job.rows = job.rows[count:]
-        if not job.rows:
-            self.jobs.remove(job)
-        return piece
+    def next_row(self, timeout):
+        """The next waiting row -> (job, choice index, token ids), or None after timeout seconds without one."""
+        with self.lock:
+            if not self.live_jobs() and timeout and not self.closed:
+                self.lock.wait(timeout)
+            if not self.live_jobs():
+                return None
+            job = self.jobs[0]
+            index, _, ids = job.pending.popleft()
+            if not job.pending:
+                self.jobs.popleft()
+            return job, index, ids
+
+    def live_jobs(self):
+        """Whether a job waits (dropping those whose client went away)."""
+        while self.jobs and self.jobs[0].cancelled:
+            self.jobs.popleft()
+        return bool(self.jobs)
+
+
+class Model:
+    """The Generator (weights, encoder, session), the scorer and the decoding loop beside it. Built on the loop
+    thread."""
+
+    def __init__(self, model_name, models_dir, checkpoint_name, max_batch_size, queue, finish):
+        config = sample.session_config()
+        config.inter_op_parallelism_threads = 4  # the loop's host call may wait for work while the side thread runs
+        self.gen = generator_lib.Generator(model_name, models_dir, checkpoint=checkpoint_name, session_config=config)
+        self.scorer = choices_lib.Scorer(self.gen)
+        table = [self.gen.enc.decode_bytes([t]) for t in range(self.gen.hparams.n_vocab)]
+        self.scheduler = scheduler_lib.Scheduler(max_batch_size, queue, finish=finish, token_bytes=table.__getitem__,
+                                                 linger=LINGER)
+        with self.gen.graph.as_default():
+            self.loop = slots.build(self.gen.hparams, rows=max_batch_size, host=self.scheduler, device=self.gen.device)
+
+    def close(self):
+        self.gen.close()
 
 
 class Engine:
-    """The thread that loads the model and runs the batches. ready: set once the model is loaded; failure: the
-    message of a load that failed (the server then stops)."""
+    """The threads that load the model and run it. ready: set once the model is loaded; failure: the message of
+    a load that failed (the server then stops)."""
 
     def __init__(self, load, *, max_batch_size, max_queue, on_failure=None):
-        self.load = load  # () -> batches.Model, on the engine thread: TensorFlow's session lives there
-        self.batcher = Batcher(max_batch_size, max_queue)
+        self.load = load  # (queue, finish) -> Model, on the loop thread
+        self.max_batch_size = max_batch_size
+        self.queue = Queue(max_queue)
         self.ready = threading.Event()
         self.failure = None
         self.on_failure = on_failure
         self.model = None
+        self.side_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='side')
         self.thread = threading.Thread(target=self.run, name='engine', daemon=True)
 
     def start(self):
         self.thread.start()
 
     def submit(self, job):
-        self.batcher.submit(job)
+        if job.request.max_tokens == 0:  # nothing to draw: only the echoed prompt's log-probabilities
+            job.pending.clear()
+            self.side_thread.submit(self.answer_rows, job, [(index, ids) for index, _, ids in job.request.rows()])
+            return
+        self.queue.submit(job)
+
+    async def side(self, fn):
+        """fn(model) on the side thread -> its result (its exception raised)."""
+        return await asyncio.wrap_future(self.side_thread.submit(fn, self.model))
 
     def stop(self, timeout=None):
-        """Finish the queued jobs, then end the thread and close the session."""
-        self.batcher.close()
+        """Finish the queued and running jobs, then end the threads and close the session."""
+        self.queue.close()
         self.thread.join(timeout)
 
     def run(self):
         try:
-            self.model = self.load()
+            self.model = self.load(self.queue, self.finish)
         except Exception as err:  # the model did not load: say why, and let the server end
             self.failure = str(err) or type(err).__name__
             if self.on_failure:
@@ -152,31 +174,52 @@ class Engine:
             return
         self.ready.set()
         try:
-            while (pieces := self.batcher.next_batch()) is not None:
-                self.run_batch(pieces)
+            while self.queue.wait():
+                self.run_loop()
         finally:
+            self.side_thread.shutdown(wait=True)
             self.model.close()
 
-    def run_batch(self, pieces):
-        """Run one batch and answer its jobs; a failure answers them with 500, and the engine goes on."""
-        live = [p for p in pieces if not p.job.cancelled]
-        if not live:
-            return
-        head = live[0].job
-        seed = head.request.seed
-        pair = (np.random.randint(0, 2**31 - 1, size=2) if seed is None
-                else (seed % 2**31, seed // 2**31 + 2 * head.batches))  # a seeded job's batches: seeds apart
+    def run_loop(self):
+        """One run of the decoding loop, until it has nothing to do; a failure answers its jobs with 500."""
         try:
-            results = batches.run(self.model, live, seed=[int(s) for s in pair])
+            self.model.gen.sess.run(self.model.loop)
         except Exception as err:
             traceback.print_exc()
-            for piece in live:
-                piece.job.post('error', APIError(500, f'the batch failed: {type(err).__name__}: {err}'))
-                piece.job.cancelled = True
+            if isinstance(err, tf.errors.OpError):
+                err = op_error_line(err)
+            for job in self.model.scheduler.abandon():
+                job.fail(APIError(500, f'the decoding loop failed: {err}'))
+
+    def finish(self, row):
+        """A row has ended (loop thread): its Choice is made on the side thread."""
+        self.side_thread.submit(self.answer_rows, row.job, [(row.index, row.prompt)], row.tokens, row.logprobs)
+
+    def answer_rows(self, job, rows, tokens=(), logprobs=()):
+        """Side thread: the Choices of rows [(choice index, prompt)] of job; once it has them all, 'done'."""
+        if job.cancelled:
             return
-        for piece, choices in zip(live, results):
-            job = piece.job
-            job.batches += 1
-            job.choices.update(choices)
-            if not job.rows and len(job.choices) == len(job.request.rows()):
-                job.post('done', [job.choices[i] for i in sorted(job.choices)])
+        try:
+            for index, prompt in rows:
+                job.choices[index] = choices_lib.choice(self.model.gen, self.model.scorer, index=index,
+                                                        prompt=prompt, request=job.request, tokens=tokens,
+                                                        logprobs=logprobs)
+        except Exception as err:
+            traceback.print_exc()
+            job.fail(APIError(500, f'the answer failed: {type(err).__name__}: {err}'))
+            return
+        if len(job.choices) == len(job.request.rows()):
+            job.post('done', [job.choices[i] for i in sorted(job.choices)])
+
+
+def op_error_line(err):
+    """A TensorFlow error's one telling line: the Python exception of the host call, or the first line."""
+    lines = [line.strip() for line in err.message.splitlines() if line.strip()]
+    raised = [line for line in lines if line.split(':')[0].endswith(('Error', 'Exception'))
+              and not line.startswith('Graph execution')]
+    return raised[0] if raised else lines[0]
+
+
+def loader(model_name, models_dir, checkpoint_name, max_batch_size):
+    """The Engine's load: -> (queue, finish) -> Model."""
+    return functools.partial(Model, model_name, models_dir, checkpoint_name, max_batch_size)

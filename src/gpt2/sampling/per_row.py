@@ -1,0 +1,107 @@
+"""One token per row, each row with knobs of its own: the draw of a batch whose rows are separate requests (the
+server's continuous batching, gpt2/serving/slots.py), where filters.draw takes one value of each knob for all.
+
+The same rules as the scripts' loop, in the same order (gpt2/sampling/penalties.py, then filters.py): the
+penalties on the logits of seen tokens, then greedy (temperature 0: the most likely token) or temperature, top-k,
+top-p and a draw. Every knob is a [rows] tensor, and each is off in a row by its off value (repetition 1,
+presence and frequency 0, no_repeat_ngram 0, top_k 0, top_p 1).
+
+The draw is the Gumbel-max one: the token with the largest logit plus -log(-log(u)), u uniform in [0, 1) drawn
+per token, which picks each token with its softmax probability. Each row's u come from its own key (a [2] int32
+seed for TensorFlow's stateless generator), so what a row draws depends on its logits and its key only, never on
+the other rows of the batch: a seeded request draws the same tokens alone or among others.
+"""
+import tensorflow.compat.v1 as tf
+
+from gpt2.sampling import filters
+from gpt2.sampling import penalties as penalties_lib
+
+
+def column(x, dtype):
+    """[rows] -> [rows, 1], to scale or compare against [rows, vocab]."""
+    return tf.cast(x, dtype)[:, tf.newaxis]
+
+
+def penalise(logits, knobs, counts, history, filled):
+    """logits [rows, vocab] -> the penalised logits. counts() -> [rows, vocab], each row's seen tokens counted,
+    history() -> [rows, total_len], its tokens so far, and filled [rows] how many: functions, so that their ops
+    run only where some row needs them."""
+    dtype = logits.dtype
+    repetition, presence, frequency = (knobs[k] for k in ('repetition', 'presence', 'frequency'))
+    counted = tf.reduce_any(tf.logical_or(tf.not_equal(repetition, 1), tf.logical_or(
+        tf.not_equal(presence, 0), tf.not_equal(frequency, 0))))
+
+    def by_counts():
+        seen = counts()
+        out = penalties_lib.repetition(logits, seen, column(repetition, dtype))  # 1 divides by 1: unchanged
+        return penalties_lib.presence_frequency(out, seen, column(presence, dtype), column(frequency, dtype))
+
+    logits = tf.cond(counted, by_counts, lambda: logits)
+    n = tf.cast(knobs['no_repeat_ngram'], tf.int32)
+    return tf.cond(tf.reduce_any(n > 0), lambda: ban_ngrams(logits, history(), filled, n), lambda: logits)
+
+
+def ban_ngrams(logits, history, filled, n):
+    """penalties.ngram_bans row by row, each with its own n and length (n 0: nothing banned)."""
+    vocab = logits.shape.as_list()[-1] or tf.shape(logits)[-1]
+
+    def one_row(args):
+        row, row_filled, row_n = args
+        return tf.cond(row_n > 0,
+                       lambda: penalties_lib.ngram_bans(row[tf.newaxis], row_filled, row_n, vocab)[0],
+                       lambda: tf.zeros([vocab], tf.bool))
+
+    bans = tf.map_fn(one_row, (history, tf.cast(filled, tf.int32), n), fn_output_signature=tf.bool)
+    return tf.where(bans, tf.fill(tf.shape(logits), tf.cast(penalties_lib.BANNED, logits.dtype)), logits)
+
+
+def filter_rows(logits, top_k, top_p):
+    """Top-k, then top-p, each row with its own k (0: off) and p (1: off) -> logits, the ruled-out masked."""
+    top_k = tf.cast(top_k, tf.int32)
+    vocab = tf.shape(logits)[-1]
+    below = tf.fill(tf.shape(top_k), tf.cast(float('-inf'), logits.dtype))
+
+    def by_k():
+        values = tf.nn.top_k(logits, k=tf.minimum(tf.reduce_max(top_k), vocab)).values  # [rows, max k]
+        kth = tf.gather(values, tf.maximum(tf.minimum(top_k, vocab) - 1, 0), batch_dims=1)
+        return filters.mask_below(logits, tf.where(top_k > 0, kth, below)[:, tf.newaxis])
+
+    logits = tf.cond(tf.reduce_any(top_k > 0), by_k, lambda: logits)
+    top_p = tf.cast(top_p, logits.dtype)
+
+    def by_p():
+        threshold = filters.nucleus_threshold(logits, top_p[:, tf.newaxis])[:, 0]
+        return filters.mask_below(logits, tf.where(top_p < 1, threshold, below)[:, tf.newaxis])
+
+    return tf.cond(tf.reduce_any(top_p < 1), by_p, lambda: logits)
+
+
+def uniform_rows(keys, vocab):
+    """keys [rows, 2] int32 -> [rows, vocab] uniform in [0, 1), row r from keys[r] alone."""
+    return tf.map_fn(lambda key: tf.random.stateless_uniform([vocab], seed=key), keys,
+                     fn_output_signature=tf.float32)
+
+
+def draw(logits, knobs, keys):
+    """Penalised logits [rows, vocab] -> [rows] int32: greedy where temperature is 0, else temperature, the
+    filters and a Gumbel-max draw with the row's key."""
+    temperature = tf.cast(knobs['temperature'], logits.dtype)
+    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+    def drawn():
+        scaled = logits / column(tf.where(temperature > 0, temperature, tf.ones_like(temperature)), logits.dtype)
+        kept = filter_rows(scaled, knobs['top_k'], knobs['top_p'])
+        u = uniform_rows(tf.cast(keys, tf.int32), tf.shape(logits)[-1])
+        gumbel = -tf.math.log(-tf.math.log(u))  # u = 0: -inf, never drawn
+        return tf.argmax(kept + tf.cast(gumbel, logits.dtype), axis=-1, output_type=tf.int32)
+
+    return tf.where(temperature > 0, tf.cond(tf.reduce_any(temperature > 0), drawn, lambda: greedy), greedy)
+
+
+def model_logprobs(logits, tokens, top):
+    """The model's own log-probabilities (before penalties and temperature, as the server reports them):
+    logits [rows, vocab], the drawn tokens [rows] -> (their log-probabilities [rows], the `top` largest [rows,
+    top] and their tokens [rows, top])."""
+    logp = tf.nn.log_softmax(logits, axis=-1)
+    best = tf.nn.top_k(logp, k=top)
+    return tf.gather(logp, tokens, batch_dims=1), best.values, best.indices

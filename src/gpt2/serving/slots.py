@@ -1,0 +1,225 @@
+"""The server's decoding loop: a cache of `rows` slots that requests join and leave while it runs (continuous
+batching), driven step by step by the host.
+
+One tf.while_loop runs for as long as there is work. Each iteration first asks the host (a Python callback,
+gpt2/serving/scheduler.py) what to do, handing it the tokens just drawn; the host answers with every row's state
+for the next step: whether it is live, the token it feeds and at which position, its knobs and its random key,
+and at most one new prompt to take into a free row. The iteration then runs that prompt into its row of the
+cache (all its tokens but the last, at batch 1) and one decoding step for the live rows, each drawing with its
+own knobs (gpt2/sampling/per_row.py). So a request starts at the next step, whatever runs, and a finished one
+frees its row at once. When the host says stop (nothing to do for a while, or the server closing), the loop ends.
+
+The cache is decoding.py's, with `rows` rows of n_ctx slots each ([head * rows * n_ctx, head_dim] per layer and
+k or v, written in place); a row's position is its slot. A step computes either the one live row (at batch 1,
+gathered) or all rows (at batch `rows`, with the packed products where they pay: cpu_matmul.py), so that the
+shapes in the graph are two, fixed, and one request alone runs at the speed of a batch-1 sample. Attention
+reads each computed row's slots up to the longest live position, not the whole window. The graph is built once:
+requests change only the values the host hands in.
+"""
+import dataclasses
+import functools
+
+import tensorflow.compat.v1 as tf
+
+import model
+import sample
+
+from gpt2.sampling import decoding
+from gpt2.sampling import penalties as penalties_lib
+from gpt2.sampling import per_row
+
+# The host's answer, as arrays: INTS [rows, 7] int32, FLOATS [rows, 5] float32, CONTROL [2] int32 (go, the row
+# that takes the new prompt or -1), and the new prompt's tokens [length] int32.
+INTS = ('live', 'token', 'position', 'top_k', 'no_repeat_ngram', 'key0', 'key1')
+FLOATS = ('temperature', 'top_p', 'repetition', 'presence', 'frequency')
+# Log-probabilities handed back per row and step: the drawn token's and the TOP most likely (OpenAI's limit).
+TOP = 5
+
+
+@dataclasses.dataclass
+class Control:
+    """The host's answer for one iteration (tensors)."""
+    go: object  # scalar bool: False ends the loop
+    admit: object  # scalar int32: the row that takes the new prompt, or -1
+    prompt: object  # [length] int32
+    row: dict  # name in INTS or FLOATS -> [rows]
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """What every piece of the loop's graph uses."""
+    hparams: object
+    rows: int
+    scope: object  # the model's variables, read once per run (decoding.read_once_scope)
+    one: object  # cpu_matmul.Products for a step of one row
+    many: object  # for a step of every row
+
+
+def build(hparams, *, rows, host, device=None):
+    """The loop's graph -> the op to run (it ends when host says stop). host(tokens [rows] int32, logprobs [rows]
+    float32, top values [rows, TOP] float32, top tokens [rows, TOP] int32) -> the four arrays above."""
+    device = device or sample.default_device()
+    with tf.name_scope('slots'), tf.device(device):
+        shape = Shape(hparams=hparams, rows=rows, scope=decoding.read_once_scope(),
+                      one=sample.products_for(device, batch=1, frozen_weights=True, hparams=hparams),
+                      many=sample.products_for(device, batch=rows, frozen_weights=True, hparams=hparams))
+        n_ctx, n_vocab = hparams.n_ctx, hparams.n_vocab
+        results = (tf.zeros([rows], tf.int32), tf.zeros([rows]), tf.zeros([rows, TOP]),
+                   tf.zeros([rows, TOP], tf.int32))
+        state = (decoding.empty_cache(hparams, rows, n_ctx), tf.zeros([rows, n_vocab]),
+                 tf.fill([rows, n_ctx], penalties_lib.NO_TOKEN))
+
+        def body(go, results, state):
+            control = ask(host, results, rows)
+            out = tf.cond(control.go, lambda: iteration(shape, control, state), lambda: (results, state))
+            return (control.go,) + tuple(out)
+
+        go, *_ = tf.while_loop(lambda go, *_: go, body, (tf.constant(True), results, state),
+                               back_prop=False, parallel_iterations=1)
+        return go
+
+
+def ask(host, results, rows):
+    """The host's answer to the last iteration's results -> Control."""
+    with tf.device(decoding.HOST):
+        ints, floats, control, prompt = tf.numpy_function(host, list(results),
+                                                          [tf.int32, tf.float32, tf.int32, tf.int32], stateful=True)
+    ints.set_shape([rows, len(INTS)])
+    floats.set_shape([rows, len(FLOATS)])
+    control.set_shape([2])
+    prompt.set_shape([None])
+    row = {name: ints[:, i] for i, name in enumerate(INTS)}
+    row.update({name: floats[:, i] for i, name in enumerate(FLOATS)})
+    return Control(go=control[0] > 0, admit=control[1], prompt=prompt, row=row)
+
+
+def iteration(shape, control, state):
+    """Take in the new prompt, if any, then one step of the live rows -> (results, state)."""
+    state = tf.cond(control.admit >= 0, lambda: admit(shape, control, state), lambda: state)
+    live = tf.cast(control.row['live'], tf.bool)
+    alone = tf.equal(tf.reduce_sum(tf.cast(live, tf.int32)), 1)
+    everyone = tf.range(shape.rows)
+    return tf.cond(alone, lambda: step(shape, control, state, first_live(live), shape.one),
+                   lambda: step(shape, control, state, everyone, shape.many))
+
+
+def first_live(live):
+    """[rows] bool -> [1] int32: the first live row (static shape [1], for the products at one row)."""
+    return tf.reshape(tf.argmax(tf.cast(live, tf.int32), output_type=tf.int32), [1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The cache's rows
+# ---------------------------------------------------------------------------------------------------------------
+
+def cache_rows(hparams, rows, which, slots):
+    """which [m] rows of the cache, slots [m, s] (or [1, s] for all) -> the buffers' rows [head * m * s], in the
+    order (head, row, slot) of decoding.heads_first."""
+    with tf.device(decoding.HOST):
+        heads = tf.range(hparams.n_head)[:, tf.newaxis] * rows + tf.cast(which, tf.int32)[tf.newaxis, :]
+        return tf.reshape((heads * hparams.n_ctx)[:, :, tf.newaxis] + slots[tf.newaxis], [-1])
+
+
+def slot_attn(x, scope, n_state, *, past, hparams, linear, write, read, mask):
+    """model.attn over the slots: x [m, seq, n_embd]; the step's keys and values go to the buffers' rows
+    `write`, and attention reads the rows `read` ([head * m * span], in (head, row, slot) order) under mask
+    ([seq, span], or [m, seq, span] per row) -> a [m, seq, n_embd], the buffers."""
+    with tf.variable_scope(scope):
+        c = model.conv1d(x, 'c_attn', n_state * 3, linear=linear)
+        q, k, v = [decoding.heads_first(t, hparams.n_head) for t in tf.split(c, 3, axis=2)]
+        present = tuple(decoding.write_cache(buf, write, new) for buf, new in zip(past, (k, v)))
+        keys, values = (tf.gather(buf, read) for buf in present)
+        a = decoding.group_attn(q, keys, values, mask, None)
+        return model.conv1d(decoding.merge_heads_first(a), 'c_proj', n_state, linear=linear), present
+
+
+def blocks(shape, h, cache, linear, **where):
+    """The blocks over the slots -> (the last hidden state, before ln_f, the new cache)."""
+    new = []
+    for layer, past in enumerate(cache):
+        attention = functools.partial(slot_attn, **where)
+        h, past = model.block(h, f'h{layer}', past=past, hparams=shape.hparams, attention=attention, linear=linear)
+        new.append(past)
+    return h, new
+
+
+def admit(shape, control, state):
+    """A new prompt into row control.admit: all its tokens but the last into the cache (the first step feeds the
+    last), its token counts and history for the penalties."""
+    cache, counts, history = state
+    row, prompt = control.admit, control.prompt
+    length = tf.shape(prompt)[0]
+
+    def prefill():
+        tokens = prompt[:-1]
+        with tf.variable_scope(shape.scope):
+            wpe, wte = model.embeddings(shape.hparams)
+            with tf.device(decoding.HOST):
+                slots = tf.range(length - 1)
+                at = cache_rows(shape.hparams, shape.rows, row[tf.newaxis], slots[tf.newaxis])
+                mask = model.attention_mask(length - 1, length - 1, dtype=tf.float32)
+            h = model.embed(tokens[tf.newaxis], slots, wpe, wte)
+            return blocks(shape, h, cache, shape.one.linear(False), write=at, read=at, mask=mask)[1]
+
+    cache = tf.cond(length > 1, prefill, lambda: cache)
+    n_vocab = shape.hparams.n_vocab
+    seen = tf.math.unsorted_segment_sum(tf.ones_like(prompt, tf.float32), prompt, n_vocab)
+    counts = tf.tensor_scatter_nd_update(counts, [[row]], seen[tf.newaxis])
+    written = tf.pad(prompt, [[0, shape.hparams.n_ctx - length]], constant_values=penalties_lib.NO_TOKEN)
+    history = tf.tensor_scatter_nd_update(history, [[row]], written[tf.newaxis])
+    return cache, counts, history
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A step
+# ---------------------------------------------------------------------------------------------------------------
+
+def step(shape, control, state, which, products):
+    """One token for the rows `which` [m] (static m: 1 or rows) -> (results [rows] for the host, state)."""
+    cache, counts, history = state
+    hparams = shape.hparams
+    pick = lambda name: tf.gather(control.row[name], which)
+    tokens, positions = pick('token'), pick('position')
+    with tf.variable_scope(shape.scope):
+        wpe, wte = model.embeddings(hparams)
+        with tf.device(decoding.HOST):
+            span = tf.reduce_max(positions) + 1
+            write = cache_rows(hparams, shape.rows, which, positions[:, tf.newaxis])
+            read = cache_rows(hparams, shape.rows, which, tf.range(span)[tf.newaxis])
+            mask = tf.cast(tf.range(span)[tf.newaxis, tf.newaxis, :] <= positions[:, tf.newaxis, tf.newaxis],
+                           tf.float32)  # [m, 1, span]
+        h = model.embed(tokens[:, tf.newaxis], positions[:, tf.newaxis], wpe, wte)
+        h, cache = blocks(shape, h, cache, products.linear(True), write=write, read=read, mask=mask)
+        logits = model.unembed(model.norm(h, 'ln_f')[:, 0], wte)  # [m, n_vocab]
+    knobs = {name: pick(name) for name in ('temperature', 'top_k', 'top_p', 'repetition', 'presence',
+                                           'frequency', 'no_repeat_ngram')}
+    filled = positions + 1
+    penalised = per_row.penalise(logits, knobs, lambda: tf.gather(counts, which),
+                                 lambda: tf.gather(history, which), filled)
+    keys = tf.stack([pick('key0'), pick('key1')], axis=1)
+    drawn = per_row.draw(penalised, knobs, keys)
+    logprob, top_values, top_ids = per_row.model_logprobs(logits, drawn, TOP)
+    counts, history = remember(counts, history, knobs, which, drawn, filled, hparams.n_ctx)
+    results = [spread(x, which, shape.rows) for x in (drawn, logprob, top_values, top_ids)]
+    return tuple(results), (cache, counts, history)
+
+
+def remember(counts, history, knobs, which, drawn, filled, n_ctx):
+    """The penalties' state with the drawn tokens added, kept only while some row asks for it (a row's state is
+    set afresh when it takes a prompt)."""
+    counted = tf.reduce_any(tf.logical_or(tf.not_equal(knobs['repetition'], 1), tf.logical_or(
+        tf.not_equal(knobs['presence'], 0), tf.not_equal(knobs['frequency'], 0))))
+    at = tf.stack([tf.cast(which, tf.int32), drawn], axis=1)
+    counts = tf.cond(counted, lambda: tf.tensor_scatter_nd_add(counts, at, tf.ones_like(drawn, tf.float32)),
+                     lambda: counts)
+    column = tf.minimum(filled, n_ctx - 1)  # a row at the window's end has drawn its last token
+    at = tf.stack([tf.cast(which, tf.int32), column], axis=1)
+    history = tf.cond(tf.reduce_any(knobs['no_repeat_ngram'] > 0),
+                      lambda: tf.tensor_scatter_nd_update(history, at, drawn), lambda: history)
+    return counts, history
+
+
+def spread(x, which, rows):
+    """[m, ...] for the rows `which` -> [rows, ...], zeros elsewhere."""
+    shape = tf.concat([[rows], tf.shape(x)[1:]], axis=0)
+    return tf.scatter_nd(tf.cast(which, tf.int32)[:, tf.newaxis], x, shape)
