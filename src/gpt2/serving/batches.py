@@ -46,6 +46,7 @@ class Model:
             # log p(tokens[i + 1] | tokens[:i + 1]) [seq - 1]
             self.chosen = tf.gather(logp[:-1], self.tokens[0, 1:], axis=1, batch_dims=1)
         self.gen.graph_for(1, False, on_token=self.on_token)  # built now, so that the first request is not slow
+        self.gen.hidden_graph()  # POST /v1/embeddings' graph, too
 
     def on_token(self, tokens):
         if self.sink is not None:

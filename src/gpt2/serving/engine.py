@@ -14,6 +14,7 @@ loop that persists between chunks of steps; Job and its events stay as they are.
 """
 import asyncio
 import collections
+import concurrent.futures
 import dataclasses
 import threading
 import traceback
@@ -130,6 +131,8 @@ class Engine:
         self.on_failure = on_failure
         self.model = None
         self.thread = threading.Thread(target=self.run, name='engine', daemon=True)
+        # (embeddings' stand-in, until the continuous-batching engine's own side() replaces it)
+        self.side_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='engine-side')
 
     def start(self):
         self.thread.start()
@@ -137,8 +140,17 @@ class Engine:
     def submit(self, job):
         self.batcher.submit(job)
 
+    async def side(self, fn):
+        """fn(model) on a side thread that shares the session, beside the batches -> its result (or its exception
+        raised here). For work outside the sampling loop, as embeddings; fn must build no ops (TensorFlow's graph
+        is not built safely from two threads), so its graphs are built when the model loads."""
+        if not self.ready.is_set():
+            raise APIError(503, 'the model is still loading')
+        return await asyncio.wrap_future(self.side_pool.submit(fn, self.model))
+
     def stop(self, timeout=None):
-        """Finish the queued jobs, then end the thread and close the session."""
+        """Finish the side work and the queued jobs, then end the thread and close the session."""
+        self.side_pool.shutdown(wait=True)
         self.batcher.close()
         self.thread.join(timeout)
 
