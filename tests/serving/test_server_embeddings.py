@@ -1,6 +1,8 @@
 """POST /v1/embeddings as clients see it, on the tiny model: the `openai` client's embeddings.create in both
 encodings against the NumPy reference model's hidden states (tests/reference.py), and its errors."""
+import asyncio
 import base64
+import threading
 
 import numpy as np
 import openai
@@ -8,6 +10,7 @@ import pytest
 import requests
 
 import reference
+from gpt2.serving import engine
 
 PROMPT = [32, 262, 263, 264, 45]  # ' ', ' and', 'll', 'ell', 'E' (ids of tests/support.py's vocabulary)
 
@@ -86,3 +89,32 @@ def test_the_server_goes_on_after_bad_input(server, tiny_model):
     assert requests.get(url + '/health').status_code == 200
     good = requests.post(url + '/v1/embeddings', json={'input': [1] * 32})
     assert good.status_code == 200 and len(good.json()['data'][0]['embedding']) == 16
+
+
+def test_side_work_runs_off_the_event_loop_and_raises_its_errors():
+    """Engine.side, which the route runs the embeddings with: fn(model) on another thread than the event loop's,
+    its result returned and its exception raised."""
+    model = Closable()
+    worker = engine.Engine(lambda: model, max_batch_size=1, max_queue=1)
+    worker.start()
+    assert worker.ready.wait(30)
+
+    async def ask():
+        here = threading.get_ident()
+        there, given = await worker.side(lambda m: (threading.get_ident(), m))
+        with pytest.raises(ZeroDivisionError):
+            await worker.side(lambda m: 1 / 0)
+        return here, there, given
+
+    try:
+        here, there, given = asyncio.run(ask())
+    finally:
+        worker.stop(30)
+    assert there != here and given is model and model.closed
+
+
+class Closable:
+    closed = False
+
+    def close(self):
+        self.closed = True
