@@ -34,17 +34,25 @@ def attention(x, p, name, n_head):
     return linear(np.concatenate(heads, axis=-1), p, name + '/c_proj')
 
 
-def logits(p, hparams, tokens):
-    """tokens [seq] -> logits [seq, n_vocab], in float64."""
+def hidden_states(p, hparams, tokens):
+    """tokens [seq] -> [n_layer + 1, seq, n_embd], in float64: the embeddings (token + position), each block's
+    output but the last's, and the last block's output after the final layer norm (Hugging Face's convention)."""
     p = {k: v.astype(np.float64) for k, v in p.items()}
     x = p['model/wte'][tokens] + p['model/wpe'][np.arange(len(tokens))]
+    states = [x]
     for i in range(hparams['n_layer']):
         h = f'model/h{i}'
         x = x + attention(layer_norm(x, p[h + '/ln_1/g'], p[h + '/ln_1/b']), p, h + '/attn', hparams['n_head'])
         m = gelu(linear(layer_norm(x, p[h + '/ln_2/g'], p[h + '/ln_2/b']), p, h + '/mlp/c_fc'))
         x = x + linear(m, p, h + '/mlp/c_proj')
-    x = layer_norm(x, p['model/ln_f/g'], p['model/ln_f/b'])
-    return x @ p['model/wte'].T
+        states.append(x)
+    states[-1] = layer_norm(x, p['model/ln_f/g'], p['model/ln_f/b'])
+    return np.stack(states)
+
+
+def logits(p, hparams, tokens):
+    """tokens [seq] -> logits [seq, n_vocab], in float64: the final hidden state times the token embeddings."""
+    return hidden_states(p, hparams, tokens)[-1] @ p['model/wte'].astype(np.float64).T
 
 
 def greedy(p, hparams, tokens, length):

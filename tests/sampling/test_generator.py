@@ -1,14 +1,7 @@
 import pytest
 
-from gpt2.sampling import generator
 import reference
 from support import decode
-
-
-@pytest.fixture(scope='module')
-def gen(tiny_model):
-    with generator.Generator(tiny_model.name, tiny_model.models_dir) as g:
-        yield g
 
 
 def ids(gen, text):

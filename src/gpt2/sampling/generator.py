@@ -9,9 +9,13 @@ Every knob of generate() (length, temperature, top_k, top_p, the penalties, the 
 placeholder fed per call, so one graph serves every call with the same number of prompts: a new batch size
 builds one more graph (once), and a call that goes past the model's window builds its sliding graph (once).
 Prompts of different lengths share a batch (sample.sample_sequence's context_lengths).
+
+embed() and hidden_states() run the model over whole inputs (gpt2/sampling/hidden.py): pooled embeddings, and
+every layer's hidden states for research. Their one graph serves every batch and length.
 """
 import contextlib
 import dataclasses
+import numbers
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -22,6 +26,7 @@ from gpt2 import loading
 from gpt2.base import checkpoint
 from gpt2.base.checkpoint import ENDOFTEXT
 from gpt2.base import flags
+from gpt2.sampling import hidden as hidden_lib
 from gpt2.sampling import penalties as penalties_lib
 from gpt2.sampling import rules
 from gpt2.sampling import stops as stops_lib
@@ -50,6 +55,7 @@ class Generator:
         self.graph = tf.Graph()
         self.sess = tf.Session(graph=self.graph, config=session_config or sample.session_config())
         self.graphs = {}  # (batch size, sliding) -> (placeholders, output)
+        self.hidden = None  # hidden_lib.Graph, built on first use
         with self.graph.as_default():
             loading.start_restore(self.sess, self.model_dir, self.hparams)()
             with tf.name_scope('knobs'):
@@ -165,6 +171,87 @@ class Generator:
             if found:
                 tokens = tokens[:int(np.searchsorted(ends, min(found))) + 1]
         return Sample(text=text, tokens=tokens)
+
+
+    # -----------------------------------------------------------------------------------------------------------
+    # Embeddings and hidden states
+    # -----------------------------------------------------------------------------------------------------------
+
+    def hidden_graph(self):
+        """The graph of hidden states and pooled embeddings (gpt2/sampling/hidden.py), built on first use; the
+        server builds it as the model loads."""
+        if self.hidden is None:
+            with self.graph.as_default():
+                self.hidden = hidden_lib.Graph(self.hparams, self.device)
+        return self.hidden
+
+    def embed(self, inputs, pooling='mean', *, batch_size=8):
+        """Inputs -> their embeddings, float32 [n, n_embd]: the final hidden state (after ln_f) averaged over each
+        input's tokens (pooling='mean'), or its last token's (pooling='last').
+
+        inputs: a string or a list of token ids (one input, n = 1), or a list of strings and token id lists;
+        '<|endoftext|>' in a string is its one token. Each input is run alone, as if in a batch of one; inputs of
+        similar lengths share a run of at most batch_size. An empty input, a token id outside the vocabulary, an
+        input longer than the window (n_ctx) or another pooling is a ValueError."""
+        if pooling not in hidden_lib.POOLINGS:
+            raise ValueError(f'pooling must be one of {list(hidden_lib.POOLINGS)}; got {pooling!r}')
+        if not is_whole(batch_size) or batch_size < 1:
+            raise ValueError(f'batch_size must be a whole number, 1 or more; got {batch_size!r}')
+        rows = self.input_tokens(inputs)
+        graph = self.hidden_graph()
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths together: less padding
+        out = np.empty([len(rows), self.hparams.n_embd], np.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            out[chunk] = self.sess.run(graph.pooled[pooling], graph.feed([rows[i] for i in chunk]))
+        return out
+
+    def hidden_states(self, one_input):
+        """One input (a string or a list of token ids) -> every layer's hidden states, float32
+        [n_layer + 1, seq, n_embd], as Hugging Face transformers' output_hidden_states: [0] the embeddings'
+        output (token + position embeddings), [i] for 1 <= i < n_layer the output of block i - 1 (h{i-1}), and
+        [n_layer] the last block's output after the final layer norm ln_f (whose mean over the tokens is
+        embed()'s). Errors as embed()'s."""
+        if not (isinstance(one_input, str) or is_token_ids(one_input)):
+            raise ValueError('hidden_states takes one input: a string or a list of token ids')
+        graph = self.hidden_graph()
+        return self.sess.run(graph.states, graph.feed(self.input_tokens(one_input)))[:, 0]
+
+    def input_tokens(self, inputs):
+        """embed()'s inputs -> token id lists, checked."""
+        if isinstance(inputs, str) or is_token_ids(inputs):
+            inputs = [inputs]
+        inputs = list(inputs)
+        if not inputs:
+            raise ValueError('give at least one input')
+        rows = []
+        for i, x in enumerate(inputs):
+            if isinstance(x, str):
+                ids = self.enc.encode(x, allowed_special={checkpoint.ENDOFTEXT})
+            elif is_token_ids(x) or (isinstance(x, (list, tuple)) and not x):
+                ids = [int(t) for t in x]
+            else:
+                raise ValueError(f'input {i} is neither a string nor a list of token ids: {x!r}')
+            if not ids:
+                raise ValueError(f'input {i} is empty')
+            outside = [t for t in ids if not 0 <= t < self.hparams.n_vocab]
+            if outside:
+                raise ValueError(f'input {i}: token id {outside[0]} is outside the vocabulary '
+                                 f'(0 to {self.hparams.n_vocab - 1})')
+            if len(ids) > self.hparams.n_ctx:
+                raise ValueError(f'input {i} has {len(ids)} tokens, more than the window of {self.hparams.n_ctx}')
+            rows.append(ids)
+        return rows
+
+
+def is_whole(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_token_ids(value):
+    """A list (or tuple, or 1-D array) of whole numbers, at least one."""
+    return (isinstance(value, (list, tuple, np.ndarray)) and len(value) > 0
+            and all(is_whole(t) for t in value))
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 thread and await its events; they never run TensorFlow.
 
 Routes: GET /health, GET /v1/models, POST /v1/completions (streamed as server-sent events with "stream": true),
-POST /tokenize, POST /detokenize, GET /tokenizer_info (lm_eval's remote tokenizer). Errors are OpenAI's shape
+POST /v1/embeddings, POST /tokenize, POST /detokenize, GET /tokenizer_info (lm_eval's remote tokenizer). Errors are OpenAI's shape
 (gpt2/serving/errors.py)."""
 import asyncio
 import contextlib
@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from gpt2.base import checkpoint
+from gpt2.serving import embeddings as embeddings_lib
 from gpt2.serving import engine as engine_lib
 from gpt2.serving import parsing
 from gpt2.serving import responses
@@ -152,6 +153,17 @@ async def stream(job, header, enc):
         job.cancelled = True  # done, or the client went away: its rows are dropped from later batches
 
 
+async def embeddings(request):
+    """The pooled final hidden states of the inputs, run on the engine's side thread (not the event loop)."""
+    check_key(request)
+    s = settings(request)
+    ask = embeddings_lib.parse(await read_json(request), model_name=s.model_name, enc=s.enc, n_ctx=s.hparams.n_ctx,
+                               n_vocab=s.hparams.n_vocab, n_embd=s.hparams.n_embd)
+    check_ready(request)
+    vectors = await s.engine.side(lambda model: model.gen.embed(ask.inputs, pooling=ask.pooling))
+    return JSONResponse(embeddings_lib.response(ask, vectors, s.model_name))
+
+
 async def tokenize(request):
     check_key(request)
     s = settings(request)
@@ -195,6 +207,7 @@ def create_app(s):
     """The Starlette app over Settings s."""
     routes = [Route('/health', health), Route('/v1/models', models),
               Route('/v1/completions', completions, methods=['POST']),
+              Route('/v1/embeddings', embeddings, methods=['POST']),
               Route('/tokenize', tokenize, methods=['POST']), Route('/detokenize', detokenize, methods=['POST']),
               Route('/tokenizer_info', tokenizer_info)]
     app = Starlette(routes=routes, exception_handlers={APIError: api_error, HTTPException: http_error,

@@ -120,6 +120,7 @@ class Model:
         config.inter_op_parallelism_threads = 4  # the loop's host call may wait for work while the side thread runs
         self.gen = generator_lib.Generator(model_name, models_dir, checkpoint=checkpoint_name, session_config=config)
         self.scorer = choices_lib.Scorer(self.gen)
+        self.gen.hidden_graph()  # POST /v1/embeddings' graph
         table = [self.gen.enc.decode_bytes([t]) for t in range(self.gen.hparams.n_vocab)]
         self.scheduler = scheduler_lib.Scheduler(max_batch_size, queue, finish=finish, token_bytes=table.__getitem__,
                                                  linger=LINGER)
@@ -156,7 +157,11 @@ class Engine:
         self.queue.submit(job)
 
     async def side(self, fn):
-        """fn(model) on the side thread -> its result (its exception raised)."""
+        """fn(model) on the side thread, beside the decoding loop -> its result (its exception raised). For work
+        outside the loop, as embeddings; fn must build no ops (TensorFlow's graph is not built safely from two
+        threads), so its graphs are built when the model loads."""
+        if not self.ready.is_set():
+            raise APIError(503, 'the model is still loading')
         return await asyncio.wrap_future(self.side_thread.submit(fn, self.model))
 
     def stop(self, timeout=None):
