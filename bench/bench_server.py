@@ -3,23 +3,18 @@
     python bench/bench_server.py                   # 124M shape: 1, 4 and 16 clients, first token, memory
     python bench/bench_server.py --quick           # the same at a glance: fewer and shorter requests
     python bench/bench_server.py --n_layer=2 --n_embd=64 --n_head=2 --quick      # a tiny shape, to try it
-    python bench/bench_server.py --concurrency=1,8 --max_batch_size=8 --script=False
-    python bench/bench_server.py --help
 
-The server runs as a user runs it, a subprocess on a free port of 127.0.0.1, ready when GET /health answers 200.
-The clients are threads of this process, each a new connection per request (stdlib http.client). It measures:
-
-1. throughput: a closed loop of C clients, each sending its next POST /v1/completions when its last is answered:
-   distinct random prompts of --prompt_tokens token ids, --max_tokens tokens each (temperature 1, top_k 40, no
-   stop). The server always stops at <|endoftext|>, which random weights may draw, so the tokens counted are the
-   answers' usage.completion_tokens. Per C: completion tokens/s, requests/s, p50 and p99 latency.
-2. the scripts' batch-1 decode rate, beside it in the same run: bench_sample.py's measurement (a fresh process,
-   batch 1, one prompt of --prompt_tokens, --max_tokens tokens, the same top_k), before the server starts.
-3. time to first token of a new streamed request while --streams streams of --stream_tokens tokens run.
-4. the server's memory (VmRSS, VmHWM of /proc/PID/status) over --memory_requests short requests.
-
-The model is bench_sample.py's, written once to bench/.cache/models/ (git-ignored) and reused. Prints one JSON
-line per measurement as it is made, then Markdown tables. The figures: docs/serving.md#performance.
+The server runs as a user runs it, a subprocess on a free port of 127.0.0.1, first warmed up (warm_up); the
+clients are threads of this process, a new connection per request (http.client). In turn it measures:
+1. the scripts' batch-1 decode rate: bench_sample.py's measurement (a fresh process, batch 1, a prompt of
+   --prompt_tokens, --max_tokens tokens, the same top_k), before the server starts, so that it runs alone;
+2. for each C in --concurrency, a closed loop of C clients, each sending its next POST /v1/completions when its
+   last is answered, each with a prompt of its own (random token ids) and no stop: completion tokens/s (the
+   answers' usage: random weights may draw <|endoftext|>, where the server always stops), requests/s, p50 and
+   p99 latency;
+3. the server's memory (VmRSS, VmHWM of /proc/PID/status) over --memory_requests short requests;
+4. the time to first token of a new streamed request while --streams streams of --stream_tokens tokens run.
+It prints one JSON line per measurement as it is made, then Markdown tables. The figures: docs/serving.md.
 """
 import http.client
 import inspect
@@ -93,7 +88,7 @@ class Stream:
 
     def __init__(self, url, body, timeout):
         self.first, self.stop = threading.Event(), threading.Event()
-        self.first_s, self.error, self.chunks = None, None, 0
+        self.first_s, self.error = None, None
         self.thread = threading.Thread(target=self.read, args=(url, body, timeout), daemon=True)
         self.thread.start()
 
@@ -108,7 +103,6 @@ class Stream:
             for line in answer:  # server-sent events: `data: {...}` lines, `data: [DONE]` at the end
                 if not line.startswith(b'data: {'):
                     continue
-                self.chunks += 1
                 if self.first_s is None:
                     self.first_s = time.perf_counter() - sent
                     self.first.set()
@@ -166,22 +160,21 @@ def summarize(answers, seconds):
             'p99_s': percentile(latencies, 99)}
 
 
-def rounded(row):
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
-
-
 def emit(row):
-    row = rounded(dict(row, load=os.getloadavg()[0]))
+    """Print a measurement as a JSON line, with the load average at its end -> the row as printed."""
+    row = {k: round(v, 4) if isinstance(v, float) else v for k, v in dict(row, load=os.getloadavg()[0]).items()}
     print(json.dumps(row), flush=True)
     return row
 
 
 def warm_up(url, opts):
     """One request of b prompts for every b up to --max_batch_size, 1 token each, not counted: the server builds
-    a graph for each batch size on first use (a few seconds each), which no measured request should wait for."""
-    rng = np.random.default_rng([opts.seed, 0])
+    a graph for each batch size on first use (a few seconds each), which no measured request should wait for.
+    -> the row."""
+    rng, start = np.random.default_rng([opts.seed, 0]), time.perf_counter()
     for rows in range(1, opts.max_batch_size + 1):
         complete(url, request_body(opts, [random_prompt(rng, opts) for _ in range(rows)], 1))
+    return emit({'measure': 'warm_up', 'seconds': time.perf_counter() - start})
 
 
 def closed_loop(url, clients, opts):
@@ -271,23 +264,15 @@ def memory(url, pid, opts):
 
 
 def serve(name, opts):
-    """src/server.py on the cached model, as the tests start it, then warmed up -> (the process, its URL, the
-    server row)."""
+    """src/server.py on the cached model, as the tests start it -> (the process, its URL, the server row)."""
     start = time.perf_counter()
     most = max(opts.concurrency + [opts.memory_clients, opts.streams + 1])  # the most requests ever queued
     process, url = support.start_server(SimpleNamespace(name=name, models_dir=bench_sample.CACHE_DIR),
                                         f'--max_batch_size={opts.max_batch_size}', f'--max_queue={most}',
                                         timeout=opts.startup_timeout)
-    ready = time.perf_counter()
-    try:
-        warm_up(url, opts)
-    except Exception:
-        support.stop_server(process)
-        raise
-    row = emit({'measure': 'server', 'model': name, 'max_batch_size': opts.max_batch_size,
-                'ready_s': ready - start, 'warm_up_s': time.perf_counter() - ready, 'cpus': os.cpu_count(),
-                **server_memory(process.pid)})
-    return process, url, row
+    return process, url, emit({'measure': 'server', 'model': name, 'max_batch_size': opts.max_batch_size,
+                               'ready_s': time.perf_counter() - start, 'cpus': os.cpu_count(),
+                               **server_memory(process.pid)})
 
 
 def stop(process, opts):
@@ -355,8 +340,9 @@ QUICK = dict(concurrency=[1, 4], requests=8, max_tokens=32, stream_tokens=128, m
              script_repeats=1)
 
 
-def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def number(name, value, ok, what):
+    if type(value) not in (int, float) or not ok(value):  # type(): True is an int, not a number of seconds
+        raise flags.UsageError(f'--{name} must be {what}, got {value!r}')
 
 
 def check_options(opts):
@@ -368,11 +354,19 @@ def check_options(opts):
         flags.whole_number(name, getattr(opts, name), 1)
     flags.whole_number('top_k', opts.top_k, 0)
     flags.whole_number('memory_requests', opts.memory_requests, MEMORY_FIRST)
-    for name in ('ttft_timeout', 'startup_timeout'):
-        if not is_number(getattr(opts, name)) or getattr(opts, name) <= 0:
-            raise flags.UsageError(f'--{name} must be a number of seconds above 0, got {getattr(opts, name)!r}')
-    if not is_number(opts.temperature) or not 0 <= opts.temperature <= 2:
-        raise flags.UsageError(f'--temperature must be a number from 0 to 2, got {opts.temperature!r}')
+    number('ttft_timeout', opts.ttft_timeout, lambda v: v > 0, 'a number of seconds above 0')
+    number('startup_timeout', opts.startup_timeout, lambda v: v > 0, 'a number of seconds above 0')
+    number('temperature', opts.temperature, lambda v: 0 <= v <= 2, 'a number from 0 to 2')
+
+
+def options(values):
+    """main's arguments -> the run's options (--quick's applied, concurrency a list), checked."""
+    opts = SimpleNamespace(**{k: v for k, v in values.items() if k != 'quick'})
+    opts.concurrency = bench_sample.as_list(opts.concurrency)
+    if values['quick']:
+        vars(opts).update(QUICK)
+    check_options(opts)
+    return opts
 
 
 def check_window(opts, n_ctx):
@@ -391,6 +385,7 @@ def run(opts):
     script = script_rate(model_dir, opts) if opts.script else None
     process, url, server = serve(name, opts)
     try:
+        server['warm_up_s'] = warm_up(url, opts)['seconds']
         rows = [closed_loop(url, clients, opts) for clients in opts.concurrency]
         mem = memory(url, process.pid, opts) if opts.memory else None
         first = first_token(url, opts) if opts.first_token else None
@@ -430,15 +425,12 @@ def main(concurrency=(1, 4, 16), requests=64, max_tokens=64, prompt_tokens=16, t
     quick: fewer and shorter requests: 1 and 4 clients, 8 requests each of 32 tokens, streams of 128 tokens,
         200 memory requests, 1 script run
     """
-    opts = SimpleNamespace(**{k: v for k, v in locals().items() if k != 'quick'})
-    opts.concurrency = bench_sample.as_list(concurrency)
-    if quick:
-        vars(opts).update(QUICK)
     try:
-        check_options(opts)
-        run(opts)
+        run(options(locals()))
     except flags.UsageError as err:
         flags.fail(str(err), code=2)
+    except (RuntimeError, AssertionError, OSError) as err:  # a server that did not start, or answered an error
+        flags.fail(str(err), code=1)
 
 
 if __name__ == '__main__':
