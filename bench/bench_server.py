@@ -211,7 +211,8 @@ def script_rate(model_dir, opts):
 
 def first_token(url, opts):
     """Time to the first chunk of a new streamed request (--max_tokens) sent once --streams streams of
-    --stream_tokens have begun (or --ttft_timeout has passed without) -> the row; None past the timeout."""
+    --stream_tokens have begun (or --ttft_timeout has passed without) -> the row; None past the timeout. An
+    engine that runs each batch to its end makes the new request wait for the streams' batch."""
     rng = np.random.default_rng([opts.seed, 1])
     running = [Stream(url, request_body(opts, random_prompt(rng, opts), opts.stream_tokens, stream=True),
                       opts.ttft_timeout) for _ in range(opts.streams)]
@@ -360,11 +361,13 @@ def check_options(opts):
 
 
 def options(values):
-    """main's arguments -> the run's options (--quick's applied, concurrency a list), checked."""
-    opts = SimpleNamespace(**{k: v for k, v in values.items() if k != 'quick'})
-    opts.concurrency = bench_sample.as_list(opts.concurrency)
+    """main's arguments -> the run's options (--quick's where no flag says otherwise, concurrency a list),
+    checked."""
+    defaults = inspect.signature(main).parameters
+    opts = SimpleNamespace(**values)
     if values['quick']:
-        vars(opts).update(QUICK)
+        vars(opts).update({k: v for k, v in QUICK.items() if values[k] == defaults[k].default})
+    opts.concurrency = bench_sample.as_list(opts.concurrency)
     check_options(opts)
     return opts
 
@@ -422,8 +425,8 @@ def main(concurrency=(1, 4, 16), requests=64, max_tokens=64, prompt_tokens=16, t
     n_head: attention heads
     seed: seed of the random prompts
     startup_timeout: seconds the server may take to answer GET /health with 200
-    quick: fewer and shorter requests: 1 and 4 clients, 8 requests each of 32 tokens, streams of 128 tokens,
-        200 memory requests, 1 script run
+    quick: fewer and shorter requests where their flags are not given: 1 and 4 clients, 8 requests of 32
+        tokens, streams of 128 tokens, 200 memory requests, 1 script run
     """
     try:
         run(options(locals()))
