@@ -94,8 +94,8 @@ def test_the_server_goes_on_after_bad_input(server, tiny_model):
 def test_side_work_runs_off_the_event_loop_and_raises_its_errors():
     """Engine.side, which the route runs the embeddings with: fn(model) on another thread than the event loop's,
     its result returned and its exception raised."""
-    model = Closable()
-    worker = engine.Engine(lambda queue, finish: model, max_batch_size=1, max_queue=1)
+    model = FakeModel()
+    worker = engine.Engine(model.load, max_batch_size=1, max_queue=1)
     worker.start()
     assert worker.ready.wait(30)
 
@@ -113,8 +113,16 @@ def test_side_work_runs_off_the_event_loop_and_raises_its_errors():
     assert there != here and given is model and model.closed
 
 
-class Closable:
+class FakeModel:
+    """The engine's model, without TensorFlow: its decoding loop waits until the queue closes."""
     closed = False
+
+    def load(self, queue, finish):
+        self.queue = queue
+        return self
+
+    def decode(self):
+        assert self.queue.next_row(timeout=None) is None
 
     def close(self):
         self.closed = True

@@ -26,8 +26,10 @@ from gpt2.serving import scheduler as scheduler_lib
 from gpt2.serving import slots
 from gpt2.serving.errors import APIError
 
-# Seconds the loop waits for work with no row live before it ends (a new run starts with the next request).
-LINGER = 2.0
+# Seconds the loop waits for work with no row live before it ends; None: until the server stops. The loop starts
+# when the model has loaded and runs from then on: a new run would allocate and clear the cache again (a second
+# for 124M at 8 rows), and the first request would pay for it.
+LINGER = None
 
 
 class QueueFull(Exception):
@@ -71,6 +73,8 @@ class Queue:
 
     def submit(self, job):
         with self.lock:
+            if any(waiting.cancelled for waiting in self.jobs):  # their clients went away: they hold no place
+                self.jobs = collections.deque(waiting for waiting in self.jobs if not waiting.cancelled)
             if self.closed or len(self.jobs) >= self.max_queue:
                 raise QueueFull()
             self.jobs.append(job)
@@ -82,19 +86,19 @@ class Queue:
             self.closed = True
             self.lock.notify_all()
 
-    def wait(self):
-        """Block until a job waits (True) or the queue is closed and empty (False)."""
+    def finished(self):
+        """Whether the queue is closed and empty."""
         with self.lock:
-            while not self.live_jobs():
-                if self.closed:
-                    return False
-                self.lock.wait()
-            return True
+            return self.closed and not self.live_jobs()
 
     def next_row(self, timeout):
-        """The next waiting row -> (job, choice index, token ids), or None after timeout seconds without one."""
+        """The next waiting row -> (job, choice index, token ids), or None after timeout seconds (None: until
+        the queue closes) without one."""
         with self.lock:
-            if not self.live_jobs() and timeout and not self.closed:
+            if timeout is None:
+                while not self.live_jobs() and not self.closed:
+                    self.lock.wait()
+            elif timeout and not self.live_jobs() and not self.closed:
                 self.lock.wait(timeout)
             if not self.live_jobs():
                 return None
@@ -126,6 +130,10 @@ class Model:
                                                  linger=LINGER)
         with self.gen.graph.as_default():
             self.loop = slots.build(self.gen.hparams, rows=max_batch_size, host=self.scheduler, device=self.gen.device)
+
+    def decode(self):
+        """Run the decoding loop until the queue closes."""
+        self.gen.sess.run(self.loop)
 
     def close(self):
         self.gen.close()
@@ -179,7 +187,7 @@ class Engine:
             return
         self.ready.set()
         try:
-            while self.queue.wait():
+            while not self.queue.finished():
                 self.run_loop()
         finally:
             self.side_thread.shutdown(wait=True)
@@ -188,7 +196,7 @@ class Engine:
     def run_loop(self):
         """One run of the decoding loop, until it has nothing to do; a failure answers its jobs with 500."""
         try:
-            self.model.gen.sess.run(self.model.loop)
+            self.model.decode()
         except Exception as err:
             traceback.print_exc()
             if isinstance(err, tf.errors.OpError):

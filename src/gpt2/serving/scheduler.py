@@ -17,7 +17,8 @@ from gpt2.base import checkpoint
 from gpt2.serving import slots
 
 # Knob values of a free row: every filter and penalty off, greedy (the cheapest; its token is thrown away).
-IDLE = dict(live=0, token=0, position=0, top_k=0, no_repeat_ngram=0, key0=0, key1=0, temperature=0.0, top_p=1.0,
+IDLE = dict(live=0, token=0, position=0, top_k=0, no_repeat_ngram=0, key0=0, key1=0, logprobs=0, temperature=0.0,
+            top_p=1.0,
             repetition=1.0, presence=0.0, frequency=0.0)
 # The request's knobs under the loop's names.
 KNOB_NAMES = dict(temperature='temperature', top_k='top_k', top_p='top_p', repetition='repetition_penalty',
@@ -39,10 +40,11 @@ class Row:
         self.knobs = {name: request.knobs[key] for name, key in KNOB_NAMES.items()}
         self.key0 = ((job.seed & 0x7fffffff) ^ (index * 0x9E3779B9)) & 0x7fffffff
         self.key1 = job.seed >> 31
+        self.logprobs_asked = int(request.logprobs is not None)
 
     def state(self):
         """This row's entries of the host's answer."""
-        return dict(self.knobs, live=1, token=(self.tokens or self.prompt)[-1],
+        return dict(self.knobs, live=1, logprobs=self.logprobs_asked, token=(self.tokens or self.prompt)[-1],
                     position=len(self.prompt) + len(self.tokens) - 1, key0=self.key0,
                     key1=self.key1 | (len(self.tokens) << 1))
 
@@ -89,8 +91,8 @@ class Scheduler:
         return self.answer(go=bool(self.running), admit=admit, prompt=prompt)
 
     def take_one(self):
-        """A queued row into a free cache row -> (that row or -1, its prompt). With no row live, wait up to
-        linger seconds for one."""
+        """A queued row into a free cache row -> (that row or -1, its prompt). With no row live, wait for one
+        (linger seconds at most, if given; the queue's closing ends the wait)."""
         if None not in self.rows:
             return -1, []
         busy = any(row is not None for row in self.rows)

@@ -28,9 +28,9 @@ from gpt2.sampling import decoding
 from gpt2.sampling import penalties as penalties_lib
 from gpt2.sampling import per_row
 
-# The host's answer, as arrays: INTS [rows, 7] int32, FLOATS [rows, 5] float32, CONTROL [2] int32 (go, the row
+# The host's answer, as arrays: INTS [rows, 8] int32 (logprobs: 1 where they are asked for), FLOATS [rows, 5] float32, CONTROL [2] int32 (go, the row
 # that takes the new prompt or -1), and the new prompt's tokens [length] int32.
-INTS = ('live', 'token', 'position', 'top_k', 'no_repeat_ngram', 'key0', 'key1')
+INTS = ('live', 'token', 'position', 'top_k', 'no_repeat_ngram', 'key0', 'key1', 'logprobs')
 FLOATS = ('temperature', 'top_p', 'repetition', 'presence', 'frequency')
 # Log-probabilities handed back per row and step: the drawn token's and the TOP most likely (OpenAI's limit).
 TOP = 5
@@ -190,7 +190,7 @@ def step(shape, control, state, which, products):
                            tf.float32)  # [m, 1, span]
         h = model.embed(tokens[:, tf.newaxis], positions[:, tf.newaxis], wpe, wte)
         h, cache = blocks(shape, h, cache, products.linear(True), write=write, read=read, mask=mask)
-        logits = model.unembed(model.norm(h, 'ln_f')[:, 0], wte)  # [m, n_vocab]
+        logits = products.logits(model.norm(h, 'ln_f')[:, 0], wte)  # [m, n_vocab]
     knobs = {name: pick(name) for name in ('temperature', 'top_k', 'top_p', 'repetition', 'presence',
                                            'frequency', 'no_repeat_ngram')}
     filled = positions + 1
@@ -198,7 +198,10 @@ def step(shape, control, state, which, products):
                                  lambda: tf.gather(history, which), filled)
     keys = tf.stack([pick('key0'), pick('key1')], axis=1)
     drawn = per_row.draw(penalised, knobs, keys)
-    logprob, top_values, top_ids = per_row.model_logprobs(logits, drawn, TOP)
+    m = model.shape_list(logits)[0]
+    logprob, top_values, top_ids = tf.cond(
+        tf.reduce_any(pick('logprobs') > 0), lambda: per_row.model_logprobs(logits, drawn, TOP),
+        lambda: (tf.zeros([m]), tf.zeros([m, TOP]), tf.zeros([m, TOP], tf.int32)))
     counts, history = remember(counts, history, knobs, which, drawn, filled, hparams.n_ctx)
     results = [spread(x, which, shape.rows) for x in (drawn, logprob, top_values, top_ids)]
     return tuple(results), (cache, counts, history)
