@@ -125,7 +125,11 @@ def test_max_tokens_0_with_echo_scores_the_prompt(client, tiny_model):
     (dict(prompt=[5, 10 ** 6]), openai.BadRequestError, ['1000000', 'vocabulary']),
     (dict(max_tokens=0), openai.BadRequestError, ['max_tokens']),
     (dict(logprobs=6), openai.BadRequestError, ['logprobs']),
-], ids=['model', 'temperature', 'window', 'token id', 'max_tokens 0', 'logprobs'])
+    (dict(max_tokens='ten'), openai.BadRequestError, ['max_tokens', "'ten'"]),
+    (dict(prompt=[]), openai.BadRequestError, ['prompt']),
+    (dict(prompt=' the' * 20, max_tokens=13), openai.BadRequestError, ['window is 32', '20 tokens']),
+], ids=['model', 'temperature', 'window', 'token id', 'max_tokens 0', 'logprobs', 'max_tokens type', 'no prompt',
+        'text window'])
 def test_bad_requests_raise_the_clients_errors(client, tiny_model, ask, error, words):
     with pytest.raises(error) as raised:
         client.completions.create(**{'model': tiny_model.name, 'prompt': PROMPT, **ask})
@@ -133,6 +137,13 @@ def test_bad_requests_raise_the_clients_errors(client, tiny_model, ask, error, w
     assert set(body) == {'message', 'type', 'param', 'code'}
     for word in words:
         assert word in body['message']
+    assert_still_serving(client, tiny_model)
+
+
+def assert_still_serving(client, tiny_model):
+    """A good request after a bad one gets the reference's greedy text."""
+    answer = client.completions.create(model=tiny_model.name, prompt=PROMPT, max_tokens=3, temperature=0)
+    assert answer.choices[0].text == expected_greedy(tiny_model, PROMPT, 3)[1]
 
 
 def error_of(answer, status):
@@ -141,14 +152,22 @@ def error_of(answer, status):
     return answer.json()['error']['message']
 
 
-def test_plain_http_errors_in_openais_shape(server, tiny_model):
+def test_plain_http_errors_in_openais_shape(server, client, tiny_model):
     url = server[1]
-    assert 'JSON' in error_of(requests.post(url + '/v1/completions', data=b'{"prompt": '), 400)
-    assert 'object' in error_of(requests.post(url + '/v1/completions', json=[1, 2]), 400)
-    error_of(requests.get(url + '/v1/nothing'), 404)
-    big = {'model': tiny_model.name, 'prompt': 'a' * 5000}
-    assert '4096' in error_of(requests.post(url + '/v1/completions', json=big), 413)
-    assert requests.get(url + '/health').status_code == 200  # and the server is still there
+    big = json.dumps({'model': tiny_model.name, 'prompt': 'a' * 5000}).encode()
+    for answer, status, word in [
+            (requests.post(url + '/v1/completions', data=b'{"prompt": '), 400, 'JSON'),
+            (requests.post(url + '/v1/completions', data=b'{"prompt": "\xff"}'), 400, 'JSON'),  # not UTF-8
+            (requests.post(url + '/v1/completions', json=[1, 2]), 400, 'object'),
+            (requests.get(url + '/v1/nothing'), 404, '/v1/nothing'),
+            (requests.get(url + '/v1/completions'), 405, 'GET'),
+            (requests.post(url + '/v1/completions', data=big), 413, '4096'),
+            # chunked, with no Content-Length to refuse it by: counted as it is read
+            (requests.post(url + '/v1/completions', data=iter([big[:3000], big[3000:]])), 413, '4096'),
+            (requests.post(url + '/tokenize', json={'prompt': 5}), 400, 'prompt')]:
+        assert word in error_of(answer, status)
+        assert_still_serving(client, tiny_model)
+    assert requests.get(url + '/health').status_code == 200
 
 
 def test_tokenize_and_detokenize_with_the_tiny_vocabulary(server, tiny_model):
