@@ -2,8 +2,10 @@
 `local-completions` (clients no one here wrote) and plain HTTP, against the NumPy reference model
 (tests/reference.py), the tiny vocabulary (tests/support.py), and the project's own scripts that score text
 (src/score.py, src/evaluate_tasks.py harness)."""
+import concurrent.futures
 import json
 import os
+import time
 
 import numpy as np
 import openai
@@ -16,7 +18,8 @@ from support import decode, run_script
 
 os.environ.setdefault('HF_DATASETS_OFFLINE', '1')  # the harness's task data are local files: no network
 
-SERVER_FLAGS = ('--max_body_bytes=4096', '--max_batch_size=4')
+# --max_queue 1: one request may wait, the next is refused (test_a_full_queue_answers_503_with_retry_after)
+SERVER_FLAGS = ('--max_body_bytes=4096', '--max_batch_size=4', '--max_queue=1')
 PROMPT = [32, 262, 263, 264, 45]  # ' ', ' and', 'll', 'ell', 'E' (ids of tests/support.py's vocabulary)
 
 
@@ -153,21 +156,47 @@ def error_of(answer, status):
 
 
 def test_plain_http_errors_in_openais_shape(server, client, tiny_model):
-    url = server[1]
     big = json.dumps({'model': tiny_model.name, 'prompt': 'a' * 5000}).encode()
-    for answer, status, word in [
-            (requests.post(url + '/v1/completions', data=b'{"prompt": '), 400, 'JSON'),
-            (requests.post(url + '/v1/completions', data=b'{"prompt": "\xff"}'), 400, 'JSON'),  # not UTF-8
-            (requests.post(url + '/v1/completions', json=[1, 2]), 400, 'object'),
-            (requests.get(url + '/v1/nothing'), 404, '/v1/nothing'),
-            (requests.get(url + '/v1/completions'), 405, 'GET'),
-            (requests.post(url + '/v1/completions', data=big), 413, '4096'),
+    for method, path, options, status, word in [
+            ('POST', '/v1/completions', dict(data=b'{"prompt": '), 400, 'JSON'),
+            ('POST', '/v1/completions', dict(data=b'{"prompt": "\xff"}'), 400, 'JSON'),  # not UTF-8
+            ('POST', '/v1/completions', dict(json=[1, 2]), 400, 'object'),
+            ('GET', '/v1/nothing', {}, 404, '/v1/nothing'),
+            ('GET', '/v1/completions', {}, 405, 'GET'),
+            ('POST', '/v1/completions', dict(data=big), 413, '4096'),
             # chunked, with no Content-Length to refuse it by: counted as it is read
-            (requests.post(url + '/v1/completions', data=iter([big[:3000], big[3000:]])), 413, '4096'),
-            (requests.post(url + '/tokenize', json={'prompt': 5}), 400, 'prompt')]:
-        assert word in error_of(answer, status)
+            ('POST', '/v1/completions', dict(data=iter([big[:3000], big[3000:]])), 413, '4096'),
+            ('POST', '/tokenize', dict(json={'prompt': 5}), 400, 'prompt')]:
+        assert word in error_of(requests.request(method, server[1] + path, **options), status)
         assert_still_serving(client, tiny_model)
-    assert requests.get(url + '/health').status_code == 200
+    assert requests.get(server[1] + '/health').status_code == 200
+
+
+def test_a_full_queue_answers_503_with_retry_after(server, client, tiny_model):
+    """While a streamed request of 128 choices holds the engine (32 batches, or loop turns, of 4 rows), at most
+    one of three more requests waits in the queue (--max_queue 1): another is answered 503 with Retry-After.
+    Then the server answers as before, to a client that waits as Retry-After says."""
+    url = server[1] + '/v1/completions'
+    ask = {'model': tiny_model.name, 'prompt': PROMPT, 'max_tokens': 3, 'temperature': 0}
+    busy = {**ask, 'max_tokens': 32 - len(PROMPT), 'n': 128, 'temperature': 1, 'stream': True}
+    with requests.post(url, json=busy, stream=True) as stream, concurrent.futures.ThreadPoolExecutor(3) as pool:
+        assert next(stream.iter_lines()).startswith(b'data: ')  # the engine is drawing it
+        answers = list(pool.map(lambda _: requests.post(url, json=ask, timeout=60), range(3)))
+    statuses = [a.status_code for a in answers]
+    assert 503 in statuses and set(statuses) <= {200, 503}, statuses
+    for answer in answers:
+        if answer.status_code == 503:
+            assert 'queue is full' in error_of(answer, 503)
+            assert answer.json()['error']['type'] == 'server_overloaded'
+            assert float(answer.headers['Retry-After']) > 0
+    assert requests.get(server[1] + '/health').status_code == 200
+    for _ in range(3):  # the stream's client has gone: its job leaves the queue when the engine notices
+        answer = requests.post(url, json=ask)
+        if answer.status_code != 503:
+            break
+        time.sleep(float(answer.headers['Retry-After']))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()['choices'][0]['text'] == expected_greedy(tiny_model, PROMPT, 3)[1]
 
 
 def test_tokenize_and_detokenize_with_the_tiny_vocabulary(server, tiny_model):

@@ -22,10 +22,16 @@ def test_the_api_key_is_asked_for(server, tiny_model):
     url = server[1]
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=url + '/v1', api_key='wrong', max_retries=0).models.list()
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url + '/v1', api_key='wrong', max_retries=0).completions.create(**ASK)
     assert requests.get(url + '/v1/models').status_code == 401
+    missing = requests.post(url + '/v1/completions', json=ASK)  # no key sent
+    assert missing.status_code == 401 and missing.json()['error']['code'] == 'invalid_api_key'
+    assert requests.post(url + '/tokenize', json={'prompt': 'the'}).status_code == 401
     assert requests.get(url + '/health').status_code == 200  # a load balancer's probe needs no key
-    models = openai.OpenAI(base_url=url + '/v1', api_key=KEY, max_retries=0).models.list()
-    assert [m.id for m in models.data] == [tiny_model.name]
+    client = openai.OpenAI(base_url=url + '/v1', api_key=KEY, max_retries=0)
+    assert [m.id for m in client.models.list().data] == [tiny_model.name]
+    assert client.completions.create(**{**ASK, 'model': tiny_model.name}).choices[0].finish_reason
 
 
 def test_a_client_that_leaves_mid_stream_leaves_the_server_serving(server, tiny_model):
