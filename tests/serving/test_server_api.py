@@ -1,6 +1,11 @@
-"""src/server.py as clients see it, on the tiny model: the `openai` Python client (a client no one here wrote)
-and plain HTTP, against the NumPy reference model (tests/reference.py) and the tiny vocabulary (tests/support.py)."""
+"""src/server.py as clients see it, on the tiny model: the `openai` Python client and lm-evaluation-harness's
+`local-completions` (clients no one here wrote) and plain HTTP, against the NumPy reference model
+(tests/reference.py), the tiny vocabulary (tests/support.py), and the project's own scripts that score text
+(src/score.py, src/evaluate_tasks.py harness)."""
+import concurrent.futures
 import json
+import os
+import time
 
 import numpy as np
 import openai
@@ -9,9 +14,12 @@ import requests
 
 import reference
 import support
-from support import decode
+from support import decode, run_script
 
-SERVER_FLAGS = ('--max_body_bytes=4096', '--max_batch_size=4')
+os.environ.setdefault('HF_DATASETS_OFFLINE', '1')  # the harness's task data are local files: no network
+
+# --max_queue 1: one request may wait, the next is refused (test_a_full_queue_answers_503_with_retry_after)
+SERVER_FLAGS = ('--max_body_bytes=4096', '--max_batch_size=4', '--max_queue=1')
 PROMPT = [32, 262, 263, 264, 45]  # ' ', ' and', 'll', 'ell', 'E' (ids of tests/support.py's vocabulary)
 
 
@@ -120,7 +128,11 @@ def test_max_tokens_0_with_echo_scores_the_prompt(client, tiny_model):
     (dict(prompt=[5, 10 ** 6]), openai.BadRequestError, ['1000000', 'vocabulary']),
     (dict(max_tokens=0), openai.BadRequestError, ['max_tokens']),
     (dict(logprobs=6), openai.BadRequestError, ['logprobs']),
-], ids=['model', 'temperature', 'window', 'token id', 'max_tokens 0', 'logprobs'])
+    (dict(max_tokens='ten'), openai.BadRequestError, ['max_tokens', "'ten'"]),
+    (dict(prompt=[]), openai.BadRequestError, ['prompt']),
+    (dict(prompt=' the' * 20, max_tokens=13), openai.BadRequestError, ['window is 32', '20 tokens']),
+], ids=['model', 'temperature', 'window', 'token id', 'max_tokens 0', 'logprobs', 'max_tokens type', 'no prompt',
+        'text window'])
 def test_bad_requests_raise_the_clients_errors(client, tiny_model, ask, error, words):
     with pytest.raises(error) as raised:
         client.completions.create(**{'model': tiny_model.name, 'prompt': PROMPT, **ask})
@@ -128,6 +140,13 @@ def test_bad_requests_raise_the_clients_errors(client, tiny_model, ask, error, w
     assert set(body) == {'message', 'type', 'param', 'code'}
     for word in words:
         assert word in body['message']
+    assert_still_serving(client, tiny_model)
+
+
+def assert_still_serving(client, tiny_model):
+    """A good request after a bad one gets the reference's greedy text."""
+    answer = client.completions.create(model=tiny_model.name, prompt=PROMPT, max_tokens=3, temperature=0)
+    assert answer.choices[0].text == expected_greedy(tiny_model, PROMPT, 3)[1]
 
 
 def error_of(answer, status):
@@ -136,14 +155,48 @@ def error_of(answer, status):
     return answer.json()['error']['message']
 
 
-def test_plain_http_errors_in_openais_shape(server, tiny_model):
-    url = server[1]
-    assert 'JSON' in error_of(requests.post(url + '/v1/completions', data=b'{"prompt": '), 400)
-    assert 'object' in error_of(requests.post(url + '/v1/completions', json=[1, 2]), 400)
-    error_of(requests.get(url + '/v1/nothing'), 404)
-    big = {'model': tiny_model.name, 'prompt': 'a' * 5000}
-    assert '4096' in error_of(requests.post(url + '/v1/completions', json=big), 413)
-    assert requests.get(url + '/health').status_code == 200  # and the server is still there
+def test_plain_http_errors_in_openais_shape(server, client, tiny_model):
+    big = json.dumps({'model': tiny_model.name, 'prompt': 'a' * 5000}).encode()
+    for method, path, options, status, word in [
+            ('POST', '/v1/completions', dict(data=b'{"prompt": '), 400, 'JSON'),
+            ('POST', '/v1/completions', dict(data=b'{"prompt": "\xff"}'), 400, 'JSON'),  # not UTF-8
+            ('POST', '/v1/completions', dict(json=[1, 2]), 400, 'object'),
+            ('GET', '/v1/nothing', {}, 404, '/v1/nothing'),
+            ('GET', '/v1/completions', {}, 405, 'GET'),
+            ('POST', '/v1/completions', dict(data=big), 413, '4096'),
+            # chunked, with no Content-Length to refuse it by: counted as it is read
+            ('POST', '/v1/completions', dict(data=iter([big[:3000], big[3000:]])), 413, '4096'),
+            ('POST', '/tokenize', dict(json={'prompt': 5}), 400, 'prompt')]:
+        assert word in error_of(requests.request(method, server[1] + path, **options), status)
+        assert_still_serving(client, tiny_model)
+    assert requests.get(server[1] + '/health').status_code == 200
+
+
+def test_a_full_queue_answers_503_with_retry_after(server, client, tiny_model):
+    """While a streamed request of 128 choices holds the engine (32 batches, or loop turns, of 4 rows), at most
+    one of three more requests waits in the queue (--max_queue 1): another is answered 503 with Retry-After.
+    Then the server answers as before, to a client that waits as Retry-After says."""
+    url = server[1] + '/v1/completions'
+    ask = {'model': tiny_model.name, 'prompt': PROMPT, 'max_tokens': 3, 'temperature': 0}
+    busy = {**ask, 'max_tokens': 32 - len(PROMPT), 'n': 128, 'temperature': 1, 'stream': True}
+    with requests.post(url, json=busy, stream=True) as stream, concurrent.futures.ThreadPoolExecutor(3) as pool:
+        assert next(stream.iter_lines()).startswith(b'data: ')  # the engine is drawing it
+        answers = list(pool.map(lambda _: requests.post(url, json=ask, timeout=60), range(3)))
+    statuses = [a.status_code for a in answers]
+    assert 503 in statuses and set(statuses) <= {200, 503}, statuses
+    for answer in answers:
+        if answer.status_code == 503:
+            assert 'queue is full' in error_of(answer, 503)
+            assert answer.json()['error']['type'] == 'server_overloaded'
+            assert float(answer.headers['Retry-After']) > 0
+    assert requests.get(server[1] + '/health').status_code == 200
+    for _ in range(3):  # the stream's client has gone: its job leaves the queue when the engine notices
+        answer = requests.post(url, json=ask)
+        if answer.status_code != 503:
+            break
+        time.sleep(float(answer.headers['Retry-After']))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()['choices'][0]['text'] == expected_greedy(tiny_model, PROMPT, 3)[1]
 
 
 def test_tokenize_and_detokenize_with_the_tiny_vocabulary(server, tiny_model):
@@ -187,3 +240,103 @@ def test_lm_evals_local_completions_scores_as_the_reference(server, tiny_model):
         assert logprob == pytest.approx(expected.sum(), abs=1e-4)
         logits = reference.logits(tiny_model.params, tiny_model.hparams, np.array(sequence))
         assert greedy == all(np.argmax(logits[len(context) - 1:-1], -1) == continuation)
+
+
+# lm_eval's local-completions and src/score.py against the project's scripts. Every document is short enough for
+# one window both ways: local-completions keeps max_length - 1 tokens and asks for one more, the scripts n_ctx + 1.
+
+TASKS = {
+    'served_choice': """
+task: served_choice
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: question
+doc_to_choice: choices
+doc_to_target: answer
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+""",
+    'served_rolling': """
+task: served_rolling
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: text
+metric_list:
+  - metric: word_perplexity
+  - metric: byte_perplexity
+  - metric: bits_per_byte
+""",
+}
+CHOICE_DOCS = [{'question': 'the hall and', 'choices': ['all', 'the world', 'hello'], 'answer': 0},
+               {'question': 'hello world', 'choices': ['in', 'or the', 'and all'], 'answer': 1},
+               {'question': 'in the', 'choices': ['hell', 'world', 'and'], 'answer': 2},
+               {'question': 'or all', 'choices': ['the and', 'well', 'in hell'], 'answer': 2}]
+ROLLING_DOCS = [{'text': 'the hello and the world'}, {'text': 'in hell or the and world'}, {'text': 'all'}]
+
+
+@pytest.fixture(scope='module')
+def served_tasks(tmp_path_factory):
+    """A folder of the two task definitions and their data (one folder: the harness indexes its tasks once)."""
+    folder = tmp_path_factory.mktemp('served_tasks')
+    for name, docs in (('served_choice', CHOICE_DOCS), ('served_rolling', ROLLING_DOCS)):
+        data = folder / f'{name}.jsonl'
+        data.write_text(''.join(json.dumps(d) + '\n' for d in docs), encoding='utf-8')
+        (folder / f'{name}.yaml').write_text(TASKS[name].format(data=data), encoding='utf-8')
+    return folder
+
+
+def test_lm_evals_local_completions_gives_the_harness_commands_figures(server, tiny_model, served_tasks, tmp_path,
+                                                                     capsys):
+    """A whole harness run of a multiple-choice and a rolling task through the server (lm_eval's own client and
+    remote tokenizer) gives the figures of `evaluate_tasks.py harness`, which runs the model in-process."""
+    import lm_eval
+    import evaluate_tasks
+    from gpt2.evaluation import harness_tasks
+    names = ['served_choice', 'served_rolling']
+    evaluate_tasks.run_harness(tasks=','.join(names), models_dir=str(tiny_model.models_dir),
+                               model_name=tiny_model.name, include_path=str(served_tasks),
+                               output_path=str(tmp_path / 'out'))
+    capsys.readouterr()
+    script = json.loads((tmp_path / 'out' / 'results.json').read_text(encoding='utf-8'))['results']
+    served = lm_eval.simple_evaluate(
+        model='local-completions', tasks=names, task_manager=harness_tasks.task_manager(str(served_tasks)),
+        model_args=f'model={tiny_model.name},base_url={server[1]}/v1/completions,tokenizer_backend=remote,'
+                   f'max_length=32', torch_random_seed=None, log_samples=False)['results']
+    for name in names:
+        figures = {k: v for k, v in script[name].items() if isinstance(v, float)}  # metrics, standard errors
+        assert len(figures) >= 3, script[name]
+        assert {k: v for k, v in served[name].items() if isinstance(v, float)} == pytest.approx(figures, rel=1e-4,
+                                                                                              abs=1e-4), name
+    assert 0 < script['served_choice']['acc,none'] < 1  # neither all right nor all wrong: a wrong score shows
+
+
+def test_echoed_logprobs_are_score_pys_per_token_figures(server, tiny_model, tmp_path):
+    """src/score.py run as a user runs it (--documents lines --per_token --json): each line scored after
+    <|endoftext|>; the server's echoed log-probs of '<|endoftext|>' + the line are the same, token by token."""
+    lines = ['the hello and the world', 'in hell or the and world!', 'é all']
+    (tmp_path / 'text.txt').write_text('\n'.join(lines) + '\n', encoding='utf-8')
+    done = run_script('score.py', tmp_path / 'text.txt', f'--models_dir={tiny_model.models_dir}',
+                      f'--model_name={tiny_model.name}', '--documents=lines', '--json',
+                      f'--per_token={tmp_path / "tokens.jsonl"}')
+    assert done.returncode == 0, done.err
+    documents = [json.loads(line) for line in (tmp_path / 'tokens.jsonl').read_text(encoding='utf-8').splitlines()]
+    answer = requests.post(server[1] + '/v1/completions', json={
+        'model': tiny_model.name, 'prompt': ['<|endoftext|>' + line for line in lines], 'max_tokens': 0,
+        'echo': True, 'logprobs': 0}).json()
+    assert len(documents) == len(answer['choices']) == len(lines)
+    for document, choice in zip(documents, answer['choices']):
+        served = choice['logprobs']
+        assert served['tokens'][1:] == document['tokens']
+        np.testing.assert_allclose(served['token_logprobs'][1:], document['logprobs'], atol=1e-4)
+    served_nll = -sum(sum(c['logprobs']['token_logprobs'][1:]) for c in answer['choices'])
+    assert served_nll == pytest.approx(json.loads(done.out)['total']['nll'], abs=1e-3)

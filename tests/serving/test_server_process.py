@@ -1,5 +1,6 @@
-"""src/server.py as a process: its API key, a client that goes away mid-stream, SIGTERM with a request in flight
-(the last test: it ends this module's server), and bad flags."""
+"""src/server.py as a process: its API key, concurrent requests, a client that goes away mid-stream, SIGTERM with
+a request in flight (the last test: it ends this module's server), and bad flags."""
+import concurrent.futures
 import socket
 import time
 
@@ -22,10 +23,46 @@ def test_the_api_key_is_asked_for(server, tiny_model):
     url = server[1]
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=url + '/v1', api_key='wrong', max_retries=0).models.list()
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url + '/v1', api_key='wrong', max_retries=0).completions.create(**ASK)
     assert requests.get(url + '/v1/models').status_code == 401
+    missing = requests.post(url + '/v1/completions', json=ASK)  # no key sent
+    assert missing.status_code == 401 and missing.json()['error']['code'] == 'invalid_api_key'
+    assert requests.post(url + '/tokenize', json={'prompt': 'the'}).status_code == 401
     assert requests.get(url + '/health').status_code == 200  # a load balancer's probe needs no key
-    models = openai.OpenAI(base_url=url + '/v1', api_key=KEY, max_retries=0).models.list()
-    assert [m.id for m in models.data] == [tiny_model.name]
+    client = openai.OpenAI(base_url=url + '/v1', api_key=KEY, max_retries=0)
+    assert [m.id for m in client.models.list().data] == [tiny_model.name]
+    assert client.completions.create(**{**ASK, 'model': tiny_model.name}).choices[0].finish_reason
+
+
+def test_concurrent_requests_get_what_each_gets_alone(server, tiny_model):
+    """Greedy requests of other prompts, lengths and knobs, a streamed one, and seeded sampled ones, sent all at
+    once (twice each) through the openai client, share the engine: each gets the choices it gets alone."""
+    client = openai.OpenAI(base_url=server[1] + '/v1', api_key=KEY, max_retries=0, timeout=60)
+    asks = [dict(prompt=[5, 6, 7], max_tokens=8, temperature=0),
+            dict(prompt=[40, 41], max_tokens=12, temperature=0, n=2),
+            dict(prompt='the and', max_tokens=6, temperature=0, presence_penalty=1.5, stop=['x']),
+            dict(prompt=[[1, 2, 3, 4], [9]], max_tokens=5, temperature=0, extra_body={'repetition_penalty': 1.3}),
+            dict(prompt=[9, 8], max_tokens=10, temperature=0, stream=True),
+            dict(prompt=[5, 6, 7], max_tokens=8, temperature=1, seed=3, n=2),
+            dict(prompt=' the', max_tokens=10, temperature=0.7, seed=11, extra_body={'top_k': 5})]  # vLLM's extras
+
+    def choices(ask):
+        """-> [(index, text, finish_reason)], a stream's chunks joined."""
+        answer = client.completions.create(model=tiny_model.name, **ask)
+        if not ask.get('stream'):
+            return [(c.index, c.text, c.finish_reason) for c in answer.choices]
+        texts, reasons = {}, {}
+        for chunk in answer:
+            for c in chunk.choices:
+                texts[c.index] = texts.get(c.index, '') + c.text
+                reasons[c.index] = c.finish_reason or reasons.get(c.index)
+        return [(i, texts[i], reasons[i]) for i in sorted(texts)]
+
+    alone = [choices(ask) for ask in asks]
+    with concurrent.futures.ThreadPoolExecutor(2 * len(asks)) as pool:
+        together = list(pool.map(choices, asks * 2))
+    assert together == alone * 2
 
 
 def test_a_client_that_leaves_mid_stream_leaves_the_server_serving(server, tiny_model):
