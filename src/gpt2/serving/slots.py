@@ -99,8 +99,8 @@ def iteration(shape, control, state):
     live = tf.cast(control.row['live'], tf.bool)
     alone = tf.equal(tf.reduce_sum(tf.cast(live, tf.int32)), 1)
     everyone = tf.range(shape.rows)
-    return tf.cond(alone, lambda: step(shape, control, state, first_live(live), shape.one),
-                   lambda: step(shape, control, state, everyone, shape.many))
+    return tf.cond(alone, lambda: step(shape, control, state, first_live(live), shape.one, alone=True),
+                   lambda: step(shape, control, state, everyone, shape.many, alone=False))
 
 
 def first_live(live):
@@ -120,15 +120,27 @@ def cache_rows(hparams, rows, which, slots):
         return tf.reshape((heads * hparams.n_ctx)[:, :, tf.newaxis] + slots[tf.newaxis], [-1])
 
 
+def first_slots(hparams, rows, span, row=None):
+    """-> read(buffer) -> [head * m * span, head_dim]: the first span slots of one row (m = 1), or of every row
+    (row None), in the order (head, row, slot). A strided slice: runs of span slots, copied whole (a gather of
+    them one by one was a tenth of a step at one row)."""
+    n_ctx, head_dim = hparams.n_ctx, hparams.n_embd // hparams.n_head
+    if row is None:
+        return lambda buf: tf.reshape(tf.reshape(buf, [-1, n_ctx, head_dim])[:, :span], [-1, head_dim])
+    start = row * n_ctx
+    return lambda buf: tf.reshape(tf.reshape(buf, [hparams.n_head, -1, head_dim])[:, start:start + span],
+                                  [-1, head_dim])
+
+
 def slot_attn(x, scope, n_state, *, past, hparams, linear, write, read, mask):
     """model.attn over the slots: x [m, seq, n_embd]; the step's keys and values go to the buffers' rows
-    `write`, and attention reads the rows `read` ([head * m * span], in (head, row, slot) order) under mask
-    ([seq, span], or [m, seq, span] per row) -> a [m, seq, n_embd], the buffers."""
+    `write`, and attention reads read(buffer) ([head * m * span, head_dim], in (head, row, slot) order; see
+    first_slots) under mask ([seq, span], or [m, seq, span] per row) -> a [m, seq, n_embd], the buffers."""
     with tf.variable_scope(scope):
         c = model.conv1d(x, 'c_attn', n_state * 3, linear=linear)
         q, k, v = [decoding.heads_first(t, hparams.n_head) for t in tf.split(c, 3, axis=2)]
         present = tuple(decoding.write_cache(buf, write, new) for buf, new in zip(past, (k, v)))
-        keys, values = (tf.gather(buf, read) for buf in present)
+        keys, values = (read(buf) for buf in present)
         a = decoding.group_attn(q, keys, values, mask, None)
         return model.conv1d(decoding.merge_heads_first(a), 'c_proj', n_state, linear=linear), present
 
@@ -159,7 +171,8 @@ def admit(shape, control, state):
                 at = cache_rows(shape.hparams, shape.rows, row[tf.newaxis], slots[tf.newaxis])
                 mask = model.attention_mask(length - 1, length - 1, dtype=tf.float32)
             h = model.embed(tokens[tf.newaxis], slots, wpe, wte)
-            return blocks(shape, h, cache, shape.one.linear(False), write=at, read=at, mask=mask)[1]
+            read = first_slots(shape.hparams, shape.rows, length - 1, row)
+            return blocks(shape, h, cache, shape.one.linear(False), write=at, read=read, mask=mask)[1]
 
     cache = tf.cond(length > 1, prefill, lambda: cache)
     n_vocab = shape.hparams.n_vocab
@@ -174,8 +187,9 @@ def admit(shape, control, state):
 # A step
 # ---------------------------------------------------------------------------------------------------------------
 
-def step(shape, control, state, which, products):
-    """One token for the rows `which` [m] (static m: 1 or rows) -> (results [rows] for the host, state)."""
+def step(shape, control, state, which, products, alone):
+    """One token for the rows `which` [m]: the one live row (alone) or every row -> (results [rows] for the
+    host, state)."""
     cache, counts, history = state
     hparams = shape.hparams
     pick = lambda name: tf.gather(control.row[name], which)
@@ -185,7 +199,7 @@ def step(shape, control, state, which, products):
         with tf.device(decoding.HOST):
             span = tf.reduce_max(positions) + 1
             write = cache_rows(hparams, shape.rows, which, positions[:, tf.newaxis])
-            read = cache_rows(hparams, shape.rows, which, tf.range(span)[tf.newaxis])
+            read = first_slots(hparams, shape.rows, span, which[0] if alone else None)
             mask = tf.cast(tf.range(span)[tf.newaxis, tf.newaxis, :] <= positions[:, tf.newaxis, tf.newaxis],
                            tf.float32)  # [m, 1, span]
         h = model.embed(tokens[:, tf.newaxis], positions[:, tf.newaxis], wpe, wte)
