@@ -9,12 +9,12 @@ cache (all its tokens but the last, at batch 1) and one decoding step for the li
 own knobs (gpt2/sampling/per_row.py). So a request starts at the next step, whatever runs, and a finished one
 frees its row at once. When the host says stop (nothing to do for a while, or the server closing), the loop ends.
 
-The cache is decoding.py's, with `rows` rows of n_ctx slots each ([head * rows * n_ctx, head_dim] per layer and
-k or v, written in place); a row's position is its slot. A step computes either the one live row (at batch 1,
-gathered) or all rows (at batch `rows`, with the packed products where they pay: cpu_matmul.py), so that the
-shapes in the graph are two, fixed, and one request alone runs at the speed of a batch-1 sample. Attention
-reads each computed row's slots up to the longest live position, not the whole window. The graph is built once:
-requests change only the values the host hands in.
+The cache has `rows` rows of n_ctx slots: per layer a k and a v buffer [rows * n_ctx, n_embd], written in place
+as decoding.py's are, a row's position its slot. A step computes either the one live row (at batch 1) or all
+rows (at batch `rows`, with the packed products where they pay: cpu_matmul.py), so that the shapes in the graph
+are two, fixed, and one request alone runs at the speed of a batch-1 sample. Attention reads each row's slots up
+to its position (all rows: up to the longest), not the whole window. The graph is built once: requests change
+only the values the host hands in.
 """
 import dataclasses
 import functools
@@ -66,7 +66,7 @@ def build(hparams, *, rows, host, device=None):
         n_ctx, n_vocab = hparams.n_ctx, hparams.n_vocab
         results = (tf.zeros([rows], tf.int32), tf.zeros([rows]), tf.zeros([rows, TOP]),
                    tf.zeros([rows, TOP], tf.int32))
-        state = (decoding.empty_cache(hparams, rows, n_ctx), tf.zeros([rows, n_vocab]),
+        state = (empty_cache(hparams, rows), tf.zeros([rows, n_vocab]),
                  tf.fill([rows, n_ctx], penalties_lib.NO_TOKEN))
 
         def body(go, results, state):
@@ -109,47 +109,81 @@ def first_live(live):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The cache's rows
+# The cache: per layer, k and v buffers [rows * n_ctx, n_embd], slot t of row r at r * n_ctx + t
 # ---------------------------------------------------------------------------------------------------------------
 
-def cache_rows(hparams, rows, which, slots):
-    """which [m] rows of the cache, slots [m, s] (or [1, s] for all) -> the buffers' rows [head * m * s], in the
-    order (head, row, slot) of decoding.heads_first."""
-    with tf.device(decoding.HOST):
-        heads = tf.range(hparams.n_head)[:, tf.newaxis] * rows + tf.cast(which, tf.int32)[tf.newaxis, :]
-        return tf.reshape((heads * hparams.n_ctx)[:, :, tf.newaxis] + slots[tf.newaxis], [-1])
+def empty_cache(hparams, rows):
+    """n_layer pairs (k, v) of zeroed buffers (zeroed: a masked score times a NaN of fresh memory stays NaN)."""
+    shape = [rows * hparams.n_ctx, hparams.n_embd]
+    return [tuple(tf.raw_ops.Empty(shape=shape, dtype=tf.float32, init=True) for _ in 'kv')
+            for _ in range(hparams.n_layer)]
 
 
-def first_slots(hparams, rows, span, row=None):
-    """-> read(buffer) -> [head * m * span, head_dim]: the first span slots of one row (m = 1), or of every row
-    (row None), in the order (head, row, slot). A strided slice: runs of span slots, copied whole (a gather of
-    them one by one was a tenth of a step at one row)."""
-    n_ctx, head_dim = hparams.n_ctx, hparams.n_embd // hparams.n_head
-    if row is None:
-        return lambda buf: tf.reshape(tf.reshape(buf, [-1, n_ctx, head_dim])[:, :span], [-1, head_dim])
-    start = row * n_ctx
-    return lambda buf: tf.reshape(tf.reshape(buf, [hparams.n_head, -1, head_dim])[:, start:start + span],
-                                  [-1, head_dim])
+def write(past, at, k, v):
+    """The buffers, with k and v [m, seq, n_embd] written in place at their rows `at` [m * seq]."""
+    n_embd = model.shape_list(k)[-1]
+    return tuple(tf.raw_ops.InplaceUpdate(x=buf, i=at, v=tf.reshape(new, [-1, n_embd]))
+                 for buf, new in zip(past, (k, v)))
 
 
-def slot_attn(x, scope, n_state, *, past, hparams, linear, write, read, mask):
-    """model.attn over the slots: x [m, seq, n_embd]; the step's keys and values go to the buffers' rows
-    `write`, and attention reads read(buffer) ([head * m * span, head_dim], in (head, row, slot) order; see
-    first_slots) under mask ([seq, span], or [m, seq, span] per row) -> a [m, seq, n_embd], the buffers."""
+def prompt_attn(x, hparams, past, *, at):
+    """A new row's prompt, x [1, seq, n_embd] after c_attn: its keys and values written at `at`, and causal
+    attention among its own tokens (a new row has nothing before them) -> a [1, seq, n_embd], the buffers."""
+    q, k, v = tf.split(x, 3, axis=2)
+    present = write(past, at, k, v)
+    q, k, v = (model.split_heads(t, hparams.n_head) for t in (q, k, v))
+    seq = model.shape_list(x)[1]
+    return model.merge_heads(model.multihead_attn(q, k, v, model.attention_mask(seq, seq, dtype=x.dtype))), present
+
+
+def one_row_attn(x, hparams, past, *, row, position):
+    """The one live row's step, x [1, 1, n_embd] after c_attn -> a [1, 1, n_embd], the buffers.
+
+    Its slots 0 .. position are consecutive rows of the buffers, so they are read in place (a slice along the
+    first axis is a view); the heads' scores come from one product with the query spread block-diagonally,
+    [slots, n_embd] x [n_embd, head], which needs no copy of the keys into heads-first order."""
+    n_head, n_embd = hparams.n_head, hparams.n_embd
+    head_dim = n_embd // n_head
+    q, k, v = tf.split(x, 3, axis=2)
+    present = write(past, row * hparams.n_ctx + position[tf.newaxis], k, v)
+    keys, values = (tf.reshape(tf.slice(buf, tf.stack([row * hparams.n_ctx, 0]), tf.stack([position + 1, n_embd])),
+                               [-1, n_embd]) for buf in present)  # [slots, n_embd]
+    eye = tf.eye(n_head, dtype=x.dtype)
+    q = model.scale_queries(tf.reshape(q, [n_head, head_dim]))
+    spread = tf.reshape(q[:, :, tf.newaxis] * eye[:, tf.newaxis, :], [n_embd, n_head])  # q of head h in column h
+    w = tf.nn.softmax(tf.transpose(tf.matmul(keys, spread)), axis=-1)  # [head, slots]: every slot is seen
+    a = tf.reduce_sum(tf.reshape(tf.matmul(w, values), [n_head, n_head, head_dim]) * eye[:, :, tf.newaxis], 1)
+    return tf.reshape(a, [1, 1, n_embd]), present
+
+
+def all_rows_attn(x, hparams, past, *, positions):
+    """Every row's step, x [rows, 1, n_embd] after c_attn, row b at positions[b] -> a [rows, 1, n_embd], the
+    buffers. The rows' slots up to the longest live one are copied into heads-first order once."""
+    rows = model.shape_list(x)[0]
+    n_ctx, n_head = hparams.n_ctx, hparams.n_head
+    q, k, v = tf.split(x, 3, axis=2)
+    present = write(past, tf.range(rows) * n_ctx + positions, k, v)
+    span = tf.reduce_max(positions) + 1
+    keys, values = (model.split_heads(tf.reshape(buf, [rows, n_ctx, -1])[:, :span], n_head) for buf in present)
+    mask = tf.cast(tf.range(span)[tf.newaxis, :] <= positions[:, tf.newaxis], x.dtype)  # [rows, slots]
+    a = model.multihead_attn(model.split_heads(q, n_head), keys, values, mask[:, tf.newaxis, tf.newaxis, :])
+    return model.merge_heads(a), present
+
+
+def slot_attn(x, scope, n_state, *, past, hparams, linear, attend):
+    """model.attn's signature (model.block calls it) over the slots: attend is one of the three above, its
+    keywords bound."""
     with tf.variable_scope(scope):
         c = model.conv1d(x, 'c_attn', n_state * 3, linear=linear)
-        q, k, v = [decoding.heads_first(t, hparams.n_head) for t in tf.split(c, 3, axis=2)]
-        present = tuple(decoding.write_cache(buf, write, new) for buf, new in zip(past, (k, v)))
-        keys, values = (read(buf) for buf in present)
-        a = decoding.group_attn(q, keys, values, mask, None)
-        return model.conv1d(decoding.merge_heads_first(a), 'c_proj', n_state, linear=linear), present
+        a, present = attend(c, hparams, past)
+        return model.conv1d(a, 'c_proj', n_state, linear=linear), present
 
 
-def blocks(shape, h, cache, linear, **where):
+def blocks(shape, h, cache, linear, attend):
     """The blocks over the slots -> (the last hidden state, before ln_f, the new cache)."""
     new = []
     for layer, past in enumerate(cache):
-        attention = functools.partial(slot_attn, **where)
+        attention = functools.partial(slot_attn, attend=attend)
         h, past = model.block(h, f'h{layer}', past=past, hparams=shape.hparams, attention=attention, linear=linear)
         new.append(past)
     return h, new
@@ -168,11 +202,10 @@ def admit(shape, control, state):
             wpe, wte = model.embeddings(shape.hparams)
             with tf.device(decoding.HOST):
                 slots = tf.range(length - 1)
-                at = cache_rows(shape.hparams, shape.rows, row[tf.newaxis], slots[tf.newaxis])
-                mask = model.attention_mask(length - 1, length - 1, dtype=tf.float32)
+                at = row * shape.hparams.n_ctx + slots
             h = model.embed(tokens[tf.newaxis], slots, wpe, wte)
-            read = first_slots(shape.hparams, shape.rows, length - 1, row)
-            return blocks(shape, h, cache, shape.one.linear(False), write=at, read=read, mask=mask)[1]
+            attend = functools.partial(prompt_attn, at=at)
+            return blocks(shape, h, cache, shape.one.linear(False), attend)[1]
 
     cache = tf.cond(length > 1, prefill, lambda: cache)
     n_vocab = shape.hparams.n_vocab
@@ -196,14 +229,12 @@ def step(shape, control, state, which, products, alone):
     tokens, positions = pick('token'), pick('position')
     with tf.variable_scope(shape.scope):
         wpe, wte = model.embeddings(hparams)
-        with tf.device(decoding.HOST):
-            span = tf.reduce_max(positions) + 1
-            write = cache_rows(hparams, shape.rows, which, positions[:, tf.newaxis])
-            read = first_slots(hparams, shape.rows, span, which[0] if alone else None)
-            mask = tf.cast(tf.range(span)[tf.newaxis, tf.newaxis, :] <= positions[:, tf.newaxis, tf.newaxis],
-                           tf.float32)  # [m, 1, span]
+        if alone:
+            attend = functools.partial(one_row_attn, row=which[0], position=positions[0])
+        else:
+            attend = functools.partial(all_rows_attn, positions=positions)
         h = model.embed(tokens[:, tf.newaxis], positions[:, tf.newaxis], wpe, wte)
-        h, cache = blocks(shape, h, cache, products.linear(True), write=write, read=read, mask=mask)
+        h, cache = blocks(shape, h, cache, products.linear(True), attend)
         logits = products.logits(model.norm(h, 'ln_f')[:, 0], wte)  # [m, n_vocab]
     knobs = {name: pick(name) for name in ('temperature', 'top_k', 'top_p', 'repetition', 'presence',
                                            'frequency', 'no_repeat_ngram')}
