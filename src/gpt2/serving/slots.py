@@ -9,8 +9,8 @@ cache (all its tokens but the last, at batch 1) and one decoding step for the li
 own knobs (gpt2/sampling/per_row.py). So a request starts at the next step, whatever runs, and a finished one
 frees its row at once. When the host says stop (nothing to do for a while, or the server closing), the loop ends.
 
-The cache has `rows` rows of n_ctx slots: per layer a k and a v buffer [rows * n_ctx, n_embd], written in place
-as decoding.py's are, a row's position its slot. A step computes either the one live row (at batch 1) or all
+The cache has `rows` rows of n_ctx slots: per layer a k and a v buffer, written in place as decoding.py's are, a
+row's position its slot. A step computes either the one live row (at batch 1) or all
 rows (at batch `rows`, with the packed products where they pay: cpu_matmul.py), so that the shapes in the graph
 are two, fixed, and one request alone runs at the speed of a batch-1 sample. Attention reads each row's slots up
 to its position (all rows: up to the longest), not the whole window. The graph is built once: requests change
@@ -109,65 +109,77 @@ def first_live(live):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The cache: per layer, k and v buffers [rows * n_ctx, n_embd], slot t of row r at r * n_ctx + t
+# The cache: per layer, k and v buffers [rows * head * n_ctx, head_dim], slot t of row r's head h at
+# (r * head + h) * n_ctx + t. A row's heads are consecutive, and so are a head's slots: the first slots of one
+# row, or of every row, are a slice of runs of whole slots, already in heads-first order.
 # ---------------------------------------------------------------------------------------------------------------
 
 def empty_cache(hparams, rows):
     """n_layer pairs (k, v) of zeroed buffers (zeroed: a masked score times a NaN of fresh memory stays NaN)."""
-    shape = [rows * hparams.n_ctx, hparams.n_embd]
+    shape = [rows * hparams.n_head * hparams.n_ctx, hparams.n_embd // hparams.n_head]
     return [tuple(tf.raw_ops.Empty(shape=shape, dtype=tf.float32, init=True) for _ in 'kv')
             for _ in range(hparams.n_layer)]
 
 
 def write(past, at, k, v):
-    """The buffers, with k and v [m, seq, n_embd] written in place at their rows `at` [m * seq]."""
-    n_embd = model.shape_list(k)[-1]
-    return tuple(tf.raw_ops.InplaceUpdate(x=buf, i=at, v=tf.reshape(new, [-1, n_embd]))
-                 for buf, new in zip(past, (k, v)))
+    """The buffers, with k and v [rows in order of at, head_dim] written in place at their rows `at`."""
+    return tuple(tf.raw_ops.InplaceUpdate(x=buf, i=at, v=new) for buf, new in zip(past, (k, v)))
 
 
-def prompt_attn(x, hparams, past, *, at):
-    """A new row's prompt, x [1, seq, n_embd] after c_attn: its keys and values written at `at`, and causal
+def first_slots(hparams, buf, span, row=None):
+    """The first span slots of one row, [head, span, head_dim], or of every row (row None), [rows, head, span,
+    head_dim]: a slice, copied in runs of whole slots."""
+    n_head, n_ctx = hparams.n_head, hparams.n_ctx
+    head_dim = hparams.n_embd // n_head
+    heads = tf.reshape(buf, [-1, n_ctx, head_dim])  # [rows * head, n_ctx, head_dim]
+    if row is None:
+        return tf.reshape(tf.slice(heads, [0, 0, 0], tf.stack([-1, span, -1])), [-1, n_head, span, head_dim])
+    return tf.reshape(tf.slice(heads, tf.stack([row * n_head, 0, 0]), tf.stack([n_head, span, head_dim])),
+                      [n_head, -1, head_dim])  # (the shape of a slice by tensors is unknown to the graph)
+
+
+def step_rows(hparams, which, positions):
+    """The buffers' rows [m * head] of the rows `which` [m] at their positions [m], in (row, head) order."""
+    heads = tf.cast(which, tf.int32)[:, tf.newaxis] * hparams.n_head + tf.range(hparams.n_head)[tf.newaxis]
+    return tf.reshape(heads * hparams.n_ctx + positions[:, tf.newaxis], [-1])
+
+
+def prompt_attn(x, hparams, past, *, row):
+    """A new row's prompt, x [1, seq, n_embd] after c_attn: its keys and values written into the row, and causal
     attention among its own tokens (a new row has nothing before them) -> a [1, seq, n_embd], the buffers."""
-    q, k, v = tf.split(x, 3, axis=2)
-    present = write(past, at, k, v)
-    q, k, v = (model.split_heads(t, hparams.n_head) for t in (q, k, v))
+    n_head = hparams.n_head
+    q, k, v = (model.split_heads(t, n_head) for t in tf.split(x, 3, axis=2))  # [1, head, seq, head_dim]
     seq = model.shape_list(x)[1]
+    at = tf.reshape((row * n_head + tf.range(n_head))[:, tf.newaxis] * hparams.n_ctx + tf.range(seq), [-1])
+    head_dim = hparams.n_embd // n_head
+    present = write(past, at, tf.reshape(k, [-1, head_dim]), tf.reshape(v, [-1, head_dim]))
     return model.merge_heads(model.multihead_attn(q, k, v, model.attention_mask(seq, seq, dtype=x.dtype))), present
 
 
 def one_row_attn(x, hparams, past, *, row, position):
-    """The one live row's step, x [1, 1, n_embd] after c_attn -> a [1, 1, n_embd], the buffers.
-
-    Its slots 0 .. position are consecutive rows of the buffers, so they are read in place (a slice along the
-    first axis is a view); the heads' scores come from one product with the query spread block-diagonally,
-    [slots, n_embd] x [n_embd, head], which needs no copy of the keys into heads-first order."""
+    """The one live row's step, x [1, 1, n_embd] after c_attn -> a [1, 1, n_embd], the buffers. It attends to
+    its slots 0 .. position, all of them seen: no mask."""
     n_head, n_embd = hparams.n_head, hparams.n_embd
-    head_dim = n_embd // n_head
-    q, k, v = tf.split(x, 3, axis=2)
-    present = write(past, row * hparams.n_ctx + position[tf.newaxis], k, v)
-    keys, values = (tf.reshape(tf.slice(buf, tf.stack([row * hparams.n_ctx, 0]), tf.stack([position + 1, n_embd])),
-                               [-1, n_embd]) for buf in present)  # [slots, n_embd]
-    eye = tf.eye(n_head, dtype=x.dtype)
-    q = model.scale_queries(tf.reshape(q, [n_head, head_dim]))
-    spread = tf.reshape(q[:, :, tf.newaxis] * eye[:, tf.newaxis, :], [n_embd, n_head])  # q of head h in column h
-    w = tf.nn.softmax(tf.transpose(tf.matmul(keys, spread)), axis=-1)  # [head, slots]: every slot is seen
-    a = tf.reduce_sum(tf.reshape(tf.matmul(w, values), [n_head, n_head, head_dim]) * eye[:, :, tf.newaxis], 1)
-    return tf.reshape(a, [1, 1, n_embd]), present
+    q, k, v = (tf.reshape(t, [n_head, -1]) for t in tf.split(x, 3, axis=2))  # [head, head_dim]
+    present = write(past, step_rows(hparams, row[tf.newaxis], position[tf.newaxis]), k, v)
+    keys, values = (first_slots(hparams, buf, position + 1, row) for buf in present)
+    w = tf.nn.softmax(tf.matmul(model.scale_queries(q[:, tf.newaxis]), keys, transpose_b=True), axis=-1)
+    return tf.reshape(tf.matmul(w, values), [1, 1, n_embd]), present
 
 
 def all_rows_attn(x, hparams, past, *, positions):
     """Every row's step, x [rows, 1, n_embd] after c_attn, row b at positions[b] -> a [rows, 1, n_embd], the
-    buffers. The rows' slots up to the longest live one are copied into heads-first order once."""
+    buffers. Each row attends to its slots up to the longest live row's, those after its own masked."""
     rows = model.shape_list(x)[0]
-    n_ctx, n_head = hparams.n_ctx, hparams.n_head
-    q, k, v = tf.split(x, 3, axis=2)
-    present = write(past, tf.range(rows) * n_ctx + positions, k, v)
+    n_head, n_embd = hparams.n_head, hparams.n_embd
+    q, k, v = (tf.reshape(t, [rows, n_head, 1, -1]) for t in tf.split(x, 3, axis=2))
+    present = write(past, step_rows(hparams, tf.range(rows), positions), tf.reshape(k, [rows * n_head, -1]),
+                    tf.reshape(v, [rows * n_head, -1]))
     span = tf.reduce_max(positions) + 1
-    keys, values = (model.split_heads(tf.reshape(buf, [rows, n_ctx, -1])[:, :span], n_head) for buf in present)
+    keys, values = (first_slots(hparams, buf, span) for buf in present)  # [rows, head, span, head_dim]
     mask = tf.cast(tf.range(span)[tf.newaxis, :] <= positions[:, tf.newaxis], x.dtype)  # [rows, slots]
-    a = model.multihead_attn(model.split_heads(q, n_head), keys, values, mask[:, tf.newaxis, tf.newaxis, :])
-    return model.merge_heads(a), present
+    a = model.multihead_attn(q, keys, values, mask[:, tf.newaxis, tf.newaxis, :])  # [rows, head, 1, head_dim]
+    return tf.reshape(a, [rows, 1, n_embd]), present
 
 
 def slot_attn(x, scope, n_state, *, past, hparams, linear, attend):
@@ -200,11 +212,8 @@ def admit(shape, control, state):
         tokens = prompt[:-1]
         with tf.variable_scope(shape.scope):
             wpe, wte = model.embeddings(shape.hparams)
-            with tf.device(decoding.HOST):
-                slots = tf.range(length - 1)
-                at = row * shape.hparams.n_ctx + slots
-            h = model.embed(tokens[tf.newaxis], slots, wpe, wte)
-            attend = functools.partial(prompt_attn, at=at)
+            h = model.embed(tokens[tf.newaxis], tf.range(length - 1), wpe, wte)
+            attend = functools.partial(prompt_attn, row=row)
             return blocks(shape, h, cache, shape.one.linear(False), attend)[1]
 
     cache = tf.cond(length > 1, prefill, lambda: cache)
