@@ -56,7 +56,7 @@ class Shape:
 
 
 def build(hparams, *, rows, host, device=None):
-    """The loop's graph -> the op to run (it ends when host says stop). host(tokens [rows] int32, logprobs [rows]
+    """The loop's graph -> the tensor to run (it ends when host says stop). host(tokens [rows] int32, logprobs [rows]
     float32, top values [rows, TOP] float32, top tokens [rows, TOP] int32) -> the four arrays above."""
     device = device or sample.default_device()
     with tf.name_scope('slots'), tf.device(device):
@@ -64,33 +64,37 @@ def build(hparams, *, rows, host, device=None):
                       one=sample.products_for(device, batch=1, frozen_weights=True, hparams=hparams),
                       many=sample.products_for(device, batch=rows, frozen_weights=True, hparams=hparams))
         n_ctx, n_vocab = hparams.n_ctx, hparams.n_vocab
-        results = (tf.zeros([rows], tf.int32), tf.zeros([rows]), tf.zeros([rows, TOP]),
-                   tf.zeros([rows, TOP], tf.int32))
+        nothing = (tf.zeros([rows], tf.int32), tf.zeros([rows]), tf.zeros([rows, TOP]),
+                   tf.zeros([rows, TOP], tf.int32))  # the results before the first step
         state = (empty_cache(hparams, rows), tf.zeros([rows, n_vocab]),
                  tf.fill([rows, n_ctx], penalties_lib.NO_TOKEN))
 
-        def body(go, results, state):
-            control = ask(host, results, rows)
-            out = tf.cond(control.go, lambda: iteration(shape, control, state), lambda: (results, state))
-            return (control.go,) + tuple(out)
+        # The host is asked at the end of each iteration, so that its answer decides whether the loop goes on (a
+        # tf.cond around the step instead costs every weight a Switch op at every step).
+        def body(answer, state):
+            results, state = iteration(shape, control(answer), state)
+            return ask(host, results, rows), state
 
-        go, *_ = tf.while_loop(lambda go, *_: go, body, (tf.constant(True), results, state),
-                               back_prop=False, parallel_iterations=1)
-        return go
+        answer, _ = tf.while_loop(lambda answer, state: control(answer).go, body, (ask(host, nothing, rows), state),
+                                  back_prop=False, parallel_iterations=1)
+        return answer[2]
 
 
 def ask(host, results, rows):
-    """The host's answer to the last iteration's results -> Control."""
+    """The host's answer to the last iteration's results: its four arrays (see control())."""
     with tf.device(decoding.HOST):
-        ints, floats, control, prompt = tf.numpy_function(host, list(results),
-                                                          [tf.int32, tf.float32, tf.int32, tf.int32], stateful=True)
-    ints.set_shape([rows, len(INTS)])
-    floats.set_shape([rows, len(FLOATS)])
-    control.set_shape([2])
-    prompt.set_shape([None])
+        answer = tf.numpy_function(host, list(results), [tf.int32, tf.float32, tf.int32, tf.int32], stateful=True)
+    for array, shape in zip(answer, ([rows, len(INTS)], [rows, len(FLOATS)], [2], [None])):
+        array.set_shape(shape)
+    return tuple(answer)
+
+
+def control(answer):
+    """The host's four arrays -> Control."""
+    ints, floats, go_admit, prompt = answer
     row = {name: ints[:, i] for i, name in enumerate(INTS)}
     row.update({name: floats[:, i] for i, name in enumerate(FLOATS)})
-    return Control(go=control[0] > 0, admit=control[1], prompt=prompt, row=row)
+    return Control(go=go_admit[0] > 0, admit=go_admit[1], prompt=prompt, row=row)
 
 
 def iteration(shape, control, state):
