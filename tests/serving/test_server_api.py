@@ -114,6 +114,22 @@ def test_echoed_logprobs_are_the_references(client, tiny_model):
         assert answer.choices[0].text == ''.join(logprobs.tokens)
 
 
+def test_streamed_logprobs_are_the_references(client, tiny_model):
+    """With stream, a chunk per token carries that token's logprobs: the reference's, as unstreamed."""
+    tokens, _, _ = expected_greedy(tiny_model, PROMPT, 6)
+    chunks = [c.choices[0] for c in client.completions.create(model=tiny_model.name, prompt=PROMPT, max_tokens=6,
+                                                              temperature=0, logprobs=2, stream=True)]
+    scored = [c.logprobs for c in chunks if c.logprobs is not None]
+    assert [piece for lp in scored for piece in lp.tokens] == [decode(tiny_model, [t]) for t in tokens]
+    sequence = PROMPT + tokens
+    expected = -reference.next_token_losses(tiny_model.params, tiny_model.hparams, np.array(sequence))
+    np.testing.assert_allclose([v for lp in scored for v in lp.token_logprobs], expected[len(PROMPT) - 1:],
+                               atol=1e-4)
+    assert all(len(top) == 2 for lp in scored for top in lp.top_logprobs)
+    assert [o for lp in scored for o in lp.text_offset] == list(np.cumsum([0] + [len(decode(tiny_model, [t]))
+                                                                                for t in tokens])[:-1])
+
+
 def test_max_tokens_0_with_echo_scores_the_prompt(client, tiny_model):
     answer = client.completions.create(model=tiny_model.name, prompt=PROMPT, max_tokens=0, echo=True, logprobs=0)
     expected = -reference.next_token_losses(tiny_model.params, tiny_model.hparams, np.array(PROMPT))
@@ -131,8 +147,9 @@ def test_max_tokens_0_with_echo_scores_the_prompt(client, tiny_model):
     (dict(max_tokens='ten'), openai.BadRequestError, ['max_tokens', "'ten'"]),
     (dict(prompt=[]), openai.BadRequestError, ['prompt']),
     (dict(prompt=' the' * 20, max_tokens=13), openai.BadRequestError, ['window is 32', '20 tokens']),
+    (dict(logprobs=1, echo=True, stream=True), openai.BadRequestError, ['echo and stream']),
 ], ids=['model', 'temperature', 'window', 'token id', 'max_tokens 0', 'logprobs', 'max_tokens type', 'no prompt',
-        'text window'])
+        'text window', 'echoed logprobs streamed'])
 def test_bad_requests_raise_the_clients_errors(client, tiny_model, ask, error, words):
     with pytest.raises(error) as raised:
         client.completions.create(**{'model': tiny_model.name, 'prompt': PROMPT, **ask})

@@ -35,7 +35,7 @@ def request(tiny_model, **body):
 
 
 async def answer(worker, req, on_token=None):
-    """Submit req -> its choices' texts, once done; on_token(job, index, token) as tokens come (stream)."""
+    """Submit req -> its choices' texts, once done; on_token(job, index, token, drawn) as tokens come (stream)."""
     job = engine.Job(req, asyncio.get_running_loop())
     worker.submit(job)
     while True:
@@ -88,7 +88,7 @@ def test_a_request_joins_the_running_loop(worker, tiny_model):
         long = request(tiny_model, prompt=[7], max_tokens=30, temperature=0, stream=True,
                        stop=['never in this vocabulary'])
 
-        def on_token(job, index, token):
+        def on_token(job, index, token, drawn):
             events.append('long')
             started.set()
 

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from gpt2.base import checkpoint
+from gpt2.serving import choices as choices_lib
 from gpt2.serving import embeddings as embeddings_lib
 from gpt2.serving import engine as engine_lib
 from gpt2.serving import parsing
@@ -123,12 +124,14 @@ async def next_event(job, wanted):
 
 
 async def stream(job, header, enc):
-    """A streamed completion's server-sent events: chunks of each choice's text as its tokens are drawn, each
-    choice's last chunk with its finish_reason, the usage (with stream_options.include_usage), [DONE]."""
+    """A streamed completion's server-sent events: chunks of each choice's text as its tokens are drawn (with
+    logprobs asked, a chunk per token with its logprobs), each choice's last chunk with its finish_reason, the
+    usage (with stream_options.include_usage), [DONE]."""
     request = job.request
     stops = request.stop + [checkpoint.ENDOFTEXT]
     texts = {index: responses.TextStream(enc, stops, enc.decode(ids) if request.echo else '')
              for index, _, ids in request.rows()}
+    scores = {index: choices_lib.StreamedLogprobs(enc, request.logprobs) for index in texts}
     try:
         for index, text in texts.items():
             if text.prefix:
@@ -136,9 +139,12 @@ async def stream(job, header, enc):
         while True:
             kind, *value = await job.events.get()
             if kind == 'token':
-                new = texts[value[0]].add(value[1])
-                if new:
-                    yield header.chunk(value[0], new)
+                index, token, drawn = value
+                new = texts[index].add(token)
+                if request.logprobs is not None:
+                    yield header.chunk(index, new, logprobs=scores[index].add(token, drawn))
+                elif new:
+                    yield header.chunk(index, new)
             elif kind == 'error':
                 yield responses.event(value[0].body())
                 break
@@ -150,7 +156,7 @@ async def stream(job, header, enc):
                 break
         yield responses.DONE
     finally:
-        job.cancelled = True  # done, or the client went away: its rows are dropped from later batches
+        job.cancelled = True  # done, or the client went away: its rows are freed at the next step
 
 
 async def embeddings(request):

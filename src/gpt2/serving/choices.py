@@ -66,6 +66,31 @@ def choice(gen, scorer, *, index, prompt, request, tokens=(), logprobs=()):
                   prompt_tokens=len(prompt), completion_tokens=len(kept))
 
 
+def top_tokens(enc, values, ids, top):
+    """The `top` most likely tokens at a position, {text: log-probability}, from the top values and ids."""
+    return {enc.decode([int(t)]): float(v) for t, v in zip(ids[:top], values)}
+
+
+class StreamedLogprobs:
+    """A streamed choice's logprobs, one object per drawn token (as vLLM streams them), its offset counted on
+    over the tokens' texts."""
+
+    def __init__(self, enc, top):
+        self.enc = enc
+        self.top = top
+        self.offset = 0
+
+    def add(self, token, drawn):
+        """token id, drawn (its log-probability, top values, top ids) -> the logprobs object of its chunk."""
+        logp, values, ids = drawn
+        piece = self.enc.decode([int(token)])
+        entry = {'tokens': [piece], 'token_logprobs': [logp], 'top_logprobs': [top_tokens(self.enc, values, ids,
+                                                                                          self.top)],
+                 'text_offset': [self.offset]}
+        self.offset += len(piece)
+        return entry
+
+
 def logprobs_object(enc, scorer, prompt, completion, drawn, top, *, echo):
     """OpenAI's logprobs object for the completion's tokens (with echo, the prompt's first: its first token has
     no context, so null): each token's text, log-probability, the `top` most likely tokens there
@@ -78,8 +103,7 @@ def logprobs_object(enc, scorer, prompt, completion, drawn, top, *, echo):
         entries += [(prompt[i], float(chosen[i - 1]), values[i - 1], ids[i - 1]) for i in range(1, len(prompt))]
     entries += [(token, logp, values, ids) for token, (logp, values, ids) in zip(completion, drawn)]
     pieces = [enc.decode([int(token)]) for token, *_ in entries]
-    tops = [None if ids is None else {enc.decode([int(t)]): float(v) for t, v in zip(ids[:top], values)}
-            for _, _, values, ids in entries]
+    tops = [None if ids is None else top_tokens(enc, values, ids, top) for _, _, values, ids in entries]
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])[:-1]]).astype(int).tolist()
     return {'tokens': pieces, 'token_logprobs': [logp for _, logp, _, _ in entries], 'top_logprobs': tops,
             'text_offset': offsets[:len(pieces)]}

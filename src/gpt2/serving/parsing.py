@@ -163,8 +163,8 @@ def completion(body, *, model_name, enc, n_ctx, n_vocab):
     options = body.get('stream_options')
     if options is not None and (not isinstance(options, dict) or not stream):
         raise bad('stream_options must be an object, and only with stream', 'stream_options')
-    if stream and logprobs is not None:
-        raise bad('logprobs with stream is not supported yet: ask without stream', 'logprobs')
+    if stream and echo and logprobs is not None:
+        raise bad('logprobs with echo and stream is not supported: ask without stream, or without echo', 'logprobs')
     seed = body.get('seed')
     if seed is not None and not is_int(seed):
         raise bad(f'seed must be a whole number; got {seed!r}', 'seed')

@@ -40,9 +40,9 @@ class Header:
     model: str
     include_usage: bool
 
-    def chunk(self, index, text, finish_reason=None):
+    def chunk(self, index, text, finish_reason=None, logprobs=None):
         body = {'id': self.ident, 'object': 'text_completion', 'created': self.created, 'model': self.model,
-                'choices': [{'index': index, 'text': text, 'logprobs': None, 'finish_reason': finish_reason}]}
+                'choices': [{'index': index, 'text': text, 'logprobs': logprobs, 'finish_reason': finish_reason}]}
         if self.include_usage:
             body['usage'] = None
         return event(body)

@@ -78,9 +78,10 @@ class Scheduler:
             if row.job.cancelled:
                 continue
             token = int(tokens[r])
+            drawn = (float(logprobs[r]), top_values[r].tolist(), top_ids[r].tolist())
             if row.job.request.stream:
-                row.job.post('token', row.index, token)
-            if row.add(token, float(logprobs[r]), top_values[r].tolist(), top_ids[r].tolist(), self.token_bytes):
+                row.job.post('token', row.index, token, drawn)
+            if row.add(token, *drawn, self.token_bytes):
                 self.rows[r] = None
                 self.finish(row)
         for r, row in enumerate(self.rows):
