@@ -168,9 +168,9 @@ def emit(row):
 
 
 def warm_up(url, opts):
-    """One request of b prompts for every b up to --max_batch_size, 1 token each, not counted: the server builds
-    a graph for each batch size on first use (a few seconds each), which no measured request should wait for.
-    -> the row."""
+    """One request of b prompts for every b up to --max_batch_size, 1 token each, not counted: the first runs of
+    each of the loop's paths (one row, every row) and of the prompt's pass set up oneDNN's kernels, which no
+    measured request should wait for. -> the row."""
     rng, start = np.random.default_rng([opts.seed, 0]), time.perf_counter()
     for rows in range(1, opts.max_batch_size + 1):
         complete(url, request_body(opts, [random_prompt(rng, opts) for _ in range(rows)], 1))

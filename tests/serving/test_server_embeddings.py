@@ -3,6 +3,7 @@ encodings against the NumPy reference model's hidden states (tests/reference.py)
 import asyncio
 import base64
 import threading
+import types
 
 import numpy as np
 import openai
@@ -116,6 +117,7 @@ def test_side_work_runs_off_the_event_loop_and_raises_its_errors():
 class FakeModel:
     """The engine's model, without TensorFlow: its decoding loop waits until the queue closes."""
     closed = False
+    scheduler = types.SimpleNamespace(calls=0)
 
     def load(self, queue, finish):
         self.queue = queue

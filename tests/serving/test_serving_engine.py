@@ -2,6 +2,7 @@
 would alone (against the NumPy reference model, tests/reference.py), requests join a running loop, the graph is
 built once, and a failure answers 500 while the engine goes on. Then the scheduler alone, step by step."""
 import asyncio
+import types
 
 import numpy as np
 import pytest
@@ -127,6 +128,49 @@ def test_a_failed_loop_answers_500_and_the_engine_goes_on(worker, tiny_model, mo
         together(worker, [request(tiny_model, prompt=[7], max_tokens=3)])
     assert failed.value.status == 500 and 'broken' in failed.value.message
     assert len(together(worker, [request(tiny_model, prompt=[7], max_tokens=3)])[0]) > 0
+
+
+def test_a_loop_that_cannot_start_ends_the_server_saying_why(tiny_model):
+    """A loop that fails before its first step (as when its cache does not fit) would fail again at once: the
+    engine stops, with the reason for the server's error line, and answers the waiting jobs 500."""
+    ended = []
+
+    class Unstartable:
+        scheduler = types.SimpleNamespace(calls=0)
+
+        def decode(self):
+            raise MemoryError('the cache does not fit')
+
+        def close(self):
+            pass
+
+    worker = engine.Engine(lambda queue, finish: Unstartable(), max_batch_size=2, max_queue=4,
+                           on_failure=ended.append)
+
+    async def run():
+        job = engine.Job(request(tiny_model, prompt=[7]), asyncio.get_running_loop())
+        worker.submit(job)  # before the engine starts: it waits in the queue
+        worker.start()
+        return await asyncio.wait_for(job.events.get(), 30)
+
+    kind, error = asyncio.run(run())
+    worker.thread.join(30)
+    assert (kind, error.status) == ('error', 500) and 'the cache does not fit' in error.message
+    assert ended == [worker.failure] and 'could not start: MemoryError: the cache does not fit' in worker.failure
+
+
+def test_a_run_folder_serves_the_checkpoint_asked_for(tiny_run, enc):
+    """src/server.py --checkpoint best on a training run's folder: the best checkpoint's greedy text."""
+    best = tiny_run[2]
+    served = engine.Engine(engine.loader(best.name, str(best.models_dir), 'best', 2), max_batch_size=2, max_queue=4)
+    served.start()
+    try:
+        assert served.ready.wait(120), served.failure
+        texts = together(served, [request(best, prompt=PROMPTS[0], max_tokens=8, temperature=0)])
+    finally:
+        served.stop(60)
+    assert texts == [[greedy_text(best, enc, PROMPTS[0], 8)]]
+    assert texts != [[greedy_text(tiny_run[3], enc, PROMPTS[0], 8)]]  # not the latest checkpoint's
 
 
 # ---------------------------------------------------------------------------------------------------------------

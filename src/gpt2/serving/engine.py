@@ -84,10 +84,11 @@ class Queue:
             self.lock.notify_all()
 
     def close(self):
-        """No more jobs; wait() returns False once the queue is empty."""
+        """No more jobs (finished() once the queue is empty) -> the jobs waiting."""
         with self.lock:
             self.closed = True
             self.lock.notify_all()
+            return list(self.jobs)
 
     def finished(self):
         """Whether the queue is closed and empty."""
@@ -195,22 +196,32 @@ class Engine:
             return
         self.ready.set()
         try:
-            while not self.queue.finished():
-                self.run_loop()
+            while not self.queue.finished() and self.run_loop():
+                pass
         finally:
             self.side_thread.shutdown(wait=True)
             self.model.close()
 
     def run_loop(self):
-        """One run of the decoding loop, until it has nothing to do; a failure answers its jobs with 500."""
+        """One run of the decoding loop, until the queue closes; a failure answers its jobs with 500. -> whether
+        to run it again: not after a failure before its first step (its cache could not be allocated, say), which
+        would come again at once: the server then ends, saying why."""
+        calls = self.model.scheduler.calls
         try:
             self.model.decode()
         except Exception as err:
             traceback.print_exc()
-            if isinstance(err, tf.errors.OpError):
-                err = op_error_line(err)
+            message = op_error_line(err) if isinstance(err, tf.errors.OpError) else f'{type(err).__name__}: {err}'
+            if self.model.scheduler.calls == calls:
+                self.failure = f'the decoding loop could not start: {message}'
+                for job in self.queue.close():
+                    job.fail(APIError(500, self.failure))
+                if self.on_failure:
+                    self.on_failure(self.failure)
+                return False
             for job in self.model.scheduler.abandon():
-                job.fail(APIError(500, f'the decoding loop failed: {err}'))
+                job.fail(APIError(500, f'the decoding loop failed: {message}'))
+        return True
 
     def finish(self, row):
         """A row has ended (loop thread): its Choice is made on the side thread."""

@@ -72,8 +72,10 @@ class Scheduler:
         self.token_bytes = token_bytes
         self.linger = linger
         self.running = []  # the rows live in the last answer: [(cache row, Row)]
+        self.calls = 0
 
     def __call__(self, tokens, logprobs, top_values, top_ids):
+        self.calls += 1
         for r, row in self.running:
             if row.job.cancelled:
                 continue
