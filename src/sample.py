@@ -7,6 +7,7 @@ draws (gpt2/sampling/filters.py), checks the stops (gpt2/sampling/stops.py) and 
 import dataclasses
 import functools
 import os
+import sys
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -18,6 +19,7 @@ from gpt2.base import checkpoint
 from gpt2.sampling import cpu_matmul
 from gpt2.sampling import decoding
 from gpt2.sampling import filters
+from gpt2.sampling import int8
 from gpt2.sampling import penalties as penalties_lib
 from gpt2.sampling import stops as stops_lib
 # The original sample.py's filters, and the draw export.py's serving loop shares, importable from here as ever.
@@ -42,11 +44,25 @@ def weight_bytes(hparams):
     return 4 * sum(int(np.prod(shape)) for shape in checkpoint.variable_shapes(hparams).values())
 
 
-def products_for(device, *, batch, frozen_weights, hparams):
+# The precisions of sampling's products (--precision): int8 is for a CPU (gpt2/sampling/int8.py).
+PRECISIONS = ('float32', 'int8')
+
+
+def products_for(device, *, batch, frozen_weights, hparams, precision='float32'):
     """How the sampling loop multiplies on device: see gpt2/sampling/cpu_matmul.py. The split and packed
-    products are for a CPU; a GPU gets one plain product per layer."""
+    products are for a CPU; a GPU gets one plain product per layer. precision 'int8' (a CPU only) multiplies
+    in int8 where TensorFlow's quantized kernel runs, and says on stderr when it does not."""
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}; got {precision!r}')
     if not on_cpu(device):
+        if precision == 'int8':
+            raise ValueError(f'precision int8 is for a CPU; the device is {device}')
         return cpu_matmul.Products()
+    if precision == 'int8':
+        if int8.kernel_works():
+            return cpu_matmul.Products(splits=cpu_matmul.CPU_SPLITS, int8=int8.Weights(cpu_matmul.CPU_SPLITS))
+        print('note: sampling in float32: TensorFlow has no working int8 product on this CPU', file=sys.stderr,
+              flush=True)
     # At one row, oneDNN multiplies without reordering the weights anyway: packing would only cost memory.
     packed = (frozen_weights and isinstance(batch, int) and batch > 1 and cpu_matmul.packed_kernel_works()
               and cpu_matmul.room_for_packed_copy(weight_bytes(hparams)))
@@ -78,7 +94,7 @@ class Step:
 
 def sample_sequence(*, hparams, length, start_token=None, batch_size=None, context=None, temperature=1, top_k=0,
                     top_p=1, stop_token=None, on_token=None, frozen_weights=False, device=None, seed=None, stops=None,
-                    token_bytes=None, penalties=None, context_lengths=None, context_keep=None):
+                    token_bytes=None, penalties=None, context_lengths=None, context_keep=None, precision='float32'):
     """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens (an int, or a scalar
     int tensor fed per run).
 
@@ -121,6 +137,9 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     they are cut to their last context_keep, run through the model in one pass, and grow again, with the cache,
     until they are more than n_ctx again (see slide()). A prompt longer than n_ctx is cut so too. Rows share no
     prompt and have no padding then.
+
+    precision: 'float32', or 'int8' on a CPU: every product of the blocks and the logits in int8, the weights
+    quantized per output column once per run, the activations per row (see gpt2/sampling/int8.py).
     """
     check_arguments(start_token=start_token, context=context, length=length, context_keep=context_keep,
                     context_lengths=context_lengths)
@@ -130,7 +149,8 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
                                                           sliding=context_keep is not None,
                                                           padded=context_lengths is not None)
         pads, valid = padding(context_lengths, batch, context_len)
-        plan = products_for(device, batch=batch, frozen_weights=frozen_weights, hparams=hparams)
+        plan = products_for(device, batch=batch, frozen_weights=frozen_weights, hparams=hparams,
+                            precision=precision)
         if stops is not None:
             with tf.device(decoding.HOST):
                 stops = tf.convert_to_tensor(stops, tf.int32)

@@ -1,0 +1,131 @@
+"""int8 matrix products for CPU sampling: weights per output column, activations per row, TensorFlow's kernel.
+
+The weights w [k, n] are quantized once per run, outside the sampling loop, symmetrically per output column:
+
+    w_scale[j] = max_i |w[i, j]| / 127        wq[i, j] = round(w[i, j] / w_scale[j])   (qint8, -127 .. 127)
+
+The activations x [rows, k] at every product, per row, from the row's own minimum and maximum (each widened to
+take in zero, so that zero is a code):
+
+    x_scale[r] = (max - min) / 255            zero[r] = round(-min / x_scale[r])
+    xq[r, i] = clip(round(x[r, i] / x_scale[r]) + zero[r], 0, 255)                    (quint8)
+
+TensorFlow's QuantizedMatMulWithBias (oneDNN; VNNI where the CPU has it) gives the exact integer product xq @ wq
+in int32. Since x ~ x_scale * (xq - zero), the zero point's term zero[r] * sum_i wq[i, j] is subtracted in int32
+(exactly), then the float rescale and the bias:
+
+    x @ w + b ~ float32(xq @ wq - zero[r] * colsum[j]) * (x_scale[r] * w_scale[j]) + b[j]
+
+Row-wise activations and column-wise weights ("vector-wise", LLM.int8(), Dettmers et al. 2022) keep the
+perplexity of models of GPT-2's sizes. tests/sampling/test_int8.py models the same arithmetic in NumPy.
+"""
+import dataclasses
+import functools
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+# A scale for an all-zero row or column, where any scale is right: it keeps the divisions finite.
+TINY = 1e-30
+
+
+@dataclasses.dataclass(frozen=True)
+class Weight:
+    """A weight [k, n] quantized per output column, in `parts` column slices (one op each, side by side)."""
+    parts: tuple  # of qint8 [k, n_part]
+    scale: object  # [n] float32: w_scale
+    colsum: object  # [n] int32: each column's sum of wq
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Quantizing
+# ---------------------------------------------------------------------------------------------------------------
+
+def quantize_columns(w):
+    """w [k, n] float32 -> (wq [k, n] int8, scale [n] float32), symmetric per column."""
+    scale = tf.reduce_max(tf.abs(w), axis=0) / 127
+    q = tf.clip_by_value(tf.round(w / tf.maximum(scale, TINY)), -127, 127)
+    return tf.cast(q, tf.int8), scale
+
+
+def quantize_weight(w, parts=1):
+    """w [k, n] float32 -> its Weight, the columns in `parts` near-equal slices."""
+    q, scale = quantize_columns(w)
+    n = w.shape.as_list()[1]
+    sizes = [n // parts + (i < n % parts) for i in range(parts)]
+    slices = tf.split(q, sizes, axis=1) if parts > 1 else [q]
+    return Weight(parts=tuple(tf.bitcast(s, tf.qint8) for s in slices), scale=scale,
+                  colsum=tf.reduce_sum(tf.cast(q, tf.int32), axis=0))
+
+
+def quantize_rows(x):
+    """x [rows, k] float32 -> (xq [rows, k] quint8, scale [rows] float32, zero [rows] int32), per row."""
+    lo = tf.minimum(tf.reduce_min(x, axis=1), 0)
+    hi = tf.maximum(tf.reduce_max(x, axis=1), 0)
+    scale = tf.maximum((hi - lo) / 255, TINY)
+    zero = tf.round(-lo / scale)
+    q = tf.clip_by_value(tf.round(x / scale[:, tf.newaxis]) + zero[:, tf.newaxis], 0, 255)
+    return tf.bitcast(tf.cast(q, tf.uint8), tf.quint8), scale, tf.cast(zero, tf.int32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The product
+# ---------------------------------------------------------------------------------------------------------------
+
+def integer_matmul(xq, wq):
+    """xq [rows, k] quint8 @ wq [k, n] qint8 -> [rows, n] int32, exact: oneDNN's kernel. The min and max inputs
+    only scale its float outputs, which are not used; an int32 bias of zeros leaves the product as it is."""
+    n = wq.shape.as_list()[1]
+    out = tf.raw_ops.QuantizedMatMulWithBias(a=xq, b=wq, bias=tf.zeros([n], tf.qint32), min_a=0., max_a=1.,
+                                             min_b=-1., max_b=1., Toutput=tf.qint32).out
+    return tf.bitcast(out, tf.int32)
+
+
+def matmul(x, weight, b=None):
+    """x [rows, k] float32 @ the quantized weight [k, n] (+ b [n]) -> [rows, n] float32."""
+    xq, x_scale, zero = quantize_rows(x)
+    acc = [integer_matmul(xq, part) for part in weight.parts]
+    acc = acc[0] if len(acc) == 1 else tf.concat(acc, axis=1)
+    acc = acc - zero[:, tf.newaxis] * weight.colsum[tf.newaxis, :]  # the zero point's term, in int32
+    y = tf.cast(acc, tf.float32) * (x_scale[:, tf.newaxis] * weight.scale[tf.newaxis, :])
+    return y if b is None else y + b
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_works():
+    """Whether TensorFlow's quantized product runs on this CPU and gives the exact integer product (checked once
+    per process on a small product against NumPy); where it does not, int8 sampling uses float32 products."""
+    rng = np.random.default_rng(0)
+    xq = rng.integers(0, 256, [3, 70]).astype(np.uint8)
+    wq = rng.integers(-127, 128, [70, 5]).astype(np.int8)
+    try:
+        cpu_only = tf.ConfigProto(device_count={'GPU': 0})
+        with tf.Graph().as_default(), tf.device('/CPU:0'), tf.Session(config=cpu_only) as sess:
+            got = sess.run(integer_matmul(tf.bitcast(tf.constant(xq), tf.quint8),
+                                          tf.bitcast(tf.constant(wq), tf.qint8)))
+        return bool((got == xq.astype(np.int64) @ wq.astype(np.int64)).all())
+    except Exception:  # noqa: BLE001 - no kernel, or a wrong one: the float32 products are right
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weights read once
+# ---------------------------------------------------------------------------------------------------------------
+
+class Weights:
+    """The quantized weights of one graph, each made once from the tensor that decoding.read_once_scope read
+    (outside any loop: tf.init_scope), however many steps and graphs of a run use it."""
+
+    def __init__(self, parts):
+        self.parts = parts  # column slices per weight: side by side, one op each
+        self.made = {}  # the float32 tensor's name -> its Weight
+
+    def get(self, w, transpose=False):
+        """w [k, n] (or [n, k] with transpose), a read weight or a reshape of one -> its Weight [k, n]."""
+        source = w.op.inputs[0] if w.op.type == 'Reshape' else w
+        key = (source.name, transpose)
+        if key not in self.made:
+            with tf.init_scope():
+                float_w = tf.reshape(source, w.shape)
+                self.made[key] = quantize_weight(tf.transpose(float_w) if transpose else float_w, self.parts)
+        return self.made[key]

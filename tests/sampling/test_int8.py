@@ -1,0 +1,171 @@
+"""int8 sampling (src/gpt2/sampling/int8.py) against a NumPy model of the same arithmetic, and end to end."""
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import reference
+from support import INTERACTIVE, UNCONDITIONAL, assert_clean_error, decode, run_script as run, tiny_flags
+
+import sample
+from gpt2.sampling import cpu_matmul
+from gpt2.sampling import decoding
+from gpt2.sampling import int8
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The arithmetic, in NumPy, from the docstring's formulas
+# ---------------------------------------------------------------------------------------------------------------
+
+def np_columns(w):
+    """w [k, n] -> (wq int64, scale float32 [n])."""
+    scale = np.abs(w).max(axis=0) / np.float32(127)
+    return np.clip(np.round(w / np.maximum(scale, np.float32(1e-30))), -127, 127).astype(np.int64), scale
+
+
+def np_rows(x):
+    """x [rows, k] -> (xq int64, scale float32 [rows], zero int64 [rows])."""
+    lo, hi = np.minimum(x.min(axis=1), 0), np.maximum(x.max(axis=1), 0)
+    scale = np.maximum((hi - lo) / np.float32(255), np.float32(1e-30))
+    zero = np.round(-lo / scale)
+    xq = np.clip(np.round(x / scale[:, None]) + zero[:, None], 0, 255)
+    return xq.astype(np.int64), scale, zero.astype(np.int64)
+
+
+def np_int8_matmul(x, w, b=None):
+    """The int8 product in exact integers, then the float32 rescale (and the bias)."""
+    x, w = x.astype(np.float32), w.astype(np.float32)
+    xq, x_scale, zero = np_rows(x)
+    wq, w_scale = np_columns(w)
+    acc = xq @ wq - zero[:, None] * wq.sum(axis=0)[None, :]
+    assert np.abs(acc).max() < 2**31  # fits the kernel's int32
+    y = acc.astype(np.float32) * (x_scale[:, None] * w_scale[None, :])
+    return y if b is None else y + b.astype(np.float32)
+
+
+def run_graph(fn, *arrays):
+    with tf.Graph().as_default(), tf.Session() as sess:
+        return sess.run(fn(*(tf.constant(a) for a in arrays)))
+
+
+def operands(rows, k, n, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, k)).astype(np.float32) + 0.3  # the rows' minimum and maximum differ
+    return x, rng.standard_normal((k, n)).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+
+
+def test_the_kernel_runs_here():
+    """TensorFlow's quantized product runs on this CPU: the int8 tests below test it, not the fallback."""
+    assert int8.kernel_works()
+
+
+@pytest.mark.parametrize('rows, k, n, parts', [(1, 768, 96, 1), (8, 3072, 64, 2), (3, 7, 5, 3)])
+def test_product_is_the_exact_integer_product_then_the_float32_rescale(rows, k, n, parts):
+    x, w, b = operands(rows, k, n)
+    got = run_graph(lambda x, w, b: int8.matmul(x, int8.quantize_weight(w, parts), b), x, w, b)
+    np.testing.assert_array_equal(got, np_int8_matmul(x, w, b))
+
+
+def test_zero_rows_and_columns_multiply_to_the_bias():
+    x, w, b = operands(3, 16, 4)
+    x[1] = 0
+    w[:, 2] = 0
+    got = run_graph(lambda x, w, b: int8.matmul(x, int8.quantize_weight(w), b), x, w, b)
+    np.testing.assert_array_equal(got[1], b)
+    np.testing.assert_array_equal(got[:, 2], np.full(3, b[2]))
+
+
+def quantization_bound(x, w):
+    """|x @ w - x~ @ w~| <= sum_i |x_i| * w_step_j / 2 + x_step / 2 * sum_i |w~_ij| (rounding to the nearest
+    step, the zero point included), with a float32 slack."""
+    _, x_scale, _ = np_rows(x)
+    wq, w_scale = np_columns(w)
+    bound = np.abs(x).sum(axis=1)[:, None] * w_scale[None, :] / 2
+    bound += x_scale[:, None] / 2 * (np.abs(wq) * w_scale[None, :]).sum(axis=0)[None, :]
+    return bound * 1.001 + 1e-5
+
+
+@pytest.mark.parametrize('one_token', [True, False])
+def test_linear_and_logits_within_the_quantization_step(one_token):
+    """Products(int8) as decoding uses them: a layer, and the logits with the tied weights [n_vocab, n_embd]."""
+    x, w, b = operands(4, 64, 48)
+    plan = cpu_matmul.Products(splits=2, int8=int8.Weights(2))
+    layer = run_graph(lambda x, w, b: plan.linear(one_token)(x, w, b), x, w, b)
+    assert (np.abs(layer - (x @ w + b)) <= quantization_bound(x, w)).all()
+    logits = run_graph(lambda h, wte: plan.logits(h, wte), x, w.T.copy())
+    np.testing.assert_array_equal(logits, np_int8_matmul(x, w))
+    assert (np.abs(logits - x @ w) <= quantization_bound(x, w)).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The quantized model: the NumPy reference with every product quantized
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def quantized_reference(monkeypatch):
+    """reference.py's GPT-2 with its linear layers and logits through np_int8_matmul."""
+    monkeypatch.setattr(reference, 'linear', lambda x, p, name: np_int8_matmul(x, p[name + '/w'][0], p[name + '/b']))
+    monkeypatch.setattr(reference, 'logits', lambda p, hparams, tokens: np_int8_matmul(
+        reference.hidden_states(p, hparams, tokens)[-1], p['model/wte'].T))
+    return reference
+
+
+def int8_logits(tiny_model, tokens):
+    """The decoder's logits [seq, n_vocab] for tokens [seq] with int8 products, on the tiny model's weights."""
+    hparams = tiny_model.hparams_object()
+    plan = sample.products_for('/CPU:0', batch=1, frozen_weights=False, hparams=hparams, precision='int8')
+    with tf.Graph().as_default(), tf.Session() as sess:
+        cache = decoding.empty_cache(hparams, 1, len(tokens))
+        h, _, wte = decoding.decode_hidden(hparams, [tokens], cache, 0, scope=decoding.read_once_scope(),
+                                           products=plan)
+        logits = plan.logits(h[0], wte)
+        kernels = [op for op in sess.graph.get_operations() if op.type == 'QuantizedMatMulWithBias']
+        assert len(kernels) == 2 * (4 * hparams.n_layer + 1)  # every product, in two column slices
+        tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tiny_model.dir)))
+        return sess.run(logits)
+
+
+def test_model_logits_equal_the_quantized_reference_and_stay_near_float32(tiny_model, quantized_reference):
+    tokens = [tiny_model.endoftext, 258, 32, 257, 263]
+    got = int8_logits(tiny_model, tokens)
+    expected = quantized_reference.logits(tiny_model.params, tiny_model.hparams, np.array(tokens))
+    # float64 activations in the reference, float32 here: a rounding may fall on the other side of a step.
+    spread = np.ptp(expected, axis=1, keepdims=True)
+    assert (np.abs(got - expected) <= 0.01 * spread).all()
+    float_logits = reference.hidden_states(tiny_model.params, tiny_model.hparams, np.array(tokens))[-1] @ \
+        tiny_model.params['model/wte'].T
+    assert (np.abs(got - float_logits) <= 0.05 * spread).all()
+    assert (got.argmax(axis=1) == float_logits.argmax(axis=1)).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The scripts, as a user runs them
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_unconditional_int8_greedy_is_the_quantized_references(tiny_model, quantized_reference):
+    done = run(UNCONDITIONAL, *tiny_flags(tiny_model, nsamples=2, batch_size=2, length=10, top_k=1,
+                                          precision='int8'))
+    assert done.returncode == 0 and done.err == ''
+    tokens = quantized_reference.greedy(tiny_model.params, tiny_model.hparams, [tiny_model.endoftext], 10)[1:]
+    sample_text = '=' * 40 + ' SAMPLE {} ' + '=' * 40 + '\n' + decode(tiny_model, tokens) + '\n'
+    assert done.out == sample_text.format(1) + sample_text.format(2)
+
+
+def test_interactive_int8_greedy_is_the_quantized_references(tiny_model, quantized_reference):
+    """One prompt for both rows: run once at batch 1, then the rows' own steps."""
+    done = run(INTERACTIVE, *tiny_flags(tiny_model, length=7, top_k=1, nsamples=2, batch_size=2,
+                                        precision='int8'), stdin=b' the hello\n')
+    prompt = [258, ord(' '), 257, 263, ord('o')]
+    tokens = quantized_reference.greedy(tiny_model.params, tiny_model.hparams, prompt, 7)[len(prompt):]
+    assert done.out.count(f'{"=" * 40}\n{decode(tiny_model, tokens)}\n') == 2, done.out + done.err
+
+
+@pytest.mark.parametrize('script', [UNCONDITIONAL, INTERACTIVE])
+def test_an_unknown_precision_is_one_line_naming_the_choices(tiny_model, script):
+    done = run(script, *tiny_flags(tiny_model, precision='int4'))
+    assert_clean_error(done, '--precision', 'float32', 'int8')
+    assert done.returncode == 2 and done.out == ''
+
+
+def test_int8_on_a_gpu_is_a_value_error():
+    with pytest.raises(ValueError, match='int8 is for a CPU'):
+        sample.products_for('/GPU:0', batch=1, frozen_weights=False, hparams=None, precision='int8')
