@@ -44,16 +44,12 @@ def weight_bytes(hparams):
     return 4 * sum(int(np.prod(shape)) for shape in checkpoint.variable_shapes(hparams).values())
 
 
-# The precisions of sampling's products (--precision): int8 is for a CPU (gpt2/sampling/int8.py).
-PRECISIONS = ('float32', 'int8')
-
-
 def products_for(device, *, batch, frozen_weights, hparams, precision='float32'):
     """How the sampling loop multiplies on device: see gpt2/sampling/cpu_matmul.py. The split and packed
     products are for a CPU; a GPU gets one plain product per layer. precision 'int8' (a CPU only) multiplies
     in int8 where TensorFlow's quantized kernel runs, and says on stderr when it does not."""
-    if precision not in PRECISIONS:
-        raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}; got {precision!r}')
+    if precision not in int8.PRECISIONS:
+        raise ValueError(f'precision must be one of {", ".join(int8.PRECISIONS)}; got {precision!r}')
     if not on_cpu(device):
         if precision == 'int8':
             raise ValueError(f'precision int8 is for a CPU; the device is {device}')

@@ -169,3 +169,31 @@ def test_an_unknown_precision_is_one_line_naming_the_choices(tiny_model, script)
 def test_int8_on_a_gpu_is_a_value_error():
     with pytest.raises(ValueError, match='int8 is for a CPU'):
         sample.products_for('/GPU:0', batch=1, frozen_weights=False, hparams=None, precision='int8')
+
+
+@pytest.mark.parametrize('precision, device, words', [('int4', None, 'float32, int8'),
+                                                      ('int8', '/GPU:0', 'CPU only')])
+def test_generator_refuses_a_bad_precision_with_a_value_error(tiny_model, precision, device, words):
+    from gpt2.sampling import generator
+    with pytest.raises(ValueError, match=words):
+        generator.Generator(tiny_model.name, tiny_model.models_dir, precision=precision, device=device)
+
+
+def test_generator_int8_greedy_is_the_quantized_references(tiny_model, quantized_reference):
+    from gpt2.sampling import generator
+    prompt = [258, ord(' '), 257, 263, ord('o')]
+    tokens = quantized_reference.greedy(tiny_model.params, tiny_model.hparams, prompt, 6)[len(prompt):]
+    with generator.Generator(tiny_model.name, tiny_model.models_dir, precision='int8') as gen:
+        assert gen.generate(' the hello', length=6, temperature=0).tokens == tokens
+
+
+def test_each_weight_is_quantized_once_outside_the_loop(tiny_model):
+    """A shared prompt runs before the loop and in it the rows' steps: both use one quantized copy, made
+    outside the loop (each weight's max |w| is one Abs op)."""
+    hparams = tiny_model.hparams_object()
+    with tf.Graph().as_default():
+        sample.sample_sequence(hparams=hparams, length=3, context=[[1, 2]], batch_size=2, precision='int8',
+                               device='/CPU:0')
+        quantized = [op.name for op in tf.get_default_graph().get_operations() if op.type == 'Abs']
+    assert len(quantized) == 4 * hparams.n_layer + 1
+    assert not [name for name in quantized if '/while/' in name]

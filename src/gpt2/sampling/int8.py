@@ -25,6 +25,8 @@ import functools
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+# The precisions sampling multiplies in (--precision): float32, or int8 as here, on a CPU.
+PRECISIONS = ('float32', 'int8')
 # A scale for an all-zero row or column, where any scale is right: it keeps the divisions finite.
 TINY = 1e-30
 
@@ -121,8 +123,11 @@ class Weights:
         self.made = {}  # the float32 tensor's name -> its Weight
 
     def get(self, w, transpose=False):
-        """w [k, n] (or [n, k] with transpose), a read weight or a reshape of one -> its Weight [k, n]."""
-        source = w.op.inputs[0] if w.op.type == 'Reshape' else w
+        """w [k, n] (or [n, k] with transpose): a read weight, or a reshape of one, or either as it enters a
+        tf.while_loop -> its Weight [k, n]."""
+        source = w
+        while source.op.type in ('Reshape', 'Enter'):  # back to the read, before conv1d's reshape and the loop
+            source = source.op.inputs[0]
         key = (source.name, transpose)
         if key not in self.made:
             with tf.init_scope():
