@@ -7,7 +7,6 @@ draws (gpt2/sampling/filters.py), checks the stops (gpt2/sampling/stops.py) and 
 import dataclasses
 import functools
 import os
-import sys
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -54,11 +53,9 @@ def products_for(device, *, batch, frozen_weights, hparams, precision='float32')
         if precision == 'int8':
             raise ValueError(f'precision int8 is for a CPU; the device is {device}')
         return cpu_matmul.Products()
-    if precision == 'int8':
-        if int8.kernel_works():
-            return cpu_matmul.Products(splits=cpu_matmul.CPU_SPLITS, int8=int8.Weights(cpu_matmul.CPU_SPLITS))
-        print('note: sampling in float32: TensorFlow has no working int8 product on this CPU', file=sys.stderr,
-              flush=True)
+    weights = int8.weights_if_kernel_works(cpu_matmul.CPU_SPLITS, 'sampling') if precision == 'int8' else None
+    if weights is not None:
+        return cpu_matmul.Products(splits=cpu_matmul.CPU_SPLITS, int8=weights)
     # At one row, oneDNN multiplies without reordering the weights anyway: packing would only cost memory.
     packed = (frozen_weights and isinstance(batch, int) and batch > 1 and cpu_matmul.packed_kernel_works()
               and cpu_matmul.room_for_packed_copy(weight_bytes(hparams)))

@@ -1,4 +1,6 @@
 """int8 sampling (src/gpt2/sampling/int8.py) against a NumPy model of the same arithmetic, and end to end."""
+import json
+
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
@@ -197,3 +199,33 @@ def test_each_weight_is_quantized_once_outside_the_loop(tiny_model):
         quantized = [op.name for op in tf.get_default_graph().get_operations() if op.type == 'Abs']
     assert len(quantized) == 4 * hparams.n_layer + 1
     assert not [name for name in quantized if '/while/' in name]
+
+
+def log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def test_score_int8_logprobs_are_the_quantized_references(tiny_model, quantized_reference, tmp_path):
+    """score.py --precision int8: the blocks' products and the chunked logits' product with wte."""
+    (tmp_path / 'text.txt').write_text('the hello and the world', encoding='utf-8')
+    out = tmp_path / 'tokens.jsonl'
+    done = run('score.py', tmp_path / 'text.txt', f'--models_dir={tiny_model.models_dir}',
+               f'--model_name={tiny_model.name}', f'--per_token={out}', '--precision=int8')
+    assert done.returncode == 0, done.err
+    scored = json.loads(out.read_text(encoding='utf-8'))
+    tokens = [tiny_model.endoftext] + scored['ids']
+    z = quantized_reference.logits(tiny_model.params, tiny_model.hparams, np.array(tokens[:-1]))
+    expected = log_softmax(z)[np.arange(len(tokens) - 1), tokens[1:]]
+    np.testing.assert_allclose(scored['logprobs'], expected, atol=1e-3)
+    float32 = log_softmax(reference.hidden_states(tiny_model.params, tiny_model.hparams, np.array(tokens[:-1]))[-1]
+                          @ tiny_model.params['model/wte'].T)[np.arange(len(tokens) - 1), tokens[1:]]
+    assert np.abs(np.array(scored['logprobs']) - float32).max() > 5e-3  # int8 indeed, not float32
+
+
+def test_score_refuses_an_unknown_precision(tiny_model, tmp_path):
+    (tmp_path / 'text.txt').write_text('the hello', encoding='utf-8')
+    done = run('score.py', tmp_path / 'text.txt', f'--models_dir={tiny_model.models_dir}',
+               f'--model_name={tiny_model.name}', '--precision=bfloat16')
+    assert_clean_error(done, '--precision', 'float32', 'int8')
+    assert done.returncode == 2

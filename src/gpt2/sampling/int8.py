@@ -21,6 +21,7 @@ perplexity of models of GPT-2's sizes. tests/sampling/test_int8.py models the sa
 """
 import dataclasses
 import functools
+import sys
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -134,3 +135,13 @@ class Weights:
                 float_w = tf.reshape(source, w.shape)
                 self.made[key] = quantize_weight(tf.transpose(float_w) if transpose else float_w, self.parts)
         return self.made[key]
+
+
+def weights_if_kernel_works(parts, task):
+    """A Weights for one graph's int8 products (parts: column slices per weight), or None, said on stderr, where
+    TensorFlow's quantized kernel does not work on this CPU: then `task` ('sampling', 'scoring') is float32."""
+    if kernel_works():
+        return Weights(parts)
+    print(f'note: {task} in float32: TensorFlow has no working int8 product on this CPU', file=sys.stderr,
+          flush=True)
+    return None
