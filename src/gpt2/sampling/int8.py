@@ -33,7 +33,7 @@ TINY = 1e-30
 
 
 @dataclasses.dataclass(frozen=True)
-class Weight:
+class QuantizedWeight:
     """A weight [k, n] quantized per output column, in `parts` column slices (one op each, side by side)."""
     parts: tuple  # of qint8 [k, n_part]
     scale: object  # [n] float32: w_scale
@@ -52,12 +52,12 @@ def quantize_columns(w):
 
 
 def quantize_weight(w, parts=1):
-    """w [k, n] float32 -> its Weight, the columns in `parts` near-equal slices."""
+    """w [k, n] float32 -> its QuantizedWeight, the columns in `parts` near-equal slices."""
     q, scale = quantize_columns(w)
     n = w.shape.as_list()[1]
     sizes = [n // parts + (i < n % parts) for i in range(parts)]
     slices = tf.split(q, sizes, axis=1) if parts > 1 else [q]
-    return Weight(parts=tuple(tf.bitcast(s, tf.qint8) for s in slices), scale=scale,
+    return QuantizedWeight(parts=tuple(tf.bitcast(s, tf.qint8) for s in slices), scale=scale,
                   colsum=tf.reduce_sum(tf.cast(q, tf.int32), axis=0))
 
 
@@ -116,16 +116,17 @@ def kernel_works():
 # ---------------------------------------------------------------------------------------------------------------
 
 class Weights:
-    """The quantized weights of one graph, each made once from the tensor that decoding.read_once_scope read
-    (outside any loop: tf.init_scope), however many steps and graphs of a run use it."""
+    """The quantized weights of one graph, each made once from the tensor that decoding.read_once_scope read,
+    outside any loop (tf.init_scope): quantized once per run of the graph, however many steps and products use
+    it. They live for the run; the float32 variables stay, so memory does not fall yet."""
 
     def __init__(self, parts):
         self.parts = parts  # column slices per weight: side by side, one op each
-        self.made = {}  # the float32 tensor's name -> its Weight
+        self.made = {}  # the float32 tensor's name -> its QuantizedWeight
 
     def get(self, w, transpose=False):
         """w [k, n] (or [n, k] with transpose): a read weight, or a reshape of one, or either as it enters a
-        tf.while_loop -> its Weight [k, n]."""
+        tf.while_loop -> its QuantizedWeight [k, n]."""
         source = w
         while source.op.type in ('Reshape', 'Enter'):  # back to the read, before conv1d's reshape and the loop
             source = source.op.inputs[0]
