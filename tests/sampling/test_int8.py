@@ -20,14 +20,14 @@ from gpt2.sampling import int8
 
 def np_columns(w):
     """w [k, n] -> (wq int64, scale float32 [n])."""
-    scale = np.abs(w).max(axis=0) / np.float32(127)
+    scale = np.abs(w).max(axis=0) * np.float32(1 / 127)
     return np.clip(np.round(w / np.maximum(scale, np.float32(1e-30))), -127, 127).astype(np.int64), scale
 
 
 def np_rows(x):
     """x [rows, k] -> (xq int64, scale float32 [rows], zero int64 [rows])."""
     lo, hi = np.minimum(x.min(axis=1), 0), np.maximum(x.max(axis=1), 0)
-    scale = np.maximum((hi - lo) / np.float32(255), np.float32(1e-30))
+    scale = np.maximum((hi - lo) * np.float32(1 / 255), np.float32(1e-30))
     zero = np.round(-lo / scale)
     xq = np.clip(np.round(x / scale[:, None]) + zero[:, None], 0, 255)
     return xq.astype(np.int64), scale, zero.astype(np.int64)
@@ -74,6 +74,18 @@ def test_zero_rows_and_columns_multiply_to_the_bias():
     got = run_graph(lambda x, w, b: int8.matmul(x, int8.quantize_weight(w), b), x, w, b)
     np.testing.assert_array_equal(got[1], b)
     np.testing.assert_array_equal(got[:, 2], np.full(3, b[2]))
+
+
+def test_weights_changed_between_runs_are_quantized_again():
+    """Quantized on every run, from the variable's value then: no kernel keeps an old copy."""
+    x, w, _ = operands(8, 64, 32)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        variable = tf.Variable(w)
+        y = int8.matmul(tf.constant(x), int8.quantize_weight(variable.value()))
+        sess.run(variable.initializer)
+        sess.run(y)
+        sess.run(variable.assign(2 * w + 1))
+        np.testing.assert_array_equal(sess.run(y), np_int8_matmul(x, 2 * w + 1))
 
 
 def quantization_bound(x, w):

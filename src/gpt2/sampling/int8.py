@@ -2,12 +2,12 @@
 
 The weights w [k, n] are quantized once per run, outside the sampling loop, symmetrically per output column:
 
-    w_scale[j] = max_i |w[i, j]| / 127        wq[i, j] = round(w[i, j] / w_scale[j])   (qint8, -127 .. 127)
+    w_scale[j] = max_i |w[i, j]| * (1 / 127)  wq[i, j] = round(w[i, j] / w_scale[j])   (qint8, -127 .. 127)
 
 The activations x [rows, k] at every product, per row, from the row's own minimum and maximum (each widened to
 take in zero, so that zero is a code):
 
-    x_scale[r] = (max - min) / 255            zero[r] = round(-min / x_scale[r])
+    x_scale[r] = (max - min) * (1 / 255)      zero[r] = round(-min / x_scale[r])
     xq[r, i] = clip(round(x[r, i] / x_scale[r]) + zero[r], 0, 255)                    (quint8)
 
 TensorFlow's QuantizedMatMulWithBias (oneDNN; VNNI where the CPU has it) gives the exact integer product xq @ wq
@@ -46,7 +46,9 @@ class QuantizedWeight:
 
 def quantize_columns(w):
     """w [k, n] float32 -> (wq [k, n] int8, scale [n] float32), symmetric per column."""
-    scale = tf.reduce_max(tf.abs(w), axis=0) / 127
+    # Times the reciprocal, not divided: the rounding stays the same whether or not TensorFlow's graph optimizer
+    # turns a division by a constant into that product.
+    scale = tf.reduce_max(tf.abs(w), axis=0) * (1 / 127)
     q = tf.clip_by_value(tf.round(w / tf.maximum(scale, TINY)), -127, 127)
     return tf.cast(q, tf.int8), scale
 
@@ -65,7 +67,7 @@ def quantize_rows(x):
     """x [rows, k] float32 -> (xq [rows, k] quint8, scale [rows] float32, zero [rows] int32), per row."""
     lo = tf.minimum(tf.reduce_min(x, axis=1), 0)
     hi = tf.maximum(tf.reduce_max(x, axis=1), 0)
-    scale = tf.maximum((hi - lo) / 255, TINY)
+    scale = tf.maximum((hi - lo) * (1 / 255), TINY)  # times the reciprocal, as in quantize_columns
     zero = tf.round(-lo / scale)
     q = tf.clip_by_value(tf.round(x / scale[:, tf.newaxis]) + zero[:, tf.newaxis], 0, 255)
     return tf.bitcast(tf.cast(q, tf.uint8), tf.quint8), scale, tf.cast(zero, tf.int32)
