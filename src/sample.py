@@ -53,7 +53,8 @@ def products_for(device, *, batch, frozen_weights, hparams, precision='float32')
         if precision == 'int8':
             raise ValueError(f'precision int8 is for a CPU; the device is {device}')
         return cpu_matmul.Products()
-    weights = int8.weights_if_kernel_works(cpu_matmul.CPU_SPLITS, 'sampling') if precision == 'int8' else None
+    weights = (int8.weights_if_kernel_works(cpu_matmul.CPU_SPLITS, 'sampling', frozen_weights)
+               if precision == 'int8' else None)
     if weights is not None:
         return cpu_matmul.Products(splits=cpu_matmul.CPU_SPLITS, int8=weights)
     # At one row, oneDNN multiplies without reordering the weights anyway: packing would only cost memory.
@@ -101,7 +102,8 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     frozen_weights=True promises that the model's variables keep their values for the rest of the session (as in the
     sampling scripts, which restore once). On a CPU at a batch size above 1 that lets the matrix products keep the
     weights in oneDNN's layout between steps, for one more copy of the weights in memory (see
-    gpt2/sampling/cpu_matmul.py, "Packed"). Leave it False when the weights change between runs, as when sampling
+    gpt2/sampling/cpu_matmul.py, "Packed"); with precision int8, at every batch size, the int8 kernel keeps its
+    own copy (gpt2/sampling/int8.py, "Kept weights"). Leave it False when the weights change between runs, as when sampling
     while training: the packed copy would go on using the first values.
 
     device: the device the sampling graph is built for; None: '/GPU:0' when TensorFlow lists a GPU, else

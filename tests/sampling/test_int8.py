@@ -55,16 +55,37 @@ def operands(rows, k, n, seed=0):
     return x, rng.standard_normal((k, n)).astype(np.float32), rng.standard_normal(n).astype(np.float32)
 
 
-def test_the_kernel_runs_here():
-    """TensorFlow's quantized product runs on this CPU: the int8 tests below test it, not the fallback."""
-    assert int8.kernel_works()
+@pytest.mark.parametrize('kept', [False, True])
+def test_the_kernels_run_here(kept):
+    """TensorFlow's quantized products run on this CPU: the int8 tests below test them, not the fallback."""
+    assert int8.kernel_works(kept)
 
 
+@pytest.mark.parametrize('kept', [False, True])
 @pytest.mark.parametrize('rows, k, n, parts', [(1, 768, 96, 1), (8, 3072, 64, 2), (3, 7, 5, 3)])
-def test_product_is_the_exact_integer_product_then_the_float32_rescale(rows, k, n, parts):
+def test_product_is_the_exact_integer_product_then_the_float32_rescale(rows, k, n, parts, kept):
     x, w, b = operands(rows, k, n)
-    got = run_graph(lambda x, w, b: int8.matmul(x, int8.quantize_weight(w, parts), b), x, w, b)
+    got = run_graph(lambda x, w, b: int8.matmul(x, int8.quantize_weight(w, parts), b, kept=kept), x, w, b)
     np.testing.assert_array_equal(got, np_int8_matmul(x, w, b))
+
+
+def test_the_kept_kernel_multiplies_any_rows_after_its_first_call():
+    """Its first call keeps the weights; calls of other row counts (a prompt, then one token a step; none) after
+    it stay exact."""
+    x, w, _ = operands(9, 64, 48)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        rows = tf.placeholder(tf.float32, [None, 64])
+        y = int8.matmul(rows, int8.quantize_weight(tf.Variable(w).value()), kept=True)
+        sess.run(tf.global_variables_initializer())
+        for part in (x[:5], x[5:6], x[:0], x[6:9]):
+            expected = np_int8_matmul(part, w) if len(part) else np.zeros([0, 48], np.float32)
+            np.testing.assert_array_equal(sess.run(y, {rows: part}), expected)
+
+
+def test_frozen_weights_choose_the_kept_kernel():
+    plan = lambda frozen: sample.products_for('/CPU:0', batch=1, frozen_weights=frozen, hparams=None,
+                                              precision='int8')
+    assert plan(True).int8.kept and not plan(False).int8.kept
 
 
 def test_zero_rows_and_columns_multiply_to_the_bias():

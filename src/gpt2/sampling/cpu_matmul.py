@@ -52,7 +52,7 @@ class Products:
         """-> a linear(x [rows, k], w [k, n], b [n]) -> [rows, n] for one step's layers. one_token: whether the
         step feeds one token per row (True, False, or a scalar bool tensor); only those steps are packed."""
         if self.int8 is not None:
-            return lambda x, w, b: int8_lib.matmul(x, self.int8.get(w), b)
+            return lambda x, w, b: int8_lib.matmul(x, self.int8.get(w), b, kept=self.int8.kept)
         plain = lambda x, w, b: split_matmul(x, w, self.splits) + b
         packed = lambda x, w, b: split_packed_matmul(x, w, b, self.splits)
         if not self.packed or one_token is False:
@@ -72,7 +72,7 @@ class Products:
         """h [rows, n_embd] -> logits [rows, n_vocab] (tied weights), in `splits` slices of the vocabulary; packed
         when self.packed, as sampling calls it with the batch's rows at every step."""
         if self.int8 is not None:
-            return int8_lib.matmul(h, self.int8.get(wte, transpose=True))
+            return int8_lib.matmul(h, self.int8.get(wte, transpose=True), kept=self.int8.kept)
         parts = tf.split(wte, sizes(wte.shape.as_list()[0], self.splits)) if self.splits > 1 else [wte]
         if self.packed:
             logits = [packed_matmul(h, part, tf.zeros(part.shape.as_list()[:1], h.dtype), transpose_b=True)
