@@ -198,7 +198,7 @@ def script_first_token(name, models_dir, length):
 # The settings a configuration may change (see main's configs); each is also a flag of main, its default for all.
 CONFIG_KNOBS = ('top_k', 'top_p', 'temperature', 'decode_tokens', 'distinct_prompts', 'mixed_lengths', 'singles',
                 'stop', 'repetition_penalty', 'presence_penalty', 'frequency_penalty', 'no_repeat_ngram_size',
-                'context_keep')
+                'context_keep', 'precision')
 PENALTIES = {'repetition_penalty': ('repetition', 1.0), 'presence_penalty': ('presence', 0.0),
              'frequency_penalty': ('frequency', 0.0), 'no_repeat_ngram_size': ('no_repeat_ngram', 0)}
 
@@ -214,6 +214,8 @@ def parse_config(text, defaults):
             raise ValueError(f'unknown knob {key!r} in configuration {text!r}: {", ".join(CONFIG_KNOBS)}')
         if key == 'stop':
             settings['stop'].append(value)
+        elif isinstance(defaults[key], str):
+            settings[key] = value
         elif isinstance(defaults[key], bool) or not equals:
             settings[key] = not equals or value.lower() in ('1', 'true', 'yes', 'on')
         else:
@@ -376,7 +378,7 @@ def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=
          temperature=1.0, n_layer=12, n_embd=768, n_head=12, script_length=256, script=True, profile=False,
          distinct_prompts=False, quick=False, mixed_lengths=False, singles=False, stop=(), repetition_penalty=1.0,
          presence_penalty=0.0, frequency_penalty=0.0, no_repeat_ngram_size=0, context_keep=0, configs='.',
-         rounds=1):
+         rounds=1, precision='float32'):
     """Benchmark sampling on a random-weight GPT-2 and print a table and one JSON line per configuration.
 
     batch_sizes: batch sizes to measure, e.g. --batch_sizes=1,8
@@ -406,6 +408,7 @@ def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=
     frequency_penalty: as the scripts' flag (0: off)
     no_repeat_ngram_size: as the scripts' flag (0: off)
     context_keep: past the window, tokens kept when it slides (0: half the window, as the scripts)
+    precision: as the scripts' flag: float32, or int8 (compare: --configs=.,.+precision=int8)
     configs: configurations to measure side by side, comma-separated, each REV[+KNOB=VALUE]...: REV is a git
         revision whose src/ is exported to bench/.cache/src/ (bench/revisions.py), or . for this checkout's; a
         knob is one of the flags above that sets it for this configuration, e.g.
@@ -425,7 +428,7 @@ def main(batch_sizes=(1, 8), prompt_lengths=(1, 512), decode_tokens=64, repeats=
                     singles=bool(singles), stop=[stop] if isinstance(stop, str) else list(stop),
                     repetition_penalty=float(repetition_penalty), presence_penalty=float(presence_penalty),
                     frequency_penalty=float(frequency_penalty), no_repeat_ngram_size=int(no_repeat_ngram_size),
-                    context_keep=int(context_keep))
+                    context_keep=int(context_keep), precision=str(precision))
     parsed, configs = parse_configs(configs, defaults, grid.prompt_lengths)
 
     name, model_dir = ensure_model(n_layer, n_embd, n_head)

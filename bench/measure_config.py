@@ -32,7 +32,7 @@ def build(src, settings, hparams, clock):
     context placeholder [1, None] -> (context, lengths or None, tokens). With distinct_prompts, each row its own
     prompt: context [batch, None], and with mixed_lengths a lengths placeholder [batch] (left-padded prompts).
     With singles, the graph of batch 1 that runs the rows' prompts one at a time. The knobs of the new features
-    (stop strings, penalties, context_keep) are passed only when set, so a revision from before them builds its
+    (stop strings, penalties, context_keep, precision) are passed only when set, so a revision from before them builds its
     own default."""
     import sample
     import tensorflow.compat.v1 as tf
@@ -52,6 +52,8 @@ def build(src, settings, hparams, clock):
         stops = revisions.load(src, 'gpt2.sampling.stops')
         enc = encoder.read_vocabulary(Path(settings['model_dir']))
         knobs.update(stops=stops.stop_array(settings['stop']), token_bytes=stops.token_bytes(enc, hparams.n_vocab))
+    if settings.get('precision', 'float32') != 'float32':
+        knobs['precision'] = settings['precision']
     if settings['prompt_len'] + settings['decode_tokens'] - 1 > hparams.n_ctx:
         knobs['context_keep'] = settings.get('context_keep') or hparams.n_ctx // 2
     tf.set_random_seed(1)

@@ -25,12 +25,13 @@ from gpt2.sampling import rules  # noqa: E402
 def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=None, temperature=1, top_k=0,
                  top_p=1, models_dir='models', stop_at_endoftext=False, stop=None,
                  repetition_penalty=1, presence_penalty=0, frequency_penalty=0, no_repeat_ngram_size=0,
-                 context_keep=None, checkpoint='latest'):
+                 context_keep=None, checkpoint='latest', precision='float32'):
     batch_size = rules.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
                                           top_k=top_k, top_p=top_p, seed=seed)
     stops = rules.check_stops(stop)
     penalties = rules.check_penalties(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                                     frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
+    precision = rules.check_precision(precision, on_cpu=sample.on_cpu(sample.default_device()))
     model_dir, hparams, enc = loading.load_model(model_name, models_dir, checkpoint)
     length = rules.check_length(length, hparams.n_ctx, default=hparams.n_ctx)
     context_keep = rules.check_context_keep(context_keep, hparams.n_ctx)
@@ -47,7 +48,8 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
         output = sample.sample_sequence(hparams=hparams, length=length, start_token=endoftext,
                                         batch_size=batch_size, temperature=temperature, top_k=top_k, top_p=top_p,
                                         stop_token=printer.stop_token, on_token=printer.on_token, frozen_weights=True,
-                                        penalties=penalties, **printer.stop_arrays(hparams.n_vocab), **sliding)
+                                        penalties=penalties, precision=precision,
+                                        **printer.stop_arrays(hparams.n_vocab), **sliding)
         restored()
         # Each row starts with the start token, which is not part of the sample.
         run_batch = lambda n: sess.run(output)[:n, 1:]

@@ -34,13 +34,15 @@ from gpt2.sampling import rules  # noqa: E402
 def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, length=None, temperature=1, top_k=0,
                    top_p=1, models_dir='models', stop_at_endoftext=False, stop=None,
                    repetition_penalty=1, presence_penalty=0, frequency_penalty=0, no_repeat_ngram_size=0,
-                   prompt_file=None, prompt_separator='', context_keep=None, checkpoint='latest'):
+                   prompt_file=None, prompt_separator='', context_keep=None, checkpoint='latest',
+                   precision='float32'):
     batch_size = rules.check_sampling_flags(nsamples=nsamples, batch_size=batch_size, temperature=temperature,
                                           top_k=top_k, top_p=top_p, seed=seed, min_nsamples=1)
     stops = rules.check_stops(stop)
     penalties = rules.check_penalties(repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                                     frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
     prompts = None if prompt_file is None else prompts_lib.read_prompt_file(str(prompt_file), str(prompt_separator))
+    precision = rules.check_precision(precision, on_cpu=sample.on_cpu(sample.default_device()))
     model_dir, hparams, enc = loading.load_model(model_name, models_dir, checkpoint)
     length = rules.check_length(length, hparams.n_ctx, default=hparams.n_ctx // 2, room_for_prompt=True)
     context_keep = rules.check_context_keep(context_keep, hparams.n_ctx)
@@ -61,7 +63,7 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
         restored = loading.start_restore(sess, model_dir, hparams)  # meanwhile, build the sampling graph
         knobs = dict(hparams=hparams, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                      stop_token=printer.stop_token, on_token=printer.on_token, frozen_weights=True,
-                     penalties=penalties, **printer.stop_arrays(hparams.n_vocab),
+                     penalties=penalties, precision=precision, **printer.stop_arrays(hparams.n_vocab),
                      **({'context_keep': context_keep} if sliding else {}))
         if prompts is not None and not sliding:
             # A prompt per row, of different lengths; a fixed batch size (see printing.print_samples).

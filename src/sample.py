@@ -18,6 +18,7 @@ from gpt2.base import checkpoint
 from gpt2.sampling import cpu_matmul
 from gpt2.sampling import decoding
 from gpt2.sampling import filters
+from gpt2.sampling import int8
 from gpt2.sampling import penalties as penalties_lib
 from gpt2.sampling import stops as stops_lib
 # The original sample.py's filters, and the draw export.py's serving loop shares, importable from here as ever.
@@ -42,11 +43,20 @@ def weight_bytes(hparams):
     return 4 * sum(int(np.prod(shape)) for shape in checkpoint.variable_shapes(hparams).values())
 
 
-def products_for(device, *, batch, frozen_weights, hparams):
+def products_for(device, *, batch, frozen_weights, hparams, precision='float32'):
     """How the sampling loop multiplies on device: see gpt2/sampling/cpu_matmul.py. The split and packed
-    products are for a CPU; a GPU gets one plain product per layer."""
+    products are for a CPU; a GPU gets one plain product per layer. precision 'int8' (a CPU only) multiplies
+    in int8 where TensorFlow's quantized kernel runs, and says on stderr when it does not."""
+    if precision not in int8.PRECISIONS:
+        raise ValueError(f'precision must be one of {", ".join(int8.PRECISIONS)}; got {precision!r}')
     if not on_cpu(device):
+        if precision == 'int8':
+            raise ValueError(f'precision int8 is for a CPU; the device is {device}')
         return cpu_matmul.Products()
+    weights = (int8.weights_if_kernel_works(cpu_matmul.CPU_SPLITS, 'sampling', frozen_weights)
+               if precision == 'int8' else None)
+    if weights is not None:
+        return cpu_matmul.Products(splits=cpu_matmul.CPU_SPLITS, int8=weights)
     # At one row, oneDNN multiplies without reordering the weights anyway: packing would only cost memory.
     packed = (frozen_weights and isinstance(batch, int) and batch > 1 and cpu_matmul.packed_kernel_works()
               and cpu_matmul.room_for_packed_copy(weight_bytes(hparams)))
@@ -78,7 +88,7 @@ class Step:
 
 def sample_sequence(*, hparams, length, start_token=None, batch_size=None, context=None, temperature=1, top_k=0,
                     top_p=1, stop_token=None, on_token=None, frozen_weights=False, device=None, seed=None, stops=None,
-                    token_bytes=None, penalties=None, context_lengths=None, context_keep=None):
+                    token_bytes=None, penalties=None, context_lengths=None, context_keep=None, precision='float32'):
     """Tokens [batch, context_len + length]: the context followed by `length` sampled tokens (an int, or a scalar
     int tensor fed per run).
 
@@ -92,7 +102,8 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     frozen_weights=True promises that the model's variables keep their values for the rest of the session (as in the
     sampling scripts, which restore once). On a CPU at a batch size above 1 that lets the matrix products keep the
     weights in oneDNN's layout between steps, for one more copy of the weights in memory (see
-    gpt2/sampling/cpu_matmul.py, "Packed"). Leave it False when the weights change between runs, as when sampling
+    gpt2/sampling/cpu_matmul.py, "Packed"); with precision int8, at every batch size, the int8 kernel keeps its
+    own copy (gpt2/sampling/int8.py, "Kept weights"). Leave it False when the weights change between runs, as when sampling
     while training: the packed copy would go on using the first values.
 
     device: the device the sampling graph is built for; None: '/GPU:0' when TensorFlow lists a GPU, else
@@ -121,6 +132,9 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     they are cut to their last context_keep, run through the model in one pass, and grow again, with the cache,
     until they are more than n_ctx again (see slide()). A prompt longer than n_ctx is cut so too. Rows share no
     prompt and have no padding then.
+
+    precision: 'float32', or 'int8' on a CPU: every product of the blocks and the logits in int8, the weights
+    quantized per output column once per run, the activations per row (see gpt2/sampling/int8.py).
     """
     check_arguments(start_token=start_token, context=context, length=length, context_keep=context_keep,
                     context_lengths=context_lengths)
@@ -130,7 +144,8 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
                                                           sliding=context_keep is not None,
                                                           padded=context_lengths is not None)
         pads, valid = padding(context_lengths, batch, context_len)
-        plan = products_for(device, batch=batch, frozen_weights=frozen_weights, hparams=hparams)
+        plan = products_for(device, batch=batch, frozen_weights=frozen_weights, hparams=hparams,
+                            precision=precision)
         if stops is not None:
             with tf.device(decoding.HOST):
                 stops = tf.convert_to_tensor(stops, tf.int32)

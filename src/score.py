@@ -11,12 +11,14 @@ from gpt2.base import flags, runtime
 if __name__ == '__main__':
     flags.check_script_early(__file__)  # a misspelled flag is refused before TensorFlow's seconds of loading
 tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
+import sample  # noqa: E402
 from gpt2 import loading  # noqa: E402
 from gpt2.evaluation import detokenize  # noqa: E402
 from gpt2.evaluation import documents as documents_lib  # noqa: E402
 from gpt2.evaluation import figures  # noqa: E402
 from gpt2.evaluation import per_token as per_token_lib  # noqa: E402
 from gpt2.evaluation import scoring  # noqa: E402
+from gpt2.sampling import rules  # noqa: E402
 
 
 def check_flags(files, *, documents, stride, batch_size, detokenizer):
@@ -45,8 +47,9 @@ def check_flags(files, *, documents, stride, batch_size, detokenizer):
     detokenizer="undo a corpus's tokenised spelling before scoring: none (default), wikitext or ptb; "
                 "counts are of the text as given.")
 def score(*files, model_name='124M', models_dir='models', documents='file', stride=None, batch_size=None,
-          json=False, per_token=None, detokenizer='none', checkpoint='latest'):
+          json=False, per_token=None, detokenizer='none', checkpoint='latest', precision='float32'):
     check_flags(files, documents=documents, stride=stride, batch_size=batch_size, detokenizer=detokenizer)
+    precision = rules.check_precision(precision, on_cpu=sample.on_cpu(sample.default_device()))
     paths = [str(f) for f in files]
     try:
         for path in paths:
@@ -54,7 +57,8 @@ def score(*files, model_name='124M', models_dir='models', documents='file', stri
         model_dir, hparams, enc = loading.load_model(model_name, models_dir, checkpoint)
         stride = hparams.n_ctx if stride is None else flags.whole_number('stride', stride, 1, hparams.n_ctx)
         batch_size = batch_size or scoring.default_batch_size(hparams)
-        with per_token_lib.writer(per_token, enc) as writer, scoring.scorer_session(model_dir, hparams) as scorer:
+        session = scoring.scorer_session(model_dir, hparams, precision)
+        with per_token_lib.writer(per_token, enc) as writer, session as scorer:
             totals = figures.score_files(scorer, enc, paths, documents=documents, stride=stride,
                                          batch_size=batch_size, detokenizer=detokenizer, per_token=writer)
     except documents_lib.FileProblem as err:

@@ -24,6 +24,7 @@ import tensorflow.compat.v1 as tf
 import model
 
 from gpt2 import loading
+from gpt2.sampling import int8
 
 # Bytes of activations a batch of windows may take: the default batch size.
 ACTIVATION_BUDGET = 1 << 30
@@ -85,21 +86,23 @@ def default_batch_size(hparams):
 # The graph
 # ---------------------------------------------------------------------------------------------------------------
 
-def final_hidden(hparams, tokens):
+def final_hidden(hparams, tokens, linear=model.linear):
     """tokens [batch, seq] -> (the last layer norm's output [batch, seq, n_embd], wte [n_vocab, n_embd]):
     model.model without its unembedding, so that logits are made only for the positions scored, a chunk at a
-    time. The model's variables are reused if they exist (loading.start_restore creates them)."""
+    time. The model's variables are reused if they exist (loading.start_restore creates them). linear: the
+    blocks' product (model.linear, or int8's)."""
     with tf.variable_scope('model', reuse=tf.AUTO_REUSE):
         wpe, wte = model.embeddings(hparams)
         h = model.embed(tokens, model.positions_for(tokens, 0), wpe, wte)
         for layer in range(hparams.n_layer):
-            h, _ = model.block(h, f'h{layer}', past=None, hparams=hparams)
+            h, _ = model.block(h, f'h{layer}', past=None, hparams=hparams, linear=linear)
         return model.norm(h, 'ln_f'), wte
 
 
-def reduced(h, wte, targets, banned):
+def reduced(h, wte, targets, banned, int8_weights=None):
     """h [rows, n_embd], targets [rows], banned [n_vocab] bool -> (log p(target) [rows], whether each target is
-    the argmax [rows], whether it is the argmax of the tokens not banned [rows]).
+    the argmax [rows], whether it is the argmax of the tokens not banned [rows]). int8_weights: an int8.Weights
+    for int8 logits, or None.
 
     The logits are made CHUNK_ROWS rows at a time, one chunk after the other, and reduced at once: log softmax at
     the target only, logit[target] - logsumexp(logits). A full window of the 124M model would otherwise hold
@@ -113,7 +116,10 @@ def reduced(h, wte, targets, banned):
 
     def chunk(args):
         h, targets = args
-        logits = tf.matmul(h, wte, transpose_b=True)  # [CHUNK_ROWS, n_vocab]
+        if int8_weights is None:
+            logits = tf.matmul(h, wte, transpose_b=True)  # [CHUNK_ROWS, n_vocab]
+        else:
+            logits = int8.matmul(h, int8_weights.get(wte, transpose=True))
         chosen = tf.gather(logits, targets, axis=1, batch_dims=1)
         argmax = lambda z: tf.argmax(z, axis=-1, output_type=tf.int32)
         return (chosen - tf.reduce_logsumexp(logits, axis=-1), tf.equal(argmax(logits), targets),
@@ -127,7 +133,9 @@ def reduced(h, wte, targets, banned):
 class Scorer:
     """Scores windows in a session whose graph holds the model's variables (restored, or about to be)."""
 
-    def __init__(self, sess, hparams):
+    def __init__(self, sess, hparams, precision='float32'):
+        """precision: float32, or int8 on a CPU: every product as int8 sampling makes it (gpt2/sampling/int8.py);
+        float32, said on stderr, where TensorFlow's int8 kernel does not work."""
         self.sess = sess
         self.hparams = hparams
         self.inputs = tf.placeholder(tf.int32, [None, None], name='score_inputs')  # [batch, seq]
@@ -135,9 +143,12 @@ class Scorer:
         self.targets = tf.placeholder(tf.int32, [None], name='score_targets')  # [rows]
         # Tokens the argmax may not take, for gpt2/evaluation/lambada.py's stop-word filter; none unless fed.
         self.banned = tf.placeholder_with_default(tf.zeros([hparams.n_vocab], tf.bool), [hparams.n_vocab])
-        h, wte = final_hidden(hparams, self.inputs)
+        # One op per product, on every core (session_config): one column slice per weight.
+        weights = int8.weights_if_kernel_works(1, 'scoring') if precision == 'int8' else None
+        linear = model.linear if weights is None else lambda x, w, b: int8.matmul(x, weights.get(w), b)
+        h, wte = final_hidden(hparams, self.inputs, linear)
         h = tf.gather(tf.reshape(h, [-1, hparams.n_embd]), self.scored)  # [rows, n_embd]
-        self.logprobs, self.greedy, self.allowed_greedy = reduced(h, wte, self.targets, self.banned)
+        self.logprobs, self.greedy, self.allowed_greedy = reduced(h, wte, self.targets, self.banned, weights)
 
     def score(self, batch, banned=None):
         """batch: windows (tokens [L + 1], k) -> for each, (log-probabilities [k] float64, greedy [k] bool) of its
@@ -165,20 +176,20 @@ class Scorer:
         return results
 
 
-def restored_scorer(sess, model_dir, hparams):
+def restored_scorer(sess, model_dir, hparams, precision='float32'):
     """A Scorer in sess, with model_dir's weights restored: the restore (loading.start_restore) runs while the
     scoring graph is built."""
     restored = loading.start_restore(sess, model_dir, hparams)
-    scorer = Scorer(sess, hparams)
+    scorer = Scorer(sess, hparams, precision)
     restored()
     return scorer
 
 
 @contextlib.contextmanager
-def scorer_session(model_dir, hparams):
+def scorer_session(model_dir, hparams, precision='float32'):
     """Yield a restored Scorer in a graph and session of its own, closed when the block ends."""
     with tf.Graph().as_default(), tf.Session(config=session_config()) as sess:
-        yield restored_scorer(sess, model_dir, hparams)
+        yield restored_scorer(sess, model_dir, hparams, precision)
 
 
 def score_windows(score, windows, batch_size, **options):

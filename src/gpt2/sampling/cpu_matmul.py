@@ -17,6 +17,9 @@ every call has the same number of rows (other counts fall back to a reorder per 
 sampling uses it only when asked (sample_sequence(frozen_weights=True)), at batch > 1, on a CPU, for the steps
 of one new token per row, and only where the machine has room for the copy.
 
+Int8: with an int8.Weights value, every product goes through gpt2/sampling/int8.py instead: weights quantized
+once per run, activations at each product, TensorFlow's quantized kernel (sample.products_for chooses it).
+
 bench/bench_sample.py shows what each is worth (with --profile, per op); the figures are in docs/performance.md.
 """
 import dataclasses
@@ -28,6 +31,7 @@ import tensorflow.compat.v1 as tf
 
 # The one reader of free memory (a container's limit included); named here so that tests can fake it.
 from gpt2.base.system import available_memory
+from gpt2.sampling import int8 as int8_lib
 
 # Products (and attention, in gpt2/sampling/decoding.py) in this many parts on a CPU: one per core of the 2-core machines it
 # was measured on; sample.session_config gives each op cores / CPU_SPLITS threads to match.
@@ -42,10 +46,13 @@ class Products:
     """How a decoding step multiplies. The default is one plain product per linear layer, as in model.py."""
     splits: int = 1  # each product, and attention, in this many parts side by side
     packed: bool = False  # steps of one token per row through the kernel that keeps its weights (frozen weights)
+    int8: object = None  # an int8_lib.Weights: every product in int8 (gpt2/sampling/int8.py); None: float32
 
     def linear(self, one_token):
         """-> a linear(x [rows, k], w [k, n], b [n]) -> [rows, n] for one step's layers. one_token: whether the
         step feeds one token per row (True, False, or a scalar bool tensor); only those steps are packed."""
+        if self.int8 is not None:
+            return lambda x, w, b: int8_lib.matmul(x, self.int8.get(w), b, kept=self.int8.kept)
         plain = lambda x, w, b: split_matmul(x, w, self.splits) + b
         packed = lambda x, w, b: split_packed_matmul(x, w, b, self.splits)
         if not self.packed or one_token is False:
@@ -64,6 +71,8 @@ class Products:
     def logits(self, h, wte):
         """h [rows, n_embd] -> logits [rows, n_vocab] (tied weights), in `splits` slices of the vocabulary; packed
         when self.packed, as sampling calls it with the batch's rows at every step."""
+        if self.int8 is not None:
+            return int8_lib.matmul(h, self.int8.get(wte, transpose=True), kept=self.int8.kept)
         parts = tf.split(wte, sizes(wte.shape.as_list()[0], self.splits)) if self.splits > 1 else [wte]
         if self.packed:
             logits = [packed_matmul(h, part, tf.zeros(part.shape.as_list()[:1], h.dtype), transpose_b=True)

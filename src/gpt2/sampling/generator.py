@@ -42,10 +42,13 @@ class Generator:
     """A model loaded once into its own graph and session. Close it (or use `with`) to free its memory."""
 
     def __init__(self, model_name='124M', models_dir='models', *, device=None, checkpoint='latest',
-                 session_config=None):
+                 session_config=None, precision='float32'):
         """checkpoint: which of a training run's checkpoints to load, as the scripts' --checkpoint (latest, best
         or a step). session_config: a tf.ConfigProto for the session; by default the scripts'
-        (sample.session_config())."""
+        (sample.session_config()). precision: the products of generate(), as the scripts' --precision (float32,
+        or int8 on a CPU); another value, or int8 for a GPU, is a ValueError."""
+        with knob_errors():
+            self.precision = rules.check_precision(precision, on_cpu=sample.on_cpu(device or sample.default_device()))
         # The sampling code is TensorFlow 1 graph code (the scripts set this up in runtime.setup_process); idempotent.
         tf.disable_v2_behavior()
         self.model_dir, self.hparams, self.enc = loading.load_model(model_name, models_dir, checkpoint)
@@ -99,7 +102,8 @@ class Generator:
                     hparams=self.hparams, length=k['length'], context=context, context_lengths=lengths,
                     temperature=k['temperature'], top_k=k['top_k'], top_p=k['top_p'], seed=k['seed'],
                     stops=k['stops'], token_bytes=self.token_bytes, penalties=rules, frozen_weights=True,
-                    device=self.device, context_keep=k['context_keep'] if sliding else None, on_token=on_token)
+                    device=self.device, context_keep=k['context_keep'] if sliding else None, on_token=on_token,
+                    precision=self.precision)
             self.graphs[key] = (context, lengths, output)
         return self.graphs[key]
 

@@ -1,6 +1,7 @@
 """The sampling flags' rules, shared by the sampling scripts, train.py's samples and the Generator: each check
 takes what the user typed and returns the value to use, or raises flags.UsageError naming the flag."""
 from gpt2.base import flags
+from gpt2.sampling import int8
 from gpt2.sampling import penalties
 
 
@@ -101,3 +102,14 @@ def check_context_keep(context_keep, n_ctx):
     if context_keep is None:
         return n_ctx // 2
     return flags.whole_number('context_keep', context_keep, 1, n_ctx)
+
+
+def check_precision(precision, *, on_cpu):
+    """--precision: float32 (the default) or int8, which multiplies on a CPU only (on_cpu: whether the sampling
+    graph is built for one)."""
+    if precision not in int8.PRECISIONS:
+        raise flags.UsageError(f'--precision must be one of {", ".join(int8.PRECISIONS)}, got {precision!r}')
+    if precision == 'int8' and not on_cpu:
+        raise flags.UsageError('--precision int8 runs on a CPU only, and TensorFlow sees a GPU here: use '
+                               'float32, or hide the GPU (CUDA_VISIBLE_DEVICES=)')
+    return precision
