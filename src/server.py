@@ -11,7 +11,9 @@ from gpt2.base import flags, runtime
 if __name__ == '__main__':
     flags.check_script_early(__file__)  # a misspelled flag is refused before TensorFlow's seconds of loading
 tf = runtime.import_tensorflow()  # first, so that TensorFlow loads without its start-up log lines
+import sample  # noqa: E402
 from gpt2 import loading  # noqa: E402
+from gpt2.sampling import rules  # noqa: E402
 from gpt2.serving import app  # noqa: E402
 from gpt2.serving import engine as engine_lib  # noqa: E402
 
@@ -45,12 +47,13 @@ def check_flags(*, host, port, api_key, max_batch_size, max_queue, max_body_byte
     max_queue='the most requests waiting; one more is answered 503 with Retry-After. Default 64.',
     max_body_bytes='the largest request body, in bytes; a larger one is answered 413. Default 8 MiB.')
 def serve(model_name='124M', models_dir='models', checkpoint='latest', host='127.0.0.1', port=8000, api_key=None,
-          max_batch_size=8, max_queue=64, max_body_bytes=8 << 20):
+          max_batch_size=8, max_queue=64, max_body_bytes=8 << 20, precision='float32'):
+    precision = rules.check_precision(precision, on_cpu=sample.on_cpu(sample.default_device()))
     api_key = check_flags(host=host, port=port, api_key=api_key, max_batch_size=max_batch_size,
                           max_queue=max_queue, max_body_bytes=max_body_bytes)
     # The folder is checked here, at once; the weights load on the engine thread while /health answers 503.
     _, hparams, enc = loading.load_model(model_name, models_dir, checkpoint)
-    engine = engine_lib.Engine(engine_lib.loader(model_name, models_dir, checkpoint, max_batch_size),
+    engine = engine_lib.Engine(engine_lib.loader(model_name, models_dir, checkpoint, max_batch_size, precision),
                                max_batch_size=max_batch_size, max_queue=max_queue)
     settings = app.Settings(model_name=model_name, enc=enc, hparams=hparams, engine=engine, api_key=api_key,
                             max_body_bytes=max_body_bytes)

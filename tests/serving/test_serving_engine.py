@@ -9,6 +9,7 @@ import pytest
 
 import encoder
 import reference
+from gpt2.sampling import int8
 from gpt2.serving import engine, parsing, scheduler
 
 ROWS = 4
@@ -157,6 +158,28 @@ def test_a_loop_that_cannot_start_ends_the_server_saying_why(tiny_model):
     worker.thread.join(30)
     assert (kind, error.status) == ('error', 500) and 'the cache does not fit' in error.message
     assert ended == [worker.failure] and 'could not start: MemoryError: the cache does not fit' in worker.failure
+
+
+def test_int8_serves_what_the_int8_generator_draws(tiny_model, enc):
+    """--precision int8: the loop's products in int8 (gpt2/sampling/int8.py, tested against NumPy there), its
+    greedy text the Generator's with the same precision, alone and beside another row (the batch path)."""
+    from gpt2.sampling import generator
+    prompt = enc.decode(PROMPTS[0])
+    with generator.Generator(tiny_model.name, str(tiny_model.models_dir), precision='int8') as gen:
+        expected = gen.generate(prompt, length=10, temperature=0, stop='<|endoftext|>').text
+    served = engine.Engine(engine.loader(tiny_model.name, str(tiny_model.models_dir), 'latest', 2, 'int8'),
+                           max_batch_size=2, max_queue=4)
+    served.start()
+    try:
+        assert served.ready.wait(120), served.failure
+        ask = request(tiny_model, prompt=PROMPTS[0], max_tokens=10, temperature=0)
+        alone = together(served, [ask])
+        beside = together(served, [ask, request(tiny_model, prompt=[7], max_tokens=10, temperature=0)])[0]
+        quantized = {op.type for op in served.model.gen.graph.get_operations() if 'Quantized' in op.type}
+    finally:
+        served.stop(60)
+    assert alone == [[expected]] and beside == [expected]
+    assert bool(quantized) == int8.kernel_works()  # (a CPU without the kernel serves float32, and says so)
 
 
 def test_a_run_folder_serves_the_checkpoint_asked_for(tiny_run, enc):

@@ -154,7 +154,8 @@ class Weights:
         """w [k, n] (or [n, k] with transpose): a read weight, or a reshape of one, or either as it enters a
         tf.while_loop -> its QuantizedWeight [k, n]."""
         source = w
-        while source.op.type in ('Reshape', 'Enter'):  # back to the read, before conv1d's reshape and the loop
+        while source.op.type in ('Reshape', 'Enter', 'Switch'):  # back to the read, before conv1d's reshape,
+            # the loop and any tf.cond
             source = source.op.inputs[0]
         key = (source.name, transpose)
         if key not in self.made:

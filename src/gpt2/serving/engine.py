@@ -123,7 +123,7 @@ class Model:
     """The Generator (weights, encoder, session), the scorer and the decoding loop beside it. Built on the loop
     thread."""
 
-    def __init__(self, model_name, models_dir, checkpoint_name, max_batch_size, queue, finish):
+    def __init__(self, model_name, models_dir, checkpoint_name, max_batch_size, queue, finish, precision='float32'):
         config = sample.session_config()
         # Two pools of threads that run ops: the default one for the side thread's runs, and the loop's own
         # (LOOP_POOL), whose host call holds one of its threads while it waits for work. A pool of as many
@@ -138,7 +138,8 @@ class Model:
         self.scheduler = scheduler_lib.Scheduler(max_batch_size, queue, finish=finish, token_bytes=table.__getitem__,
                                                  linger=LINGER)
         with self.gen.graph.as_default():
-            self.loop = slots.build(self.gen.hparams, rows=max_batch_size, host=self.scheduler, device=self.gen.device)
+            self.loop = slots.build(self.gen.hparams, rows=max_batch_size, host=self.scheduler, device=self.gen.device,
+                                    precision=precision)
 
     def decode(self):
         """Run the decoding loop until the queue closes."""
@@ -252,6 +253,6 @@ def op_error_line(err):
     return raised[0] if raised else lines[0]
 
 
-def loader(model_name, models_dir, checkpoint_name, max_batch_size):
+def loader(model_name, models_dir, checkpoint_name, max_batch_size, precision='float32'):
     """The Engine's load: -> (queue, finish) -> Model."""
-    return functools.partial(Model, model_name, models_dir, checkpoint_name, max_batch_size)
+    return functools.partial(Model, model_name, models_dir, checkpoint_name, max_batch_size, precision=precision)

@@ -55,14 +55,17 @@ class Shape:
     many: object  # for a step of every row
 
 
-def build(hparams, *, rows, host, device=None):
+def build(hparams, *, rows, host, device=None, precision='float32'):
     """The loop's graph -> the tensor to run (it ends when host says stop). host(tokens [rows] int32, logprobs [rows]
-    float32, top values [rows, TOP] float32, top tokens [rows, TOP] int32) -> the four arrays above."""
+    float32, top values [rows, TOP] float32, top tokens [rows, TOP] int32) -> the four arrays above. precision:
+    the products' (sample.products_for's); with int8 both paths share one quantized copy of the weights, made as
+    the loop starts."""
     device = device or sample.default_device()
     with tf.name_scope('slots'), tf.device(device):
-        shape = Shape(hparams=hparams, rows=rows, scope=decoding.read_once_scope(),
-                      one=sample.products_for(device, batch=1, frozen_weights=True, hparams=hparams),
-                      many=sample.products_for(device, batch=rows, frozen_weights=True, hparams=hparams))
+        many = sample.products_for(device, batch=rows, frozen_weights=True, hparams=hparams, precision=precision)
+        one = dataclasses.replace(sample.products_for(device, batch=1, frozen_weights=True, hparams=hparams),
+                                  int8=many.int8)
+        shape = Shape(hparams=hparams, rows=rows, scope=decoding.read_once_scope(), one=one, many=many)
         n_ctx, n_vocab = hparams.n_ctx, hparams.n_vocab
         nothing = (tf.zeros([rows], tf.int32), tf.zeros([rows]), tf.zeros([rows, TOP]),
                    tf.zeros([rows, TOP], tf.int32))  # the results before the first step
