@@ -279,6 +279,16 @@ def train_in_process(capsys, args):
 # src/server.py, as a subprocess
 # ---------------------------------------------------------------------------------------------------------------
 
+def write_tasks(folder, tasks):
+    """Local lm_eval tasks into folder: {name: (YAML text with {data} for the data file's path, documents)}, each
+    as NAME.yaml and its documents as NAME.jsonl. -> folder."""
+    for name, (yaml_text, docs) in tasks.items():
+        data = Path(folder) / f'{name}.jsonl'
+        data.write_text(''.join(json.dumps(d) + '\n' for d in docs), encoding='utf-8')
+        (Path(folder) / f'{name}.yaml').write_text(yaml_text.format(data=data), encoding='utf-8')
+    return folder
+
+
 def start_server(tiny_model, *flags, timeout=120):
     """src/server.py on the tiny model at a free port of 127.0.0.1, run as a user runs it, once GET /health
     answers 200 -> (the process, its base URL). Its stderr goes to a file, read by server_log."""

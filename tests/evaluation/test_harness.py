@@ -11,7 +11,7 @@ os.environ.setdefault('HF_DATASETS_OFFLINE', '1')  # no test may need the networ
 
 import encoder  # noqa: E402
 import reference  # noqa: E402
-from support import TINY_HPARAMS, brute_force, reference_logprobs  # noqa: E402
+from support import TINY_HPARAMS, brute_force, reference_logprobs, write_tasks  # noqa: E402
 
 import evaluate_tasks  # noqa: E402
 from gpt2.evaluation import harness
@@ -129,12 +129,8 @@ ROLLING_DOCS = [{'text': LONG}, {'text': 'the hall and all'}]
 @pytest.fixture(scope='module')
 def tasks_folder(tmp_path_factory):
     """One folder for the module, so that the harness indexes its tasks once (harness_tasks.task_manager)."""
-    folder = tmp_path_factory.mktemp('tasks')
-    for name, docs in (('tiny_ll', LL_DOCS), ('tiny_rolling', ROLLING_DOCS)):
-        data = folder / f'{name}.jsonl'
-        data.write_text(''.join(json.dumps(d) + '\n' for d in docs), encoding='utf-8')
-        (folder / f'{name}.yaml').write_text(TASKS[name].format(data=data), encoding='utf-8')
-    return folder
+    return write_tasks(tmp_path_factory.mktemp('tasks'), {
+        'tiny_ll': (TASKS['tiny_ll'], LL_DOCS), 'tiny_rolling': (TASKS['tiny_rolling'], ROLLING_DOCS)})
 
 
 def test_a_harness_run_of_local_tasks_reports_the_reference_figures(capsys, tiny_model, enc, tmp_path, tasks_folder):

@@ -307,12 +307,9 @@ ROLLING_DOCS = [{'text': 'the hello and the world'}, {'text': 'in hell or the an
 @pytest.fixture(scope='module')
 def served_tasks(tmp_path_factory):
     """A folder of the two task definitions and their data (one folder: the harness indexes its tasks once)."""
-    folder = tmp_path_factory.mktemp('served_tasks')
-    for name, docs in (('served_choice', CHOICE_DOCS), ('served_rolling', ROLLING_DOCS)):
-        data = folder / f'{name}.jsonl'
-        data.write_text(''.join(json.dumps(d) + '\n' for d in docs), encoding='utf-8')
-        (folder / f'{name}.yaml').write_text(TASKS[name].format(data=data), encoding='utf-8')
-    return folder
+    return support.write_tasks(tmp_path_factory.mktemp('served_tasks'), {
+        'served_choice': (TASKS['served_choice'], CHOICE_DOCS), 'served_rolling': (TASKS['served_rolling'],
+                                                                                   ROLLING_DOCS)})
 
 
 def test_lm_evals_local_completions_gives_the_harness_commands_figures(server, tiny_model, served_tasks, tmp_path,

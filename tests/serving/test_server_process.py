@@ -108,8 +108,9 @@ def test_a_missing_model_is_one_error_line(tmp_path):
     assert_clean_error(done, 'absent')
 
 
-def test_a_bad_flag_is_refused(tiny_model):
-    done = run_script('server.py', f'--models_dir={tiny_model.models_dir}', f'--model_name={tiny_model.name}',
-                      '--max_batch_size=0')
+@pytest.mark.parametrize('flag, words', [('--max_batch_size=0', ['--max_batch_size']),
+                                         ('--precision=int4', ['--precision', 'float32', 'int8'])])
+def test_a_bad_flag_is_refused(tiny_model, flag, words):
+    done = run_script('server.py', f'--models_dir={tiny_model.models_dir}', f'--model_name={tiny_model.name}', flag)
     assert done.returncode == 2
-    assert_clean_error(done, '--max_batch_size')
+    assert_clean_error(done, *words)
