@@ -1,6 +1,8 @@
 """int8 matrix products for CPU sampling: weights per output column, activations per row, TensorFlow's kernel.
 
-The weights w [k, n] are quantized once per run, outside the sampling loop, symmetrically per output column:
+The weights w [k, n] are quantized symmetrically per output column, once: at load (Store: the scripts, the
+Generator and score.py restore them into int8 variables and never fill their float32 ones), or else once per run
+of the graph, outside its loops (the server, which keeps the float32 weights for its other work):
 
     w_scale[j] = max_i |w[i, j]| * (1 / 127)  wq[i, j] = round(w[i, j] / w_scale[j])   (qint8, -127 .. 127)
 
@@ -22,6 +24,9 @@ which costs more than the product itself. Its kernel, the op that TensorFlow's g
 cpu_matmul.py's packed products do: right only while the weights do not change (sample_sequence's
 frozen_weights), for one more int8 copy of the weights in memory. Calls of other row counts stay right.
 bench/bench_sample.py --configs=.,.+precision=int8 compares the two precisions.
+
+The embeddings: wte's int8 copy (per token: wte's transpose, per column) is the only one kept, so the tokens'
+embeddings are its rows dequantized (embed).
 
 Row-wise activations and column-wise weights ("vector-wise", LLM.int8(), Dettmers et al. 2022) keep the
 perplexity of models of GPT-2's sizes. tests/sampling/test_int8.py models the same arithmetic in NumPy.
