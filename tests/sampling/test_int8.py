@@ -287,3 +287,16 @@ def test_load_fills_only_int8_copies_of_the_product_weights(tiny_model):
     products = [name for name in tiny_model.params if name.endswith('/w')] + ['model/wte']
     assert empty == sorted(products)
     assert abs_ops and all(name.startswith('int8_fill') for name in abs_ops)
+
+
+def test_generator_int8_hidden_states_are_the_quantized_references(tiny_model, quantized_reference):
+    """An int8 Generator keeps only the int8 copies, so its hidden states and embeddings are the int8 model's."""
+    from gpt2.sampling import generator
+    tokens = [tiny_model.endoftext, 258, 32, 257, 263]
+    expected = quantized_reference.hidden_states(tiny_model.params, tiny_model.hparams, np.array(tokens))
+    with generator.Generator(tiny_model.name, tiny_model.models_dir, precision='int8') as gen:
+        got = gen.hidden_states(tokens)
+        pooled = gen.embed([tokens])[0]
+    spread = np.ptp(expected, axis=(1, 2), keepdims=True)
+    assert (np.abs(got - expected) <= 0.01 * spread).all()
+    np.testing.assert_allclose(pooled, got[-1].mean(axis=0), rtol=1e-5, atol=1e-6)
