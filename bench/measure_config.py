@@ -138,7 +138,9 @@ def measure(settings):
     hparams = model.default_hparams().override_from_dict(checkpoint.read_hparams(model_dir))
     clock = TokenClock()
     sess = tf.Session(config=sample.session_config())
-    wait_for_restore = loading.start_restore(sess, model_dir, hparams)
+    # int8 restores only the int8 copies of the products' weights (revisions of before have no precision).
+    precision = {'precision': settings['precision']} if settings.get('precision', 'float32') != 'float32' else {}
+    wait_for_restore = loading.start_restore(sess, model_dir, hparams, **precision)
     context, lengths, tokens = build(src, settings, hparams, clock)
     built = time.time()
     wait_for_restore()

@@ -44,7 +44,7 @@ def sample_model(model_name='124M', seed=None, nsamples=0, batch_size=1, length=
         np.random.seed(seed)
         tf.set_random_seed(seed)
         # A fixed batch size, which the fast paths need (see printing.print_samples); a smaller last batch uses n rows.
-        restored = loading.start_restore(sess, model_dir, hparams)  # meanwhile, build the sampling graph
+        restored = loading.start_restore(sess, model_dir, hparams, precision)  # meanwhile, build the graph
         output = sample.sample_sequence(hparams=hparams, length=length, start_token=endoftext,
                                         batch_size=batch_size, temperature=temperature, top_k=top_k, top_p=top_p,
                                         stop_token=printer.stop_token, on_token=printer.on_token, frozen_weights=True,

@@ -60,7 +60,7 @@ def interact_model(model_name='124M', seed=None, nsamples=1, batch_size=1, lengt
     with tf.Graph().as_default(), tf.Session(config=sample.session_config()) as sess:
         np.random.seed(seed)
         tf.set_random_seed(seed)
-        restored = loading.start_restore(sess, model_dir, hparams)  # meanwhile, build the sampling graph
+        restored = loading.start_restore(sess, model_dir, hparams, precision)  # meanwhile, build the graph
         knobs = dict(hparams=hparams, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                      stop_token=printer.stop_token, on_token=printer.on_token, frozen_weights=True,
                      penalties=penalties, precision=precision, **printer.stop_arrays(hparams.n_vocab),

@@ -34,11 +34,16 @@ def attention(x, p, name, n_head):
     return linear(np.concatenate(heads, axis=-1), p, name + '/c_proj')
 
 
+def embed(p, tokens):
+    """tokens [seq] -> the token plus position embeddings [seq, n_embd]."""
+    return p['model/wte'][tokens].astype(np.float64) + p['model/wpe'][np.arange(len(tokens))]
+
+
 def hidden_states(p, hparams, tokens):
     """tokens [seq] -> [n_layer + 1, seq, n_embd], in float64: the embeddings (token + position), each block's
     output but the last's, and the last block's output after the final layer norm (Hugging Face's convention)."""
+    x = embed(p, tokens).astype(np.float64)
     p = {k: v.astype(np.float64) for k, v in p.items()}
-    x = p['model/wte'][tokens] + p['model/wpe'][np.arange(len(tokens))]
     states = [x]
     for i in range(hparams['n_layer']):
         h = f'model/h{i}'

@@ -9,6 +9,7 @@ import encoder
 import model
 
 from gpt2.base import checkpoint, flags
+from gpt2.sampling import cpu_matmul, int8
 
 
 class ModelFolder(type(Path())):
@@ -48,27 +49,36 @@ def error_reason(err):
     return (reasons or lines or ['unknown error'])[-1].strip()
 
 
-def start_restore(sess, model_dir, hparams):
+def start_restore(sess, model_dir, hparams, precision='float32'):
     """Create the model's variables and start restoring them from model_dir's current checkpoint (the one its
     state file names: model.ckpt, or a training run's latest) on another thread, so that the restore (0.7 s for
     124M) overlaps building the sampling graph, which is Python's work: the first token comes that much sooner.
     -> a function that waits for the restore to end; it raises ModelError if the restore failed. Call it
-    before running anything else in sess."""
-    for name, shape in checkpoint.variable_shapes(hparams).items():
-        # The initial values never matter: every variable is restored before the first sample.
-        tf.get_variable(name, shape, initializer=tf.zeros_initializer())
-    saver = tf.train.Saver()
+    before running anything else in sess.
+
+    precision 'int8', where TensorFlow's int8 product works: the weights of the products are restored one at a
+    time into int8 copies (gpt2/sampling/int8.py, Store), and their float32 variables stay empty: the graph
+    must multiply them in int8 (sample_sequence(precision='int8'), the int8 Scorer)."""
+    variables = {name: tf.get_variable(name, shape, initializer=tf.zeros_initializer())
+                 # The initial values never matter: every variable is restored before the first sample.
+                 for name, shape in checkpoint.variable_shapes(hparams).items()}
+    store = int8.Store(hparams, cpu_matmul.CPU_SPLITS) if precision == 'int8' and int8.kernel_works() else None
+    float32 = [v for name, v in variables.items() if store is None or name not in store.weights]
+    saver = tf.train.Saver(float32)
     graph = sess.graph
+    path = graph.get_tensor_by_name(saver.saver_def.filename_tensor_name)
     # A callable runs without extending the session's graph. Session.run would first take the graph's lock,
     # which the thread building the sampling graph takes for every op it adds: the restore would wait for it.
-    run = sess.make_callable(graph.get_operation_by_name(saver.saver_def.restore_op_name),
-                             [graph.get_tensor_by_name(saver.saver_def.filename_tensor_name)])
+    runs = [sess.make_callable(graph.get_operation_by_name(saver.saver_def.restore_op_name), [path])]
+    runs += [sess.make_callable(fill, [path]) for fill in (store.fillers(path) if store else [])]
     failure = []
 
     def restore():
+        prefix = str(model_dir / (getattr(model_dir, 'checkpoint_name', None)
+                                  or checkpoint.current_checkpoint(model_dir)))
         try:
-            run(str(model_dir / (getattr(model_dir, 'checkpoint_name', None)
-                                 or checkpoint.current_checkpoint(model_dir))))
+            for run in runs:  # one weight at a time after the float32 ones: one float32 weight held at once
+                run(prefix)
         except tf.errors.OpError as err:
             failure.append(error_reason(err))
 

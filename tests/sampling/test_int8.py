@@ -9,6 +9,7 @@ import reference
 from support import INTERACTIVE, UNCONDITIONAL, assert_clean_error, decode, run_script as run, tiny_flags
 
 import sample
+from gpt2 import loading
 from gpt2.sampling import cpu_matmul
 from gpt2.sampling import decoding
 from gpt2.sampling import int8
@@ -137,11 +138,20 @@ def test_linear_and_logits_within_the_quantization_step(one_token):
 
 @pytest.fixture()
 def quantized_reference(monkeypatch):
-    """reference.py's GPT-2 with its linear layers and logits through np_int8_matmul."""
+    """reference.py's GPT-2 with its linear layers and logits through np_int8_matmul, and its token embeddings
+    the rows of wte dequantized (wte's int8 copy, per token, is the only one kept)."""
     monkeypatch.setattr(reference, 'linear', lambda x, p, name: np_int8_matmul(x, p[name + '/w'][0], p[name + '/b']))
     monkeypatch.setattr(reference, 'logits', lambda p, hparams, tokens: np_int8_matmul(
         reference.hidden_states(p, hparams, tokens)[-1], p['model/wte'].T))
+    monkeypatch.setattr(reference, 'embed', lambda p, tokens: np_dequantized_rows(p['model/wte'])[tokens].astype(
+        np.float64) + p['model/wpe'][np.arange(len(tokens))])
     return reference
+
+
+def np_dequantized_rows(wte):
+    """wte [n_vocab, n_embd] -> its rows as the int8 copy gives them back, in float32."""
+    wq, scale = np_columns(wte.T)
+    return (wq.astype(np.float32) * scale[None, :]).T
 
 
 def int8_logits(tiny_model, tokens):
@@ -262,3 +272,31 @@ def test_score_refuses_an_unknown_precision(tiny_model, tmp_path):
                f'--model_name={tiny_model.name}', '--precision=bfloat16')
     assert_clean_error(done, '--precision', 'float32', 'int8')
     assert done.returncode == 2
+
+
+def test_load_fills_only_int8_copies_of_the_product_weights(tiny_model):
+    """start_restore(precision='int8'): the products' float32 variables stay empty (no memory), everything else
+    is restored, and the sampling graph quantizes nothing: its weights are the int8 copies made at load."""
+    hparams = tiny_model.hparams_object()
+    with tf.Graph().as_default(), tf.Session() as sess:
+        loading.start_restore(sess, tiny_model.dir, hparams, 'int8')()
+        sample.sample_sequence(hparams=hparams, length=3, context=[[1, 2]], batch_size=2, precision='int8',
+                               device='/CPU:0')
+        empty = sorted(name.decode() for name in sess.run(tf.report_uninitialized_variables()))
+        abs_ops = [op.name for op in sess.graph.get_operations() if op.type == 'Abs']
+    products = [name for name in tiny_model.params if name.endswith('/w')] + ['model/wte']
+    assert empty == sorted(products)
+    assert abs_ops and all(name.startswith('int8_fill') for name in abs_ops)
+
+
+def test_generator_int8_hidden_states_are_the_quantized_references(tiny_model, quantized_reference):
+    """An int8 Generator keeps only the int8 copies, so its hidden states and embeddings are the int8 model's."""
+    from gpt2.sampling import generator
+    tokens = [tiny_model.endoftext, 258, 32, 257, 263]
+    expected = quantized_reference.hidden_states(tiny_model.params, tiny_model.hparams, np.array(tokens))
+    with generator.Generator(tiny_model.name, tiny_model.models_dir, precision='int8') as gen:
+        got = gen.hidden_states(tokens)
+        pooled = gen.embed([tokens])[0]
+    spread = np.ptp(expected, axis=(1, 2), keepdims=True)
+    assert (np.abs(got - expected) <= 0.01 * spread).all()
+    np.testing.assert_allclose(pooled, got[-1].mean(axis=0), rtol=1e-5, atol=1e-6)

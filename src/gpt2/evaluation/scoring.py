@@ -24,7 +24,7 @@ import tensorflow.compat.v1 as tf
 import model
 
 from gpt2 import loading
-from gpt2.sampling import int8
+from gpt2.sampling import cpu_matmul, int8
 
 # Bytes of activations a batch of windows may take: the default batch size.
 ACTIVATION_BUDGET = 1 << 30
@@ -86,14 +86,14 @@ def default_batch_size(hparams):
 # The graph
 # ---------------------------------------------------------------------------------------------------------------
 
-def final_hidden(hparams, tokens, linear=model.linear):
+def final_hidden(hparams, tokens, linear=model.linear, embed=model.embed):
     """tokens [batch, seq] -> (the last layer norm's output [batch, seq, n_embd], wte [n_vocab, n_embd]):
     model.model without its unembedding, so that logits are made only for the positions scored, a chunk at a
-    time. The model's variables are reused if they exist (loading.start_restore creates them). linear: the
-    blocks' product (model.linear, or int8's)."""
+    time. The model's variables are reused if they exist (loading.start_restore creates them). linear and
+    embed: the blocks' product and the embeddings (model.py's, or int8's)."""
     with tf.variable_scope('model', reuse=tf.AUTO_REUSE):
         wpe, wte = model.embeddings(hparams)
-        h = model.embed(tokens, model.positions_for(tokens, 0), wpe, wte)
+        h = embed(tokens, model.positions_for(tokens, 0), wpe, wte)
         for layer in range(hparams.n_layer):
             h, _ = model.block(h, f'h{layer}', past=None, hparams=hparams, linear=linear)
         return model.norm(h, 'ln_f'), wte
@@ -145,8 +145,8 @@ class Scorer:
         self.banned = tf.placeholder_with_default(tf.zeros([hparams.n_vocab], tf.bool), [hparams.n_vocab])
         # One op per product, on every core (session_config): one column slice per weight.
         weights = int8.weights_if_kernel_works(1, 'scoring') if precision == 'int8' else None
-        linear = model.linear if weights is None else lambda x, w, b: int8.matmul(x, weights.get(w), b)
-        h, wte = final_hidden(hparams, self.inputs, linear)
+        products = cpu_matmul.Products(int8=weights)
+        h, wte = final_hidden(hparams, self.inputs, products.linear(False), products.embed)
         h = tf.gather(tf.reshape(h, [-1, hparams.n_embd]), self.scored)  # [rows, n_embd]
         self.logprobs, self.greedy, self.allowed_greedy = reduced(h, wte, self.targets, self.banned, weights)
 
@@ -179,7 +179,7 @@ class Scorer:
 def restored_scorer(sess, model_dir, hparams, precision='float32'):
     """A Scorer in sess, with model_dir's weights restored: the restore (loading.start_restore) runs while the
     scoring graph is built."""
-    restored = loading.start_restore(sess, model_dir, hparams)
+    restored = loading.start_restore(sess, model_dir, hparams, precision)
     scorer = Scorer(sess, hparams, precision)
     restored()
     return scorer

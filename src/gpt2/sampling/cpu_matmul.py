@@ -29,6 +29,8 @@ import sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import model
+
 # The one reader of free memory (a container's limit included); named here so that tests can fake it.
 from gpt2.base.system import available_memory
 from gpt2.sampling import int8 as int8_lib
@@ -67,6 +69,12 @@ class Products:
             x_plain, x_packed = tf.split(x, tf.stack([rows - n_packed, n_packed]), num=2)
             return tf.concat([plain(x_plain, w, b), packed(x_packed, w, b)], axis=0)
         return either
+
+    def embed(self, X, positions, wpe, wte):
+        """model.embed: X [batch, seq] at positions -> [batch, seq, n_embd]; with int8, from wte's int8 copy."""
+        if self.int8 is not None:
+            return int8_lib.embed(X, positions, wpe, self.int8.get(wte, transpose=True))
+        return model.embed(X, positions, wpe, wte)
 
     def logits(self, h, wte):
         """h [rows, n_embd] -> logits [rows, n_vocab] (tied weights), in `splits` slices of the vocabulary; packed

@@ -211,7 +211,7 @@ def decode_hidden(hparams, X, cache, position, scope='model', *, products=PLAIN,
                 positions = tf.maximum(positions[tf.newaxis, :] - pads[:, tf.newaxis], 0)  # [batch, seq]
             rows = cache_rows(hparams.n_head, batch_size, total_len, slots)
             one_token = seq == 1 if isinstance(seq, int) else tf.equal(seq, 1)
-        h = model.embed(X, positions, wpe, wte)
+        h = products.embed(X, positions, wpe, wte)
         linear = products.linear(one_token)
 
         new_cache = []

@@ -26,6 +26,7 @@ from gpt2 import loading
 from gpt2.base import checkpoint
 from gpt2.base.checkpoint import ENDOFTEXT
 from gpt2.base import flags
+from gpt2.sampling import cpu_matmul, int8
 from gpt2.sampling import hidden as hidden_lib
 from gpt2.sampling import penalties as penalties_lib
 from gpt2.sampling import rules
@@ -60,7 +61,7 @@ class Generator:
         self.graphs = {}  # (batch size, sliding) -> (placeholders, output)
         self.hidden = None  # hidden_lib.Graph, built on first use
         with self.graph.as_default():
-            loading.start_restore(self.sess, self.model_dir, self.hparams)()
+            loading.start_restore(self.sess, self.model_dir, self.hparams, self.precision)()
             with tf.name_scope('knobs'):
                 self.knobs = {
                     'length': tf.placeholder(tf.int32, [], 'length'),
@@ -186,7 +187,9 @@ class Generator:
         server builds it as the model loads."""
         if self.hidden is None:
             with self.graph.as_default():
-                self.hidden = hidden_lib.Graph(self.hparams, self.device)
+                # Where the weights are stored in int8 only, the hidden states are the int8 model's too.
+                weights = int8.weights_if_kernel_works(1, 'embeddings') if self.precision == 'int8' else None
+                self.hidden = hidden_lib.Graph(self.hparams, self.device, cpu_matmul.Products(int8=weights))
         return self.hidden
 
     def embed(self, inputs, pooling='mean', *, batch_size=8):

@@ -1,6 +1,8 @@
 """int8 matrix products for CPU sampling: weights per output column, activations per row, TensorFlow's kernel.
 
-The weights w [k, n] are quantized once per run, outside the sampling loop, symmetrically per output column:
+The weights w [k, n] are quantized symmetrically per output column, once: at load (Store: the scripts, the
+Generator and score.py restore them into int8 variables and never fill their float32 ones), or else once per run
+of the graph, outside its loops (the server, which keeps the float32 weights for its other work):
 
     w_scale[j] = max_i |w[i, j]| * (1 / 127)  wq[i, j] = round(w[i, j] / w_scale[j])   (qint8, -127 .. 127)
 
@@ -23,6 +25,9 @@ cpu_matmul.py's packed products do: right only while the weights do not change (
 frozen_weights), for one more int8 copy of the weights in memory. Calls of other row counts stay right.
 bench/bench_sample.py --configs=.,.+precision=int8 compares the two precisions.
 
+The embeddings: wte's int8 copy (per token: wte's transpose, per column) is the only one kept, so the tokens'
+embeddings are its rows dequantized (embed).
+
 Row-wise activations and column-wise weights ("vector-wise", LLM.int8(), Dettmers et al. 2022) keep the
 perplexity of models of GPT-2's sizes. tests/sampling/test_int8.py models the same arithmetic in NumPy.
 """
@@ -33,11 +38,15 @@ import sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from gpt2.base import checkpoint
+
 # The precisions sampling multiplies in (--precision): float32, or int8 as here, on a CPU.
 PRECISIONS = ('float32', 'int8')
 # oneDNN's quantized product, and the kernel label that TensorFlow's rewrite gives it.
 KEPT_OP = '_MklQuantizedMatMulWithBias'
 KEPT_LABEL = 'QuantizedMklOp'
+# wte's rows quantized at load this many at a time (12 MB of float32 temporaries for 124M).
+FILL_ROWS = 4096
 # A scale for an all-zero row or column, where any scale is right: it keeps the divisions finite.
 TINY = 1e-30
 
@@ -54,20 +63,26 @@ class QuantizedWeight:
 # Quantizing
 # ---------------------------------------------------------------------------------------------------------------
 
-def quantize_columns(w):
-    """w [k, n] float32 -> (wq [k, n] int8, scale [n] float32), symmetric per column."""
+def quantize_columns(w, axis=0):
+    """w [k, n] float32 -> (wq [k, n] int8, scale [n] float32), symmetric per column (axis=1: per row, w [n, k]
+    -> wq [n, k], scale [n]: the same numbers as the columns of w's transpose)."""
     # Times the reciprocal, not divided: the rounding stays the same whether or not TensorFlow's graph optimizer
     # turns a division by a constant into that product.
-    scale = tf.reduce_max(tf.abs(w), axis=0) * (1 / 127)
-    q = tf.clip_by_value(tf.round(w / tf.maximum(scale, TINY)), -127, 127)
+    scale = tf.reduce_max(tf.abs(w), axis=axis) * (1 / 127)
+    step = tf.expand_dims(tf.maximum(scale, TINY), axis)
+    q = tf.clip_by_value(tf.round(w / step), -127, 127)
     return tf.cast(q, tf.int8), scale
+
+
+def part_sizes(n, parts):
+    """The widths of `parts` near-equal column slices of n columns."""
+    return [n // parts + (i < n % parts) for i in range(parts)]
 
 
 def quantize_weight(w, parts=1):
     """w [k, n] float32 -> its QuantizedWeight, the columns in `parts` near-equal slices."""
     q, scale = quantize_columns(w)
-    n = w.shape.as_list()[1]
-    sizes = [n // parts + (i < n % parts) for i in range(parts)]
+    sizes = part_sizes(w.shape.as_list()[1], parts)
     slices = tf.split(q, sizes, axis=1) if parts > 1 else [q]
     return QuantizedWeight(parts=tuple(tf.bitcast(s, tf.qint8) for s in slices), scale=scale,
                   colsum=tf.reduce_sum(tf.cast(q, tf.int32), axis=0))
@@ -141,14 +156,15 @@ def kernel_works(kept=False):
 # ---------------------------------------------------------------------------------------------------------------
 
 class Weights:
-    """The quantized weights of one graph, each made once from the tensor that decoding.read_once_scope read,
-    outside any loop (tf.init_scope): quantized once per run of the graph, however many steps and products use
-    it. They live for the run; the float32 variables stay, so memory does not fall yet."""
+    """The quantized weights of one graph's products, each made once, outside any loop (tf.init_scope), however
+    many steps and products use it: read from the int8 variables that a Store filled as the checkpoint was
+    restored, where the graph has them, or else quantized once per run of the graph from the float32 tensor that
+    decoding.read_once_scope read."""
 
     def __init__(self, parts, kept=False):
-        self.parts = parts  # column slices per weight: side by side, one op each
+        self.parts = parts  # column slices per weight quantized in the graph: side by side, one op each
         self.kept = kept  # through the kernel that keeps its reordered weights (the weights do not change)
-        self.made = {}  # the float32 tensor's name -> its QuantizedWeight
+        self.made = {}  # (the float32 tensor's name, transpose) -> its QuantizedWeight
 
     def get(self, w, transpose=False):
         """w [k, n] (or [n, k] with transpose): a read weight, or a reshape of one, or either as it enters a
@@ -160,9 +176,116 @@ class Weights:
         key = (source.name, transpose)
         if key not in self.made:
             with tf.init_scope():
-                float_w = tf.reshape(source, w.shape)
-                self.made[key] = quantize_weight(tf.transpose(float_w) if transpose else float_w, self.parts)
+                stored = Store.of(source)
+                float_w = tf.reshape(source, w.shape) if stored is None else None
+                self.made[key] = stored or quantize_weight(tf.transpose(float_w) if transpose else float_w,
+                                                           self.parts)
         return self.made[key]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Quantized at load
+# ---------------------------------------------------------------------------------------------------------------
+
+def product_weights(hparams):
+    """The weights that int8 multiplies by: name -> (k, n, transposed). Each block's four conv1d weights
+    [1, k, n]; wte [n_vocab, n_embd] for the logits, as its transpose [n_embd, n_vocab], quantized per token."""
+    shapes = checkpoint.variable_shapes(hparams)
+    weights = {name: (shape[1], shape[2], False) for name, shape in shapes.items() if name.endswith('/w')}
+    weights['model/wte'] = (hparams.n_embd, hparams.n_vocab, True)
+    return weights
+
+
+class Store:
+    """int8 variables for the product weights of one graph, filled from the checkpoint as it is restored: each
+    float32 weight read, quantized and dropped in turn, so that the float32 variables of those weights (created
+    for the graph, which names them) are never filled and take no memory. Found by the graph's products through
+    the graph's collection STORE_KEY.
+
+    Per weight [k, n], in `parts` column slices (as sampling multiplies them; any split gives the same exact
+    integer products), each filled on its own from its slice of the checkpoint, which holds one slice of float32
+    at once: int8 [k, n_part], its scale [n_part] float32 and colsum [n_part] int32."""
+
+    STORE_KEY = 'gpt2_int8_store'
+
+    def __init__(self, hparams, parts):
+        self.weights = product_weights(hparams)
+        self.variables = {}  # name -> [(int8, scale, colsum) variables of each slice]
+        for name, (k, n, _) in self.weights.items():
+            with tf.name_scope(None):  # the names are the float32 weight's, whatever scope builds the graph
+                new = lambda suffix, shape, dtype: tf.Variable(tf.zeros(shape, dtype), name=f'{name}/{suffix}',
+                                                               trainable=False, collections=[], use_resource=True)
+                self.variables[name] = [(new(f"int8_{i}", [k, size], tf.int8),
+                                         new(f"int8_scale_{i}", [size], tf.float32),
+                                         new(f'int8_colsum_{i}', [size], tf.int32))
+                                        for i, size in enumerate(part_sizes(n, parts))]
+        tf.add_to_collection(self.STORE_KEY, self)
+
+    @classmethod
+    def of(cls, read):
+        """A read float32 weight (through identities and its ReadVariableOp) -> its QuantizedWeight of read int8
+        variables, if the graph stores that weight, else None. Call under tf.init_scope: the reads run once."""
+        op = read.op
+        while op.type in ('Identity', 'ReadVariableOp') and op.inputs:
+            op = op.inputs[0].op
+        for store in op.graph.get_collection(cls.STORE_KEY):
+            if op.type in ('VarHandleOp', 'VariableV2') and op.name in store.weights:
+                q, scale, colsum = zip(*store.variables[op.name])
+                return QuantizedWeight(parts=tuple(tf.bitcast(v.read_value(), tf.qint8) for v in q),
+                                       scale=tf.concat([v.read_value() for v in scale], axis=0),
+                                       colsum=tf.concat([v.read_value() for v in colsum], axis=0))
+        return None
+
+    def fillers(self, path):
+        """path: a string tensor, the checkpoint's prefix -> one op per weight that restores it alone, quantizes
+        it and fills its int8 variables: run them one at a time, wte first. TensorFlow keeps the memory it frees
+        for its later tensors, so the largest weight's passing costs least first, and in blocks of rows."""
+        ops = []
+        for name, (k, n, transposed) in sorted(self.weights.items(), key=lambda item: not item[1][2]):
+            with tf.name_scope('int8_fill'):
+                w = tf.raw_ops.RestoreV2(prefix=path, tensor_names=[name], shape_and_slices=[''],
+                                         dtypes=[tf.float32])[0]
+                if transposed:  # wte [n_vocab, n_embd]: per row, one block after the other
+                    q, scale, colsum = quantize_row_blocks(tf.reshape(w, [n, k]))
+                    q = tf.transpose(q)  # [k, n], in int8
+                else:
+                    q, scale = quantize_columns(tf.reshape(w, [k, n]))
+                    colsum = tf.reduce_sum(tf.cast(q, tf.int32), axis=0)
+                sizes = part_sizes(n, len(self.variables[name]))
+                ops.append(tf.group(*[v.assign(t, read_value=False)
+                                      for part, values in zip(self.variables[name], zip(
+                                          tf.split(q, sizes, axis=1), tf.split(scale, sizes), tf.split(colsum, sizes)))
+                                      for v, t in zip(part, values)]))
+        return ops
+
+
+def quantize_row_blocks(w, rows=FILL_ROWS):
+    """quantize_columns(w, axis=1) for w [n, k], `rows` rows at a time in turn, and each row's sum of its codes
+    -> (wq [n, k] int8, scale [n], sums [n] int32): the temporaries are a block's, not the whole matrix's."""
+    blocks, last = [], []
+    for start in range(0, w.shape.as_list()[0], rows):
+        with tf.control_dependencies(last):  # one block after the other
+            q, scale = quantize_columns(w[start:start + rows], axis=1)
+            blocks.append((q, scale, tf.reduce_sum(tf.cast(q, tf.int32), axis=1)))
+        last = [blocks[-1][2]]
+    return tuple(tf.concat(parts, axis=0) for parts in zip(*blocks))
+
+
+def embed(tokens, positions, wpe, weight):
+    """The embeddings of int8 weights: tokens [...] int32 at positions [...] -> [..., n_embd] float32, each token's
+    row of wte dequantized from its transposed QuantizedWeight [n_embd, n_vocab] (its scale is the token's),
+    plus wpe's rows, as model.embed."""
+    rows, start = [], 0
+    for part in weight.parts:  # each token is in one slice of the vocabulary
+        size = part.shape.as_list()[1]
+        local = tokens - start
+        inside = tf.cast((local >= 0) & (local < size), tf.float32)
+        columns = tf.gather(tf.bitcast(part, tf.int8), tf.clip_by_value(local, 0, size - 1), axis=1)  # [k, ...]
+        columns = tf.transpose(columns, list(range(1, columns.shape.ndims)) + [0])  # [..., k]
+        rows.append(tf.cast(columns, tf.float32) * inside[..., tf.newaxis])
+        start += size
+    scale = tf.gather(weight.scale, tokens)[..., tf.newaxis]
+    return tf.add_n(rows) * scale + tf.gather(wpe, positions)
 
 
 def weights_if_kernel_works(parts, task, frozen_weights=False):
