@@ -9,6 +9,8 @@ import pytest
 
 import encoder
 import reference
+from gpt2 import loading
+from gpt2.evaluation import scoring
 from gpt2.sampling import int8
 from gpt2.serving import engine, parsing, scheduler
 
@@ -176,10 +178,18 @@ def test_int8_serves_what_the_int8_generator_draws(tiny_model, enc):
         alone = together(served, [ask])
         beside = together(served, [ask, request(tiny_model, prompt=[7], max_tokens=10, temperature=0)])[0]
         quantized = {op.type for op in served.model.gen.graph.get_operations() if 'Quantized' in op.type}
+        echoed = served.model.scorer(PROMPTS[0])[0]  # the echoed prompt's log-probabilities
+        embedded = served.model.gen.embed([PROMPTS[0]])
     finally:
         served.stop(60)
     assert alone == [[expected]] and beside == [expected]
     assert bool(quantized) == int8.kernel_works()  # (a CPU without the kernel serves float32, and says so)
+    # Only int8 copies of the weights are kept: the echo is scored as score.py --precision int8 scores.
+    _, hparams, _ = loading.load_model(tiny_model.name, str(tiny_model.models_dir))
+    with scoring.scorer_session(tiny_model.dir, hparams, 'int8') as scorer:
+        (scored, _), = scorer.score([(PROMPTS[0], len(PROMPTS[0]) - 1)])
+    np.testing.assert_allclose(echoed, scored, atol=1e-4)
+    assert embedded.shape == (1, hparams.n_embd) and np.isfinite(embedded).all()
 
 
 def test_a_run_folder_serves_the_checkpoint_asked_for(tiny_run, enc):

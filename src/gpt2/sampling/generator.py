@@ -187,10 +187,14 @@ class Generator:
         server builds it as the model loads."""
         if self.hidden is None:
             with self.graph.as_default():
-                # Where the weights are stored in int8 only, the hidden states are the int8 model's too.
-                weights = int8.weights_if_kernel_works(1, 'embeddings') if self.precision == 'int8' else None
-                self.hidden = hidden_lib.Graph(self.hparams, self.device, cpu_matmul.Products(int8=weights))
+                self.hidden = hidden_lib.Graph(self.hparams, self.device, self.whole_products())
         return self.hidden
+
+    def whole_products(self):
+        """How passes over whole inputs (hidden states, scoring) multiply: float32, or with precision int8 the int8
+        model's products, since its weights are kept only as int8 copies (loading.start_restore)."""
+        weights = int8.weights_if_kernel_works(1, 'hidden states') if self.precision == 'int8' else None
+        return cpu_matmul.Products(int8=weights)
 
     def embed(self, inputs, pooling='mean', *, batch_size=8):
         """Inputs -> their embeddings, float32 [n, n_embd]: the final hidden state (after ln_f) averaged over each

@@ -14,6 +14,7 @@ import tensorflow.compat.v1 as tf
 import model as model_lib
 
 from gpt2.base import checkpoint
+from gpt2.sampling import hidden as hidden_lib
 from gpt2.serving import slots
 
 
@@ -34,7 +35,13 @@ class Scorer:
         self.sess = gen.sess
         with gen.graph.as_default():
             self.tokens = tf.placeholder(tf.int32, [1, None], 'score_tokens')  # [1, seq]
-            logits = model_lib.model(gen.hparams, self.tokens, reuse=tf.AUTO_REUSE)['logits']
+            if gen.precision == 'int8':  # the weights are int8 copies only: the int8 model's products
+                products = gen.whole_products()
+                h = hidden_lib.hidden_states(gen.hparams, self.tokens, products=products)[-1, 0]  # [seq, n_embd]
+                with tf.variable_scope('model', reuse=True):
+                    logits = products.logits(h, model_lib.embeddings(gen.hparams)[1])[tf.newaxis]
+            else:
+                logits = model_lib.model(gen.hparams, self.tokens, reuse=tf.AUTO_REUSE)['logits']
             logp = tf.nn.log_softmax(logits[0])  # [seq, n_vocab]
             self.top = tf.nn.top_k(logp, slots.TOP)  # values, indices [seq, TOP]
             # log p(tokens[i + 1] | tokens[:i + 1]) [seq - 1]

@@ -131,7 +131,8 @@ class Model:
         cores = config.intra_op_parallelism_threads * cpu_matmul.CPU_SPLITS
         for _ in range(2):
             config.session_inter_op_thread_pool.add(num_threads=cores)
-        self.gen = generator_lib.Generator(model_name, models_dir, checkpoint=checkpoint_name, session_config=config)
+        self.gen = generator_lib.Generator(model_name, models_dir, checkpoint=checkpoint_name, session_config=config,
+                                          precision=precision)
         self.scorer = choices_lib.Scorer(self.gen)
         self.gen.hidden_graph()  # POST /v1/embeddings' graph
         table = [self.gen.enc.decode_bytes([t]) for t in range(self.gen.hparams.n_vocab)]

@@ -219,7 +219,7 @@ def admit(shape, control, state):
         tokens = prompt[:-1]
         with tf.variable_scope(shape.scope):
             wpe, wte = model.embeddings(shape.hparams)
-            h = model.embed(tokens[tf.newaxis], tf.range(length - 1), wpe, wte)
+            h = shape.one.embed(tokens[tf.newaxis], tf.range(length - 1), wpe, wte)
             attend = functools.partial(prompt_attn, row=row)
             return blocks(shape, h, cache, shape.one.linear(False), attend)[1]
 
@@ -249,7 +249,7 @@ def step(shape, control, state, which, products, alone):
             attend = functools.partial(one_row_attn, row=which[0], position=positions[0])
         else:
             attend = functools.partial(all_rows_attn, positions=positions)
-        h = model.embed(tokens[:, tf.newaxis], positions[:, tf.newaxis], wpe, wte)
+        h = products.embed(tokens[:, tf.newaxis], positions[:, tf.newaxis], wpe, wte)
         h, cache = blocks(shape, h, cache, products.linear(True), attend)
         logits = products.logits(model.norm(h, 'ln_f')[:, 0], wte)  # [m, n_vocab]
     knobs = {name: pick(name) for name in ('temperature', 'top_k', 'top_p', 'repetition', 'presence',
