@@ -33,8 +33,6 @@ import sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-# The precisions sampling multiplies in (--precision): float32, or int8 as here, on a CPU.
-PRECISIONS = ('float32', 'int8')
 # oneDNN's quantized product, and the kernel label that TensorFlow's rewrite gives it.
 KEPT_OP = '_MklQuantizedMatMulWithBias'
 KEPT_LABEL = 'QuantizedMklOp'
