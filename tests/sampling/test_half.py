@@ -91,6 +91,17 @@ def test_half_greedy_tokens_are_the_rounded_references_where_the_margin_allows(t
     assert got[:, :len(expected)].tolist() == [expected] * batch_size
 
 
+def test_the_generator_built_for_a_gpu_samples_the_rounded_references_where_soft_placement_runs_it_here(tiny_model):
+    """Generator(precision='float16', device='/GPU:0'), run on this machine's CPU as a GPU machine would run its
+    host ops: its graph takes prompts of different lengths (left padding), a path of its own."""
+    from gpt2.sampling import generator
+    expected = margin_greedy(tiny_model, 'float16', CLEAR_PROMPT, 6)[len(CLEAR_PROMPT):]
+    assert len(expected) >= 3
+    with generator.Generator(tiny_model.name, tiny_model.models_dir, precision='float16', device='/GPU:0') as gen:
+        first, _ = gen.generate([' an', ' the hello'], length=6, temperature=0)  # ' an' is token 261
+    assert first.tokens[:len(expected)] == expected
+
+
 @pytest.mark.parametrize('precision', ['float16', 'bfloat16'])
 def test_half_scorer_logprobs_are_the_rounded_references_within_the_bound(tiny_model, precision):
     """The Scorer's products in half precision, attention in float32 (fewer roundings than sampling's)."""

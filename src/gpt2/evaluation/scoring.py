@@ -150,10 +150,11 @@ class Scorer:
         self.banned = tf.placeholder_with_default(tf.zeros([hparams.n_vocab], tf.bool), [hparams.n_vocab])
         # One op per product, on every core (session_config): one column slice per weight.
         weights = int8.weights_if_kernel_works(1, 'scoring') if precision == 'int8' else None
-        linear = model.linear if weights is None else lambda x, w, b: int8.matmul(x, weights.get(w), b)
         halves = half.products(precision) if precision in half.PRECISIONS else None
         if halves is not None:
             linear = halves.linear(False)
+        else:
+            linear = model.linear if weights is None else lambda x, w, b: int8.matmul(x, weights.get(w), b)
         h, wte = final_hidden(hparams, self.inputs, linear)
         h = tf.gather(tf.reshape(h, [-1, hparams.n_embd]), self.scored)  # [rows, n_embd]
         self.logprobs, self.greedy, self.allowed_greedy = reduced(h, wte, self.targets, self.banned, weights,

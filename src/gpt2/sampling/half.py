@@ -98,7 +98,7 @@ def products(precision, splits=1):
     return Products(splits=splits, weights=Weights(DTYPES[precision]))
 
 
-def cache_dtype(products_):
-    """The dtype of the cache of keys and values that a step with these products writes: float32, or the half
-    type of half.Products."""
-    return products_.weights.dtype if isinstance(products_, Products) else tf.float32
+def cache_dtype(plan):
+    """The dtype of the cache of keys and values that a step multiplying with plan (a cpu_matmul.Products)
+    writes: float32, or the half type of a half.Products."""
+    return plan.weights.dtype if isinstance(plan, Products) else tf.float32
