@@ -18,8 +18,10 @@ from gpt2.base import checkpoint
 from gpt2.sampling import cpu_matmul
 from gpt2.sampling import decoding
 from gpt2.sampling import filters
+from gpt2.sampling import half
 from gpt2.sampling import int8
 from gpt2.sampling import penalties as penalties_lib
+from gpt2.sampling import rules
 from gpt2.sampling import stops as stops_lib
 # The original sample.py's filters, and the draw export.py's serving loop shares, importable from here as ever.
 from gpt2.sampling.filters import MASKED, draw, filter_logits, top_k_logits, top_p_logits  # noqa: F401
@@ -46,9 +48,12 @@ def weight_bytes(hparams):
 def products_for(device, *, batch, frozen_weights, hparams, precision='float32'):
     """How the sampling loop multiplies on device: see gpt2/sampling/cpu_matmul.py. The split and packed
     products are for a CPU; a GPU gets one plain product per layer. precision 'int8' (a CPU only) multiplies
-    in int8 where TensorFlow's quantized kernel runs, and says on stderr when it does not."""
-    if precision not in int8.PRECISIONS:
-        raise ValueError(f'precision must be one of {", ".join(int8.PRECISIONS)}; got {precision!r}')
+    in int8 where TensorFlow's quantized kernel runs, and says on stderr when it does not; 'float16' and
+    'bfloat16' (for a GPU; built for a CPU too, where they are slower) in half precision (gpt2/sampling/half.py)."""
+    if precision not in rules.PRECISIONS:
+        raise ValueError(f'precision must be one of {", ".join(rules.PRECISIONS)}; got {precision!r}')
+    if precision in half.PRECISIONS:
+        return half.products(precision, splits=cpu_matmul.CPU_SPLITS if on_cpu(device) else 1)
     if not on_cpu(device):
         if precision == 'int8':
             raise ValueError(f'precision int8 is for a CPU; the device is {device}')
@@ -134,7 +139,9 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     prompt and have no padding then.
 
     precision: 'float32', or 'int8' on a CPU: every product of the blocks and the logits in int8, the weights
-    quantized per output column once per run, the activations per row (see gpt2/sampling/int8.py).
+    quantized per output column once per run, the activations per row (see gpt2/sampling/int8.py); or
+    'float16' or 'bfloat16', for a GPU: the weights and the cache in half precision, the layer norms, softmax
+    and the logits in float32 (see gpt2/sampling/half.py).
     """
     check_arguments(start_token=start_token, context=context, length=length, context_keep=context_keep,
                     context_lengths=context_lengths)
@@ -219,14 +226,16 @@ def start_shared(step, context, context_len, batch):
     the context tiled to the batch)."""
     output, not_done, extras = empty_state(step, batch)
     hparams, length = step.hparams, step.length
-    logits, prefix = decoding.decode_last(hparams, context, decoding.empty_cache(hparams, 1, context_len), 0,
-                                          scope=step.scope, products=dataclasses.replace(step.products, packed=False))
+    cache_dtype = half.cache_dtype(step.products)
+    prompt_cache = decoding.empty_cache(hparams, 1, context_len, cache_dtype)
+    logits, prefix = decoding.decode_last(hparams, context, prompt_cache, 0, scope=step.scope,
+                                          products=dataclasses.replace(step.products, packed=False))
     extras.update(penalties_lib.start(step.penalties, tf.tile(context, [batch, 1]),
                                       tf.ones([batch, context_len], tf.bool), context_len + length, hparams.n_vocab))
     token, extras = choose(step, tf.tile(logits, [batch, 1]), 0, context_len, extras)
     # The rows' own cache: every drawn token but the last (at least one slot, so the shapes are valid).
     cache = decoding.empty_cache(hparams, batch, tf.maximum(length - 1, 1) if tf.is_tensor(length)
-                                 else max(length - 1, 1))
+                                 else max(length - 1, 1), cache_dtype)
     done, extras = finished(step, not_done, token, extras)
     loop_vars = [tf.constant(1), token[:, tf.newaxis], context_len, cache, done,
                  record(output, 0, token, step.on_token), extras]
@@ -240,7 +249,8 @@ def start_apart(step, context, context_len, batch, valid):
     through the model: the cache's length (past the window, the window's)."""
     output, not_done, extras = empty_state(step, batch)
     hparams, length, sliding = step.hparams, step.length, step.context_keep is not None
-    cache = decoding.empty_cache(hparams, batch, hparams.n_ctx if sliding else context_len + length - 1)
+    cache = decoding.empty_cache(hparams, batch, hparams.n_ctx if sliding else context_len + length - 1,
+                                 half.cache_dtype(step.products))
     extras.update(penalties_lib.start(step.penalties, context, valid, context_len + length, hparams.n_vocab))
     if sliding:
         with tf.device(decoding.HOST):

@@ -45,10 +45,13 @@ def check_flags(*, host, port, api_key, max_batch_size, max_queue, max_body_byte
     max_batch_size='the most rows (prompts x n) decoding at once; default 8. Requests join and leave the running '
                    'batch step by step, whatever their knobs; the cache holds this many windows.',
     max_queue='the most requests waiting; one more is answered 503 with Retry-After. Default 64.',
-    max_body_bytes='the largest request body, in bytes; a larger one is answered 413. Default 8 MiB.')
+    max_body_bytes='the largest request body, in bytes; a larger one is answered 413. Default 8 MiB.',
+    precision="float32 (the default) or int8: the decoding loop's products in 8-bit integers, the weights quantized "
+              'per output column, the activations per row; faster on a CPU, a CPU only.')
 def serve(model_name='124M', models_dir='models', checkpoint='latest', host='127.0.0.1', port=8000, api_key=None,
           max_batch_size=8, max_queue=64, max_body_bytes=8 << 20, precision='float32'):
-    precision = rules.check_precision(precision, on_cpu=sample.on_cpu(sample.default_device()))
+    precision = rules.check_precision(precision, on_cpu=sample.on_cpu(sample.default_device()),
+                                      choices=rules.NOT_HALF)
     api_key = check_flags(host=host, port=port, api_key=api_key, max_batch_size=max_batch_size,
                           max_queue=max_queue, max_body_bytes=max_body_bytes)
     # The folder is checked here, at once; the weights load on the engine thread while /health answers 503.

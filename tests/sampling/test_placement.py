@@ -10,7 +10,12 @@ import pytest
 import tensorflow.compat.v1 as tf
 from tensorflow.python.framework import kernels
 
+from tensorflow.python.ops import control_flow_util
+
+from gpt2.base import checkpoint
+from gpt2.evaluation import scoring
 from gpt2.sampling import cpu_matmul
+from gpt2.sampling import half
 import reference
 import sample
 from support import restore
@@ -61,13 +66,13 @@ def device_type(op):
     return tf.DeviceSpec.from_string(op.device).device_type if op.device else None
 
 
-def build(tiny_model, batch_size, *, prompt, filters):
+def build(tiny_model, batch_size, *, prompt, filters, precision='float32'):
     """The sampling graph of a script, built for a GPU: generate_unconditional_samples.py (prompt False) or
     interactive_conditional_samples.py (prompt True), with streaming and the stop token on."""
     hparams = tiny_model.hparams_object()
     kwargs = dict(hparams=hparams, length=8, batch_size=batch_size, temperature=0.9, **filters,
                   stop_token=tiny_model.endoftext, on_token=lambda tokens: None, frozen_weights=True,
-                  device='/GPU:0')
+                  device='/GPU:0', precision=precision)
     if prompt:
         return sample.sample_sequence(context=tf.placeholder(tf.int32, [1, None]), **kwargs)
     return sample.sample_sequence(start_token=tiny_model.endoftext, **kwargs)
@@ -177,3 +182,66 @@ def test_the_gpu_graph_samples_the_reference_tokens_where_soft_placement_runs_it
                 expected = reference.greedy(tiny_model.params, tiny_model.hparams, prompt, 6)
                 assert got == [expected] * batch_size
                 assert np.array(seen).T.tolist() == [expected[len(prompt):]] * batch_size
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Half precision (gpt2/sampling/half.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+def half_problems(graph, dtype):
+    """What is wrong with the ops of graph that take or make dtype tensors, wherever they are (the weights'
+    casts, the cache's buffers, a shared prompt's step, the loop): a line for each without a GPU kernel for its
+    dtypes or placed on the host, and for each half tensor that a host op reads."""
+    problems = []
+    for op in graph.get_operations():
+        tensors = list(op.inputs) + list(op.outputs)
+        if not any(t.dtype.base_dtype == dtype for t in tensors):
+            continue
+        if device_type(op) != 'GPU' or gpu_kernel(op) is None:
+            problems.append(f'{op.name} ({op.type}): carries {dtype.name} but has no GPU kernel or is on the host')
+        problems += [f'{op.name} ({op.type}): {t.name} read on the host by {user.name}'
+                     for t in op.outputs if t.dtype.base_dtype == dtype for user in t.consumers()
+                     if device_type(user) == 'CPU']
+    return problems
+
+
+@pytest.mark.parametrize('precision', half.PRECISIONS)
+@pytest.mark.parametrize('batch_size', [1, 8])
+@pytest.mark.parametrize('prompt', [False, True])
+def test_half_precision_sampling_runs_on_the_gpu_with_its_weights_and_cache_in_half(tiny_model, batch_size, prompt,
+                                                                                   precision):
+    dtype = half.DTYPES[precision]
+    with tf.Graph().as_default() as graph:
+        build(tiny_model, batch_size, prompt=prompt, filters={'top_k': 40, 'top_p': 0.9}, precision=precision)
+    problems = placement_problems(graph, tiny_model) + half_problems(graph, dtype)
+    assert not problems, '\n'.join(problems)
+    ops = graph.get_operations()
+    loop = [op for op in ops if op.name.startswith(LOOP)]
+    # Every product of a step, attention's included, in half precision; the cache written in half.
+    products = [op for op in loop if op.type in ('MatMul', 'BatchMatMulV2')]
+    assert products and {op.get_attr('T') for op in products} == {dtype}
+    assert {op.get_attr('T') for op in loop if op.type == 'InplaceUpdate'} == {dtype}
+    # Each matrix cast once a run, outside the loop: the blocks' four and wte.
+    casts = [op for op in ops if op.type == 'Cast' and op.get_attr('DstT') == dtype
+             and not control_flow_util.IsInWhileLoop(op) and op.inputs[0].op.type == 'Reshape'
+             and op.outputs[0].shape.is_fully_defined()]
+    assert len(casts) == 4 * tiny_model.hparams['n_layer'] + 1
+
+
+@pytest.mark.parametrize('precision', half.PRECISIONS)
+def test_half_precision_scoring_runs_on_the_gpu_with_its_products_in_half(tiny_model, precision):
+    """score.py's graph, built for a GPU: every op that takes or makes a float array has a GPU kernel, so only
+    the int32 and bool bookkeeping of the chunks' loop (tf.map_fn's arrays of targets and results, whose float
+    "flow" scalars only order them) runs on the host, and no float array crosses."""
+    hparams = tiny_model.hparams_object()
+    with tf.Graph().as_default() as graph, tf.device('/GPU:0'):
+        for name, shape in checkpoint.variable_shapes(hparams).items():  # as loading.start_restore makes them
+            tf.get_variable(name, shape, initializer=tf.zeros_initializer())
+        scoring.Scorer(None, hparams, precision)
+    problems = [f'{op.name} ({op.type}): a float without a GPU kernel' for op in graph.get_operations()
+                if '/Initializer/' not in op.name and gpu_kernel(op) is None
+                and any(t.dtype.is_floating and t.shape.rank != 0 for t in list(op.inputs) + list(op.outputs))]
+    assert not problems, '\n'.join(problems)
+    products = [op for op in graph.get_operations() if op.type == 'MatMul']
+    assert len(products) == 4 * hparams.n_layer + 1  # the blocks' and the logits'
+    assert {op.get_attr('T') for op in products} == {half.DTYPES[precision]}

@@ -44,8 +44,10 @@ COMMON_FLAGS = {
     'stop': 'end each sample where its text first contains TEXT (not printed); repeat --stop for more '
             'strings, or give a list. \\n and \\t stand for a newline and a tab. A batch ends once every '
             'sample has stopped.',
-    'precision': 'float32 (the default) or int8: every product of the model in 8-bit integers, the weights '
-                 'quantized per output column, the activations per row; faster on a CPU, a CPU only.',
+    'precision': 'float32 (the default); int8: every product of the model in 8-bit integers, the weights '
+                 'quantized per output column, the activations per row, faster on a CPU, a CPU only; float16 or '
+                 "bfloat16: the products' weights (and sampling's cache of keys and values) in half precision, "
+                 'the layer norms, softmax and the logits in float32, a GPU only.',
     'checkpoint': "which of a training run's checkpoints to load: latest (the default), best (the lowest "
                   "validation loss, with train.py --keep_best) or a step, e.g. 1000.",
 }

@@ -24,7 +24,7 @@ import tensorflow.compat.v1 as tf
 import model
 
 from gpt2 import loading
-from gpt2.sampling import cpu_matmul, int8
+from gpt2.sampling import cpu_matmul, half, int8
 
 # Bytes of activations a batch of windows may take: the default batch size.
 ACTIVATION_BUDGET = 1 << 30
@@ -99,10 +99,10 @@ def final_hidden(hparams, tokens, linear=model.linear, embed=model.embed):
         return model.norm(h, 'ln_f'), wte
 
 
-def reduced(h, wte, targets, banned, int8_weights=None):
+def reduced(h, wte, targets, banned, int8_weights=None, half_products=None):
     """h [rows, n_embd], targets [rows], banned [n_vocab] bool -> (log p(target) [rows], whether each target is
     the argmax [rows], whether it is the argmax of the tokens not banned [rows]). int8_weights: an int8.Weights
-    for int8 logits, or None.
+    for int8 logits, or None; half_products: a half.Products for logits from wte in half precision, or None.
 
     The logits are made CHUNK_ROWS rows at a time, one chunk after the other, and reduced at once: log softmax at
     the target only, logit[target] - logsumexp(logits). A full window of the 124M model would otherwise hold
@@ -116,7 +116,9 @@ def reduced(h, wte, targets, banned, int8_weights=None):
 
     def chunk(args):
         h, targets = args
-        if int8_weights is None:
+        if half_products is not None:
+            logits = half_products.logits(h, wte)  # float32
+        elif int8_weights is None:
             logits = tf.matmul(h, wte, transpose_b=True)  # [CHUNK_ROWS, n_vocab]
         else:
             logits = int8.matmul(h, int8_weights.get(wte, transpose=True))
@@ -135,7 +137,9 @@ class Scorer:
 
     def __init__(self, sess, hparams, precision='float32'):
         """precision: float32, or int8 on a CPU: every product as int8 sampling makes it (gpt2/sampling/int8.py);
-        float32, said on stderr, where TensorFlow's int8 kernel does not work."""
+        float32, said on stderr, where TensorFlow's int8 kernel does not work. float16 or bfloat16 (for a GPU):
+        every product's weights in half precision, as half-precision sampling makes them (gpt2/sampling/half.py);
+        attention, the layer norms and the log-probabilities stay float32."""
         self.sess = sess
         self.hparams = hparams
         self.inputs = tf.placeholder(tf.int32, [None, None], name='score_inputs')  # [batch, seq]
@@ -145,10 +149,12 @@ class Scorer:
         self.banned = tf.placeholder_with_default(tf.zeros([hparams.n_vocab], tf.bool), [hparams.n_vocab])
         # One op per product, on every core (session_config): one column slice per weight.
         weights = int8.weights_if_kernel_works(1, 'scoring') if precision == 'int8' else None
-        products = cpu_matmul.Products(int8=weights)
+        halves = half.products(precision) if precision in half.PRECISIONS else None
+        products = halves or cpu_matmul.Products(int8=weights)
         h, wte = final_hidden(hparams, self.inputs, products.linear(False), products.embed)
         h = tf.gather(tf.reshape(h, [-1, hparams.n_embd]), self.scored)  # [rows, n_embd]
-        self.logprobs, self.greedy, self.allowed_greedy = reduced(h, wte, self.targets, self.banned, weights)
+        self.logprobs, self.greedy, self.allowed_greedy = reduced(h, wte, self.targets, self.banned, weights,
+                                                                  halves)
 
     def score(self, batch, banned=None):
         """batch: windows (tokens [L + 1], k) -> for each, (log-probabilities [k] float64, greedy [k] bool) of its

@@ -28,6 +28,7 @@ import tensorflow.compat.v1 as tf
 import model
 
 from gpt2.sampling import cpu_matmul
+from gpt2.sampling import half
 
 PLAIN = cpu_matmul.Products()
 # The host, where the decoder's index arithmetic runs (positions, slots, rows, the mask): it is int32, which
@@ -36,12 +37,13 @@ PLAIN = cpu_matmul.Products()
 HOST = '/CPU:0'
 
 
-def empty_cache(hparams, batch_size, total_len):
-    """n_layer pairs (k, v) of zeroed buffers [head * batch * total_len, head_dim]."""
+def empty_cache(hparams, batch_size, total_len, dtype=tf.float32):
+    """n_layer pairs (k, v) of zeroed buffers [head * batch * total_len, head_dim]; dtype: float32, or a half
+    type (gpt2/sampling/half.py: half.cache_dtype of the step's products)."""
     shape = tf.stack([hparams.n_head * batch_size * total_len, hparams.n_embd // hparams.n_head])
     # Empty, unlike tf.zeros, is never constant-folded, so every buffer is its own memory, fresh on each run.
     # Zeroed (init) because a masked score is w * 0 - 1e10, which stays NaN if w is NaN from garbage memory.
-    return [tuple(tf.raw_ops.Empty(shape=shape, dtype=tf.float32, init=True) for _ in 'kv')
+    return [tuple(tf.raw_ops.Empty(shape=shape, dtype=dtype, init=True) for _ in 'kv')
             for _ in range(hparams.n_layer)]
 
 
@@ -113,8 +115,10 @@ def cache_mask(start, seq, total_len):
 
 
 def write_cache(buf, rows, new):
-    """buf [head * batch * total_len, head_dim], new [head, batch, seq, head_dim] -> buf, with new at rows."""
-    return tf.raw_ops.InplaceUpdate(x=buf, i=rows, v=tf.reshape(new, [-1, model.shape_list(new)[-1]]))
+    """buf [head * batch * total_len, head_dim], new [head, batch, seq, head_dim] -> buf, with new at rows (in
+    buf's type: a half-precision cache rounds them)."""
+    new = tf.cast(tf.reshape(new, [-1, model.shape_list(new)[-1]]), buf.dtype)
+    return tf.raw_ops.InplaceUpdate(x=buf, i=rows, v=new)
 
 
 def split_rows(x, sizes, axis=0):
@@ -128,24 +132,27 @@ def split_rows(x, sizes, axis=0):
 
 def group_attn(q, k, v, mask, prefix):
     """q [heads, batch, seq, head_dim], k and v [heads * batch * total_len, head_dim], prefix None or (k, v)
-    [heads * prefix_len, head_dim] -> like q: model.multihead_attn, with the prefix's positions first."""
+    [heads * prefix_len, head_dim] -> like q: model.multihead_attn, with the prefix's positions first. With a
+    half-precision cache, the two products in its type, the mask and softmax in float32 (half.scores, weighted)."""
     heads, batch_size, seq, head_dim = model.shape_list(q)
     blocks = [heads * batch_size, -1, head_dim]
     q, k, v = (tf.reshape(t, blocks) for t in (q, k, v))
     if mask.shape.rank == 3:  # a mask per row [batch, seq, total_len]: the blocks' rows are (head, row)
         mask = tf.tile(mask, [heads, 1, 1])
     if prefix is None:
-        return model.reshape(model.multihead_attn(q, k, v, mask), [heads, batch_size, seq, head_dim])
+        w = model.attn_weights(half.scores(model.scale_queries(q), k), mask)
+        return model.reshape(half.weighted(w, v), [heads, batch_size, seq, head_dim])
     # The prefix's scores: per head, every row's queries at once against the one copy of its keys.
     q = model.scale_queries(q)
     per_head = [heads, -1, head_dim]
     pk, pv = (tf.reshape(t, per_head) for t in prefix)
     prefix_len = model.shape_list(pk)[1]
-    w_prefix = tf.reshape(tf.matmul(tf.reshape(q, per_head), pk, transpose_b=True), [heads * batch_size, seq, -1])
-    w = tf.concat([w_prefix, tf.matmul(q, k, transpose_b=True)], axis=-1)  # [heads * batch, seq, prefix + total]
+    w_prefix = tf.reshape(half.scores(tf.reshape(q, per_head), pk), [heads * batch_size, seq, -1])
+    w = tf.concat([w_prefix, half.scores(q, k)], axis=-1)  # [heads * batch, seq, prefix + total]
     w = model.attn_weights(w, tf.pad(mask, [[0, 0], [prefix_len, 0]], constant_values=1))
     w_prefix, w_own = split_rows(w, [prefix_len, -1], axis=-1)
-    a = tf.reshape(tf.matmul(tf.reshape(w_prefix, [heads, -1, prefix_len]), pv), blocks) + tf.matmul(w_own, v)
+    a = tf.reshape(half.weighted(tf.reshape(w_prefix, [heads, -1, prefix_len]), pv), blocks)
+    a = a + half.weighted(w_own, v)
     return model.reshape(a, [heads, batch_size, seq, head_dim])
 
 

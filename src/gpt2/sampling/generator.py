@@ -46,8 +46,9 @@ class Generator:
                  session_config=None, precision='float32'):
         """checkpoint: which of a training run's checkpoints to load, as the scripts' --checkpoint (latest, best
         or a step). session_config: a tf.ConfigProto for the session; by default the scripts'
-        (sample.session_config()). precision: the products of generate(), as the scripts' --precision (float32,
-        or int8 on a CPU); another value, or int8 for a GPU, is a ValueError."""
+        (sample.session_config()). precision: the products of generate(), as the scripts' --precision (float32;
+        int8 on a CPU; float16 or bfloat16, the weights and the cache in half precision, on a GPU); another value,
+        int8 for a GPU or a half precision for a CPU is a ValueError. embed() and hidden_states() are float32."""
         with knob_errors():
             self.precision = rules.check_precision(precision, on_cpu=sample.on_cpu(device or sample.default_device()))
         # The sampling code is TensorFlow 1 graph code (the scripts set this up in runtime.setup_process); idempotent.

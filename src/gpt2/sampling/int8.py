@@ -40,8 +40,6 @@ import tensorflow.compat.v1 as tf
 
 from gpt2.base import checkpoint
 
-# The precisions sampling multiplies in (--precision): float32, or int8 as here, on a CPU.
-PRECISIONS = ('float32', 'int8')
 # oneDNN's quantized product, and the kernel label that TensorFlow's rewrite gives it.
 KEPT_OP = '_MklQuantizedMatMulWithBias'
 KEPT_LABEL = 'QuantizedMklOp'

@@ -1,8 +1,14 @@
 """The sampling flags' rules, shared by the sampling scripts, train.py's samples and the Generator: each check
 takes what the user typed and returns the value to use, or raises flags.UsageError naming the flag."""
 from gpt2.base import flags
-from gpt2.sampling import int8
+from gpt2.sampling import half
 from gpt2.sampling import penalties
+
+# The precisions sampling and scoring multiply in (--precision): float32; int8 on a CPU (gpt2/sampling/int8.py);
+# float16 and bfloat16 on a GPU (gpt2/sampling/half.py). NOT_HALF: those of the model server, whose loop has no
+# half-precision cache yet.
+NOT_HALF = ('float32', 'int8')
+PRECISIONS = NOT_HALF + half.PRECISIONS
 
 
 def check_sampling_flags(*, nsamples, batch_size, temperature, top_k, top_p, seed, min_nsamples=0):
@@ -104,12 +110,17 @@ def check_context_keep(context_keep, n_ctx):
     return flags.whole_number('context_keep', context_keep, 1, n_ctx)
 
 
-def check_precision(precision, *, on_cpu):
-    """--precision: float32 (the default) or int8, which multiplies on a CPU only (on_cpu: whether the sampling
-    graph is built for one)."""
-    if precision not in int8.PRECISIONS:
-        raise flags.UsageError(f'--precision must be one of {", ".join(int8.PRECISIONS)}, got {precision!r}')
+def check_precision(precision, *, on_cpu, choices=PRECISIONS):
+    """--precision: one of choices; int8 multiplies on a CPU only, float16 and bfloat16 on a GPU only (on_cpu:
+    whether the graph is built for a CPU)."""
+    if precision not in choices:
+        raise flags.UsageError(f'--precision must be one of {", ".join(choices)}, got {precision!r}')
     if precision == 'int8' and not on_cpu:
         raise flags.UsageError('--precision int8 runs on a CPU only, and TensorFlow sees a GPU here: use '
                                'float32, or hide the GPU (CUDA_VISIBLE_DEVICES=)')
+    if precision in half.PRECISIONS and on_cpu:
+        # Until bfloat16 measures faster than float32 at one row on a CPU, which it has not (docs/performance.md;
+        # bench/gpu_check.py --cpu_products and --on_cpu measure it).
+        raise flags.UsageError(f'--precision {precision} is for a GPU, and TensorFlow sees none here: on a CPU, '
+                               'half precision has not measured faster than float32; use float32 or int8')
     return precision
