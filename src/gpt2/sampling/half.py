@@ -25,7 +25,7 @@ import dataclasses
 
 import tensorflow.compat.v1 as tf
 
-from gpt2.sampling import cpu_matmul
+from gpt2.sampling import cpu_matmul, int8
 
 # The half precisions (--precision) and their TensorFlow types.
 DTYPES = {'float16': tf.float16, 'bfloat16': tf.bfloat16}
@@ -51,14 +51,6 @@ def weighted(w, v):
     return tf.cast(tf.matmul(tf.cast(w, v.dtype), v), tf.float32)
 
 
-def read_weight(w):
-    """A weight as a product sees it (a reshape of the read, entering a tf.while_loop or a tf.cond) -> the read
-    itself, outside them."""
-    while w.op.type in ('Reshape', 'Enter', 'Switch'):
-        w = w.op.inputs[0]
-    return w
-
-
 class Weights:
     """The half-precision copies of one graph's weights, each cast once from the tensor read outside any loop
     (tf.init_scope): once per run of the graph, however many steps and products use it. The float32 variables
@@ -70,7 +62,7 @@ class Weights:
 
     def get(self, w):
         """w [k, n]: a read weight, a reshape of one, or either as it enters a loop -> the same in self.dtype."""
-        source = read_weight(w)
+        source = int8.read_weight(w)
         key = (source.name, tuple(w.shape.as_list()))
         if key not in self.made:
             with tf.init_scope():

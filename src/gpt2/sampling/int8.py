@@ -153,6 +153,14 @@ def kernel_works(kept=False):
 # Weights read once
 # ---------------------------------------------------------------------------------------------------------------
 
+def read_weight(w):
+    """A weight as a product sees it (a reshape of the read, as conv1d makes it, entering a tf.while_loop or a
+    tf.cond) -> the read itself, outside them."""
+    while w.op.type in ('Reshape', 'Enter', 'Switch'):
+        w = w.op.inputs[0]
+    return w
+
+
 class Weights:
     """The quantized weights of one graph's products, each made once, outside any loop (tf.init_scope), however
     many steps and products use it: read from the int8 variables that a Store filled as the checkpoint was
@@ -167,10 +175,7 @@ class Weights:
     def get(self, w, transpose=False):
         """w [k, n] (or [n, k] with transpose): a read weight, or a reshape of one, or either as it enters a
         tf.while_loop -> its QuantizedWeight [k, n]."""
-        source = w
-        while source.op.type in ('Reshape', 'Enter', 'Switch'):  # back to the read, before conv1d's reshape,
-            # the loop and any tf.cond
-            source = source.op.inputs[0]
+        source = read_weight(w)
         key = (source.name, transpose)
         if key not in self.made:
             with tf.init_scope():
