@@ -15,6 +15,7 @@ llama-cpp-python samples one sequence at a time, so it has no batch-8 figure her
 """
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import bench_sample  # noqa: E402  (bench/, on the path as the script's folder)
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PEERS_DIR = BENCH / '.cache' / 'peers'
+VOCAB = REPO / 'tests' / 'data' / 'gpt2_vocab'
 # engine name -> (peer_sample.py engine, the converted copy it reads); ours are bench_sample's configurations.
 PEERS = {'ct2_float32': ('ct2', 'ct2-float32'), 'ct2_int8': ('ct2', 'ct2-int8'), 'llama_f32': ('llama', 'f32.gguf'),
          'llama_q8_0': ('llama', 'q8_0.gguf'), 'hf': ('hf', 'hf')}
@@ -48,6 +50,10 @@ def convert(name, model_dir, peers_python, llama_source):
     hf = out / 'hf'
     if not (hf / 'config.json').exists():
         run([sys.executable, REPO / 'src' / 'convert.py', 'to_hf', model_dir, hf, '--overwrite'])
+        # The real GPT-2 vocabulary instead of the random model's synthetic one (the same size): llama.cpp's
+        # converter knows a tokenizer by what it makes of a test text. The times do not depend on it.
+        shutil.copyfile(VOCAB / 'encoder.json', hf / 'vocab.json')
+        shutil.copyfile(VOCAB / 'vocab.bpe', hf / 'merges.txt')
         config = json.loads((hf / 'config.json').read_text())
         (hf / 'config.json').write_text(json.dumps(dict(config, n_ctx=config.get('n_positions', 1024))))
     for quantization in ('float32', 'int8'):
