@@ -92,12 +92,14 @@ def standardize(x, axis, epsilon):
 
 
 def norm(x, scope, *, axis=-1, epsilon=1e-5):
-    """Layer norm over the last axis (biased variance), then a diagonal affine transform with g and b."""
+    """Layer norm over the last axis (biased variance), then a diagonal affine transform with g and b.
+    Computed in float32 whatever x's dtype (a half-precision sum of squares loses the statistics); the result
+    has x's dtype."""
     with tf.variable_scope(scope):
         n_state = x.shape[-1]
         g = tf.get_variable('g', [n_state], initializer=tf.constant_initializer(1))
         b = tf.get_variable('b', [n_state], initializer=tf.constant_initializer(0))
-        return standardize(x, axis, epsilon) * g + b
+        return tf.cast(standardize(tf.cast(x, g.dtype), axis, epsilon) * g + b, x.dtype)
 
 
 def split_states(x, n):
@@ -113,8 +115,9 @@ def merge_states(x):
 
 
 def linear(x, w, b):
-    """x [rows, k] @ w [k, n] + b [n] -> [rows, n]"""
-    return tf.matmul(x, w) + b
+    """x [rows, k] @ w [k, n] + b [n] -> [rows, n], in x's dtype (the weights are cast to it: float32 weights
+    make half-precision products when the activations are half, see model's dtype)."""
+    return tf.matmul(x, tf.cast(w, x.dtype)) + tf.cast(b, x.dtype)
 
 
 def conv1d(x, scope, nf, *, w_init_stdev=0.02, linear=linear):
@@ -165,9 +168,11 @@ def scale_queries(q):
 
 
 def attn_weights(w, mask):
-    """Scores of scaled queries . keys [..., dst, src] -> attention weights: masked, softmax over src."""
-    w = mask_attn_weights(w, mask)
-    return tf.nn.softmax(w, axis=-1)  # TensorFlow's own op: its gradient needs only its output
+    """Scores of scaled queries . keys [..., dst, src] -> attention weights: masked, softmax over src, in float32
+    whatever the scores' dtype (float16 cannot hold the mask's -1e10), returned in the scores' dtype."""
+    dtype = w.dtype
+    w = mask_attn_weights(tf.cast(w, tf.float32), mask)
+    return tf.cast(tf.nn.softmax(w, axis=-1), dtype)  # TensorFlow's own op: its gradient needs only its output
 
 
 def multihead_attn(q, k, v, mask):
@@ -258,7 +263,7 @@ def embed(X, positions, wpe, wte):
 def unembed(h, wte):
     """[..., n_embd] -> logits [..., n_vocab], with the token embeddings (tied weights)."""
     *start, n_embd = shape_list(h)
-    logits = tf.matmul(tf.reshape(h, [-1, n_embd]), wte, transpose_b=True)
+    logits = tf.matmul(tf.reshape(h, [-1, n_embd]), tf.cast(wte, h.dtype), transpose_b=True)
     return reshape(logits, start + [shape_list(wte)[0]])
 
 
@@ -285,17 +290,20 @@ def recomputed_block(x, scope, *, hparams):
     return run(x), None
 
 
-def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False):
+def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False, dtype=tf.float32):
     """X [batch, seq] token ids, past [batch, n_layer, 2, head, past_seq, head_dim] or None
     -> {'logits': [batch, seq, n_vocab], 'present': [batch, n_layer, 2, head, seq, head_dim] (None with
     recompute), 'h': the last hidden state after ln_f [batch, seq, n_embd], from which the logits are made}
 
     recompute: for training, keep only each block's input for the backward pass and compute the rest again there
-    (less memory, one more forward pass of the blocks); needs resource variables and no past."""
+    (less memory, one more forward pass of the blocks); needs resource variables and no past.
+    dtype: of the activations and the products (the weights stay float32 and are cast where they are read):
+    tf.bfloat16 or tf.float16 for mixed-precision training; the layer norms and the softmax compute in float32,
+    and the logits come in dtype."""
     with tf.variable_scope(scope, reuse=reuse):
         wpe, wte = embeddings(hparams)
         past_length = 0 if past is None else tf.shape(past)[-2]
-        h = embed(X, positions_for(X, past_length), wpe, wte)
+        h = tf.cast(embed(X, positions_for(X, past_length), wpe, wte), dtype)
 
         presents = []
         pasts = tf.unstack(past, axis=1) if past is not None else [None] * hparams.n_layer
