@@ -167,12 +167,31 @@ def scale_queries(q):
     return q * tf.rsqrt(tf.cast(shape_list(q)[-1], q.dtype))
 
 
+def softmax_to(x, dtype):
+    """softmax of float32 x over its last axis, computed in float32 and returned in dtype (half precision).
+    Its gradient is written out from that result, y (dy - sum(dy y)), so that the backward pass keeps only the
+    half-precision copy of the attention weights, not the float32 one too (bench/bench_train.py --profile)."""
+    @tf.custom_gradient
+    def forward(x):
+        y = tf.cast(tf.nn.softmax(x, axis=-1), dtype)
+
+        def grad(dy):
+            with tf.control_dependencies([dy]):  # not before: a float32 copy made early would be held as long
+                y32 = tf.cast(y, tf.float32)
+            dy32 = tf.cast(dy, tf.float32)
+            return y32 * (dy32 - tf.reduce_sum(dy32 * y32, axis=-1, keepdims=True))
+        return y, grad
+    return forward(x)
+
+
 def attn_weights(w, mask):
-    """Scores of scaled queries . keys [..., dst, src] -> attention weights: masked, softmax over src, in float32
-    whatever the scores' dtype (float16 cannot hold the mask's -1e10), returned in the scores' dtype."""
-    dtype = w.dtype
-    w = mask_attn_weights(tf.cast(w, tf.float32), mask)
-    return tf.cast(tf.nn.softmax(w, axis=-1), dtype)  # TensorFlow's own op: its gradient needs only its output
+    """Scores of scaled queries . keys [..., dst, src] -> attention weights: masked, softmax over src. Masked and
+    normalised in float32 whatever the scores' dtype (float16 cannot hold the mask's -1e10), returned in the
+    scores' dtype."""
+    if w.dtype == tf.float32:
+        # TensorFlow's own op: its gradient needs only its output
+        return tf.nn.softmax(mask_attn_weights(w, mask), axis=-1)
+    return softmax_to(mask_attn_weights(tf.cast(w, tf.float32), mask), w.dtype)
 
 
 def multihead_attn(q, k, v, mask):
