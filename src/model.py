@@ -294,15 +294,21 @@ def recomputed_block(x, scope, *, hparams):
     backward pass: 0.75 GB at 774M)."""
     outer = tf.get_variable_scope()
 
+    # In half precision every read of a weight makes a cast copy: made only once the block's input is there, and
+    # in the backward pass only once the gradient is, or every block's copies are made at once, ahead.
+    half = x.dtype != tf.float32
+
     @tf.custom_gradient
     def run(x):
-        h, _ = block(x, scope, past=None, hparams=hparams)
+        with tf.control_dependencies([x] if half else []):
+            h, _ = block(x, scope, past=None, hparams=hparams)
 
         def grad(dh, variables=None):
             with tf.control_dependencies([dh]):
                 x_again = tf.identity(x)
-            with tf.variable_scope(outer, reuse=True):
-                again, _ = block(x_again, scope, past=None, hparams=hparams)
+            with tf.control_dependencies([dh] if half else []):
+                with tf.variable_scope(outer, reuse=True):
+                    again, _ = block(x_again, scope, past=None, hparams=hparams)
             grads = tf.gradients(again, [x_again] + variables, grad_ys=dh)
             return grads[0], grads[1:]
         return h, grad
