@@ -63,7 +63,7 @@ def default_dataset():
         for kind, path in sources:
             if total >= TEXT_BYTES:
                 break
-            shutil.copy(path, folder / f'{kind}-{path.name}')
+            shutil.copy(path, folder / f'{kind}-{path.name}.txt')  # .txt: text to train on, not this repo's code
             total += path.stat().st_size
         (folder / '.complete').touch()
     return folder

@@ -23,10 +23,10 @@ RUNTIME_BYTES = 0.6 * GB
 # [n_head, seq] rows of attention (the softmax's result, the scores).
 KEPT_PER_EMBD = 14
 KEPT_ATTENTION_ROWS = 2
-# With --mixed_precision those are half precision but for the layer norms' results (2 of n_embd) and the
-# softmax's (1 row), which stay float32 (src/model.py).
+# With --mixed_precision those are half precision but for the layer norms' results (2 of n_embd), which stay
+# float32 (src/model.py; the softmax keeps only its half-precision result).
 FLOAT32_PER_EMBD = 2
-FLOAT32_ATTENTION_ROWS = 1
+FLOAT32_ATTENTION_ROWS = 0
 # A block being recomputed holds its activations and their gradients at once.
 RECOMPUTED_BLOCK_FACTOR = 2
 # The logits [tokens, n_vocab], the cross-entropy's gradient of them, and the product's work space.
