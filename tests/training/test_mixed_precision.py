@@ -198,6 +198,37 @@ def test_float16_training_skips_an_overflowing_step_and_proceeds_at_half_the_sca
                                                  [r[:n] for r, n in zip(tokens, lengths)]), rel=2 ** -5)
 
 
+def test_float16_n_steps_then_n_more_equal_2n_with_the_scale_and_its_counts_saved(tiny_model, tmp_path):
+    """A skipped step, then good ones with the scale doubling after 2 (loss_scale_growth): 2 steps, saved,
+    restored into a new graph and 2 more, equal 4 straight bit for bit, the scale and its counts included."""
+    one_thread = tf.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
+    options = dict(mixed_precision='float16', learning_rate=1e-2, loss_scale_growth=2)
+    batches = [batch(tiny_model, seed) for seed in range(4)]
+
+    def run(prefix, steps, first):
+        with tf.Graph().as_default():
+            training = graph.build_training(tiny_model.hparams_object(), batch_size=2, seq_len=SEQ, **options)
+            scale = [v for v in training.saved_vars if v.op.name == 'loss_scale'][0]
+            overflow, settle = scale.assign(2.0 ** 40), scale.assign(2.0 ** 10)
+            with tf.Session(config=one_thread) as sess:
+                start.restore(sess, training, prefix)
+                assert loop.steps_done(sess, training) == first
+                for step in range(first, first + steps):
+                    sess.run(overflow if step == 0 else settle if step == 1 else [])
+                    training.run_step(sess, [batches[step]])
+                saved = tf.train.Saver({v.op.name: v for v in training.saved_vars}).save(sess, str(tmp_path / 'x'))
+                return saved, values(training, sess)
+
+    base = str(tiny_model.dir / 'model.ckpt')
+    middle, _ = run(base, 2, 0)
+    _, resumed = run(middle, 2, 2)
+    _, straight = run(base, 4, 0)
+    assert (straight['skipped_steps'], straight['global_step'], straight['loss_scale']) == (1, 3, 2.0 ** 11)
+    assert sorted(resumed) == sorted(straight)
+    for name in straight:
+        assert np.array_equal(resumed[name], straight[name]), name
+
+
 def test_the_step_line_reports_the_skipped_steps(capsys):
     progress = loop.Progress()
     progress.step(3, 2.5, 100, 1.0, skipped=2)
