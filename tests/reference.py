@@ -33,21 +33,31 @@ def layer_norm(x, g, b, eps=1e-5):
     return (x - mean) / np.sqrt(var + eps) * g + b
 
 
-def linear(x, p, name, r=exact):
-    return r(r(r(x) @ r(p[name + '/w'][0])) + r(p[name + '/b']))
+def linear(x, p, name):
+    return x @ p[name + '/w'][0] + p[name + '/b']
 
 
 def attention(x, p, name, n_head, r=exact):
-    """x [seq, n_embd] -> [seq, n_embd], causal."""
+    """x [seq, n_embd] -> [seq, n_embd], causal. r: see rounded_linear."""
     seq, n_embd = x.shape
-    q, k, v = np.split(linear(x, p, name + '/c_attn', r), 3, axis=-1)
+    q, k, v = np.split(rounded_linear(x, p, name + '/c_attn', r), 3, axis=-1)
     heads = []
     causal = np.tril(np.ones((seq, seq), dtype=bool))
     for qh, kh, vh in zip(*(np.split(t, n_head, axis=-1) for t in (q, k, v))):
-        scores = r(r(qh * r(1 / np.sqrt(qh.shape[-1]))) @ kh.T)
+        if r is exact:
+            scores = qh @ kh.T / np.sqrt(qh.shape[-1])
+        else:  # as the model scales them: the queries, by the scale in half precision
+            scores = r(r(qh * r(1 / np.sqrt(qh.shape[-1]))) @ kh.T)
         scores = np.where(causal, scores, -np.inf)
         heads.append(r(r(softmax(scores)) @ vh))
-    return linear(np.concatenate(heads, axis=-1), p, name + '/c_proj', r)
+    return rounded_linear(np.concatenate(heads, axis=-1), p, name + '/c_proj', r)
+
+
+def rounded_linear(x, p, name, r):
+    """linear with its inputs, weights and result rounded by r (the product and its bias sum rounded once)."""
+    if r is exact:
+        return linear(x, p, name)
+    return r(linear(r(x), {name + '/w': r(p[name + '/w']), name + '/b': r(p[name + '/b'])}, name))
 
 
 def hidden_states(p, hparams, tokens, rounded=None):
@@ -61,8 +71,8 @@ def hidden_states(p, hparams, tokens, rounded=None):
         h = f'model/h{i}'
         a = attention(r(layer_norm(x, p[h + '/ln_1/g'], p[h + '/ln_1/b'])), p, h + '/attn', hparams['n_head'], r)
         x = r(x + a)
-        m = r(gelu(linear(r(layer_norm(x, p[h + '/ln_2/g'], p[h + '/ln_2/b'])), p, h + '/mlp/c_fc', r)))
-        x = r(x + linear(m, p, h + '/mlp/c_proj', r))
+        m = r(gelu(rounded_linear(r(layer_norm(x, p[h + '/ln_2/g'], p[h + '/ln_2/b'])), p, h + '/mlp/c_fc', r)))
+        x = r(x + rounded_linear(m, p, h + '/mlp/c_proj', r))
         states.append(x)
     states[-1] = r(layer_norm(x, p['model/ln_f/g'], p['model/ln_f/b']))
     return np.stack(states)
