@@ -315,7 +315,7 @@ def recomputed_block(x, scope, *, hparams):
     return run(x), None
 
 
-def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False, dtype=tf.float32):
+def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False, dtype=tf.float32, linear=linear):
     """X [batch, seq] token ids, past [batch, n_layer, 2, head, past_seq, head_dim] or None
     -> {'logits': [batch, seq, n_vocab], 'present': [batch, n_layer, 2, head, seq, head_dim] (None with
     recompute), 'h': the last hidden state after ln_f [batch, seq, n_embd], from which the logits are made}
@@ -324,7 +324,8 @@ def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False,
     (less memory, one more forward pass of the blocks); needs resource variables and no past.
     dtype: of the activations and the products (the weights stay float32 and are cast where they are read):
     tf.bfloat16 or tf.float16 for mixed-precision training; the layer norms and the softmax compute in float32,
-    and the logits come in dtype."""
+    and the logits come in dtype. linear: the blocks' product (linear above, or training's, which casts the
+    weights again for the backward pass instead of holding the forward pass's copies)."""
     with tf.variable_scope(scope, reuse=reuse):
         wpe, wte = embeddings(hparams)
         past_length = 0 if past is None else tf.shape(past)[-2]
@@ -337,7 +338,7 @@ def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False,
             if recompute:
                 h, present = recomputed_block(h, f'h{layer}', hparams=hparams)
             else:
-                h, present = block(h, f'h{layer}', past=layer_past, hparams=hparams)
+                h, present = block(h, f'h{layer}', past=layer_past, hparams=hparams, linear=linear)
             presents.append(present)
         h = norm(h, 'ln_f')
         return {'logits': unembed(h, wte), 'present': None if recompute else tf.stack(presents, axis=1), 'h': h}

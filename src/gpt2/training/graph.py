@@ -168,7 +168,9 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
 def summed_loss(hparams, inputs, tokens, lengths, memory_saving_gradients, dtype=tf.float32):
     """The model on inputs [batch, seq] (the tokens, with noise), its activations in dtype -> (the cross-entropy,
     in float32, of its predictions of tokens [batch, seq] summed over the real targets [], their count [])."""
-    output = model.model(hparams, inputs, recompute=memory_saving_gradients, dtype=dtype)
+    half = dtype != tf.float32 and not memory_saving_gradients  # recomputed blocks hold no copies anyway
+    output = model.model(hparams, inputs, recompute=memory_saving_gradients, dtype=dtype,
+                         linear=precision.recast_linear if half else model.linear)
     if memory_saving_gradients:
         # By name, not from tf.global_variables(): under tf.distribute a replica's copy is not listed there.
         with tf.variable_scope('model', reuse=True):

@@ -33,6 +33,20 @@ def unsupported(mixed_precision, *, gpu, cpu_bfloat16):
     return None
 
 
+def recast_linear(x, w, b):
+    """model.linear for half-precision x [rows, k] and float32 w [k, n], b [n] -> [rows, n] in x's dtype, whose
+    backward pass casts w again once the gradient is there, instead of holding the forward pass's half-precision
+    copy of every weight from one pass to the other (0.17 GB at 124M)."""
+    @tf.custom_gradient
+    def product(x, w):
+        def grad(dy):
+            with tf.control_dependencies([dy]):
+                again = tf.cast(w, dy.dtype)
+            return tf.matmul(dy, again, transpose_b=True), tf.cast(tf.matmul(x, dy, transpose_a=True), w.dtype)
+        return tf.matmul(x, tf.cast(w, x.dtype)), grad
+    return product(x, w) + tf.cast(b, x.dtype)
+
+
 @dataclasses.dataclass
 class LossScale:
     """The loss scale of a float16 run: its variables, saved with the checkpoints so that a resumed run goes on
