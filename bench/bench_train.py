@@ -23,6 +23,11 @@ A configuration is NAME[@REVISION][+KNOB[=VALUE]]...:
     +KNOB=VALUE      a setting of measure_train.KNOBS, e.g. +xla, +intra=1, +inter=2, +grappler=one
     hf-eager         transformers with attn_implementation='eager' (attention weights materialised, as GPT-2)
     hf-sdpa          transformers' default, PyTorch's fused scaled_dot_product_attention
+    hf-...+autocast  the forward pass and loss under torch.autocast('cpu', dtype=torch.bfloat16) (PyTorch's mixed
+                     precision, as HF Trainer's --bf16 runs it)
+
+    python bench/bench_train.py --mixed           # float32 and bfloat16 side by side: tf, tf+mixed=bfloat16,
+                                                  # hf-sdpa, hf-sdpa+autocast (+ --recompute: the lean step too)
 """
 import json
 import os
@@ -50,6 +55,9 @@ from gpt2.base import runtime  # noqa: E402
 
 REPO = bench_sample.REPO
 PEERS = {'hf-eager': 'eager', 'hf-sdpa': 'sdpa'}
+PEER_KNOBS = {'autocast': False}  # the settings of a peer's configuration (bench/peer_train.py)
+# --mixed: this project in float32 and bfloat16, and HF in float32 and under bfloat16 autocast
+MIXED = ('tf', 'tf+mixed=bfloat16', 'hf-sdpa', 'hf-sdpa+autocast')
 DISTRIBUTED = ('workers', 'devices')  # the knobs of the script configuration: src/train.py over several of them
 DEFAULT_PEERS_PYTHON = '/tmp/peers/bin/python'
 
@@ -69,6 +77,11 @@ def parse_config(text):
         key, _, value = knob.partition('=')
         if name == 'script' and key in DISTRIBUTED:
             settings[key] = int(value)
+            continue
+        if name in PEERS:
+            if key not in PEER_KNOBS:
+                raise ValueError(f'unknown knob {key!r} of a peer in {text!r}: {", ".join(PEER_KNOBS)}')
+            settings[key] = not value or value.lower() in ('1', 'true', 'yes', 'on')
             continue
         if key not in measure_train.KNOBS:
             raise ValueError(f'unknown knob {key!r} in {text!r}: {", ".join(measure_train.KNOBS)}')
@@ -282,7 +295,7 @@ def measure(config, src, common, peers_python, profile):
     if name == 'script':
         return measure_script(src, common)
     if name in PEERS:
-        return run_json(peers_python, BENCH / 'peer_train.py', {**common, 'attn': PEERS[name]})
+        return run_json(peers_python, BENCH / 'peer_train.py', {**common, **PEER_KNOBS, **knobs, 'attn': PEERS[name]})
     settings = {**common, **knobs, 'src': str(src), 'profile': profile or knobs.get('profile', False)}
     return run_json(sys.executable, BENCH / 'measure_train.py', settings)
 
@@ -311,13 +324,15 @@ def table(rows):
 
 def memory_table(rows):
     """docs/memory.md's table rows (Markdown) for the `tf` rows."""
-    lines = ['| shape | optimizer | memory saving | peak RSS | tokens/s | load |', '|---|---|---|--:|--:|--:|']
+    lines = ['| shape | optimizer | memory saving | precision | peak RSS | tokens/s | load |',
+             '|---|---|---|---|--:|--:|--:|']
     for row in rows:
         name, _, knobs = parse_config(row['config'])
         if name != 'tf':
             continue
         lines.append(f'| {row["model"]} | {knobs.get("optimizer", "adam")} | '
-                     f'{"on" if knobs.get("recompute") else "off"} | {row["peak_rss_mb"] / 1000:.1f} GB | '
+                     f'{"on" if knobs.get("recompute") else "off"} | {knobs.get("mixed") or "float32"} | '
+                     f'{row["peak_rss_mb"] / 1000:.1f} GB | '
                      f'{row["tokens_per_s"]:.1f} | {row["load"]:.1f} |')
     return '\n'.join(lines)
 
@@ -337,7 +352,7 @@ def print_profile(row):
 
 def main(configs=('tf',), peers=True, rounds=1, batch_size=1, seq_len=1024, steps=3, learning_rate=2e-5,
          n_layer=12, n_embd=768, n_head=12, profile=False, dropout=0.0, peers_python=DEFAULT_PEERS_PYTHON,
-         shape=None, workers=(), devices=()):
+         shape=None, workers=(), devices=(), mixed=False, recompute=False):
     """Benchmark training steps on a random-weight GPT-2; print one JSON line per run, then a table.
 
     configs: configurations of this project to measure, e.g. --configs=tf,tf+xla (see the module's docstring)
@@ -358,16 +373,23 @@ def main(configs=('tf',), peers=True, rounds=1, batch_size=1, seq_len=1024, step
     workers: also measure src/train.py as this many worker processes of one job (e.g. --workers=1,2), each on its
         own core; batch_size is each worker's
     devices: also measure src/train.py --devices N (e.g. --devices=2), batch_size on each device
+    mixed: measure float32 against bfloat16 instead of configs: tf, tf+mixed=bfloat16, hf-sdpa, hf-sdpa+autocast
+    recompute: with mixed, also tf+recompute and tf+recompute+mixed=bfloat16 (the lean step)
     """
     configs = configs.split(',') if isinstance(configs, str) else list(configs)
+    if mixed:
+        configs = list(MIXED) + (['tf+recompute', 'tf+recompute+mixed=bfloat16'] if recompute else [])
+        peers = False  # MIXED names its peers
+    elif recompute:
+        sys.exit('error: --recompute goes with --mixed; otherwise name tf+recompute in --configs')
     for knob, counts in (('workers', workers), ('devices', devices)):
         counts = [counts] if isinstance(counts, int) else list(counts)
         configs += [f'script+{knob}={n}' for n in counts if f'script+{knob}={n}' not in configs]
-    if peers and not Path(peers_python).exists():
-        sys.exit(f'error: no Python at --peers_python {peers_python}; make a venv with torch (CPU) and transformers '
-                 f'there, or pass --peers=False')
     if peers:
         configs += [c for c in PEERS if c not in configs]
+    if any(parse_config(c)[0] in PEERS for c in configs) and not Path(peers_python).exists():
+        sys.exit(f'error: no Python at --peers_python {peers_python}; make a venv with torch (CPU) and transformers '
+                 f'there, or pass --peers=False')
     # Each revision is exported now: a commit made while this runs must not change what HEAD measures.
     sources = {config: src_of(parse_config(config)[1]) for config in configs}
     if shape is not None:

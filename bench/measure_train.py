@@ -26,6 +26,7 @@ KNOBS = {
     'loop': 'auto',  # 'bare': the loop below over model.model; 'train': train.py's builder; 'auto': train if any
     'recompute': False,  # train.py's --memory_saving_gradients
     'optimizer': 'adam',  # train.py's --optimizer: adam, sgd or adafactor
+    'mixed': '',  # train.py's --mixed_precision: bfloat16 or float16 ('': float32)
     'arenas': 0,  # MALLOC_ARENA_MAX for glibc's malloc (0: its default, 8 per core), set by bench_train.py
     'mmap_mb': 0,  # MALLOC_MMAP_THRESHOLD_ in MB (0: glibc's default, which rises up to 32 MB as blocks are freed)
     'profile': False,  # trace one step and return where its time and memory go
@@ -100,6 +101,8 @@ def train_builder(tf, hparams, settings):
     """train.py's own graph and restore, as `python src/train.py` makes them (without its sampler)."""
     train = revisions.training(settings['src'])
     options = {} if settings['optimizer'] == 'adam' else {'optimizer': settings['optimizer']}  # older revisions
+    if settings['mixed']:
+        options['mixed_precision'] = settings['mixed']
     learning_rate = 1e-3 if settings['optimizer'] == 'adafactor' else settings['learning_rate']
     training = train.build_training(hparams, batch_size=settings['batch_size'], seq_len=settings['seq_len'],
                                     learning_rate=learning_rate, memory_saving_gradients=settings['recompute'],

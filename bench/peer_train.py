@@ -6,8 +6,11 @@ fresh process by bench_train.py with the peers' Python (torch and transformers a
 settings: n_layer, n_embd, n_head, n_vocab, n_ctx, batch_size, seq_len, steps, learning_rate, launched (the parent's
 time.time() before it started this process), attn ('eager': attention weights materialised, the same maths as
 GPT-2's; 'sdpa': PyTorch's fused attention, transformers' default), dropout (GPT-2 trains without; transformers'
-default config has 0.1). Random weights: their values do not change the time. Prints one JSON line of results.
+default config has 0.1), autocast (true: the forward pass and the loss under torch.autocast('cpu',
+dtype=torch.bfloat16), PyTorch's mixed precision: its products in bfloat16, the weights, their gradients and
+Adam's state float32). Random weights: their values do not change the time. Prints one JSON line of results.
 """
+import contextlib
 import json
 import resource
 import statistics
@@ -42,11 +45,17 @@ def measure(settings):
     tokens = torch.randint(0, settings['n_vocab'], (settings['batch_size'], settings['seq_len']),
                            generator=torch.Generator().manual_seed(0))
 
+    def autocast():
+        if settings.get('autocast'):
+            return torch.autocast('cpu', dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step():
         optimizer.zero_grad(set_to_none=True)
         # labels=tokens: transformers shifts them, the mean cross-entropy of logits [:, :-1] against tokens [:, 1:]
-        loss = model(input_ids=tokens, labels=tokens).loss
-        loss.backward()
+        with autocast():
+            loss = model(input_ids=tokens, labels=tokens).loss
+        loss.backward()  # outside autocast, as PyTorch's recipe has it: the backward ops run in their forward's dtype
         optimizer.step()
         return loss
 
@@ -60,7 +69,8 @@ def measure(settings):
     step_s = statistics.median(times)
     step_cpu_s = (cpu_seconds() - first_step_cpu) / settings['steps']
     result = {
-        'loop': f'hf-{settings["attn"]}', 'import_s': imported - launched, 'build_s': built - imported,
+        'loop': f'hf-{settings["attn"]}' + ('+autocast' if settings.get('autocast') else ''),
+        'import_s': imported - launched, 'build_s': built - imported,
         'first_step_s': first_step - launched, 'step_s': step_s,
         'first_step_cpu_s': first_step_cpu, 'step_cpu_s': step_cpu_s, 'step_times': [round(t, 2) for t in times],
         'tokens_per_s': settings['batch_size'] * settings['seq_len'] / step_s,

@@ -92,12 +92,14 @@ def standardize(x, axis, epsilon):
 
 
 def norm(x, scope, *, axis=-1, epsilon=1e-5):
-    """Layer norm over the last axis (biased variance), then a diagonal affine transform with g and b."""
+    """Layer norm over the last axis (biased variance), then a diagonal affine transform with g and b.
+    Computed in float32 whatever x's dtype (a half-precision sum of squares loses the statistics); the result
+    has x's dtype."""
     with tf.variable_scope(scope):
         n_state = x.shape[-1]
         g = tf.get_variable('g', [n_state], initializer=tf.constant_initializer(1))
         b = tf.get_variable('b', [n_state], initializer=tf.constant_initializer(0))
-        return standardize(x, axis, epsilon) * g + b
+        return tf.cast(standardize(tf.cast(x, g.dtype), axis, epsilon) * g + b, x.dtype)
 
 
 def split_states(x, n):
@@ -113,8 +115,9 @@ def merge_states(x):
 
 
 def linear(x, w, b):
-    """x [rows, k] @ w [k, n] + b [n] -> [rows, n]"""
-    return tf.matmul(x, w) + b
+    """x [rows, k] @ w [k, n] + b [n] -> [rows, n], in x's dtype (the weights are cast to it: float32 weights
+    make half-precision products when the activations are half, see model's dtype)."""
+    return tf.matmul(x, tf.cast(w, x.dtype)) + tf.cast(b, x.dtype)
 
 
 def conv1d(x, scope, nf, *, w_init_stdev=0.02, linear=linear):
@@ -164,10 +167,31 @@ def scale_queries(q):
     return q * tf.rsqrt(tf.cast(shape_list(q)[-1], q.dtype))
 
 
+def softmax_to(x, dtype):
+    """softmax of float32 x over its last axis, computed in float32 and returned in dtype (half precision).
+    Its gradient is written out from that result, y (dy - sum(dy y)), so that the backward pass keeps only the
+    half-precision copy of the attention weights, not the float32 one too (bench/bench_train.py --profile)."""
+    @tf.custom_gradient
+    def forward(x):
+        y = tf.cast(tf.nn.softmax(x, axis=-1), dtype)
+
+        def grad(dy):
+            with tf.control_dependencies([dy]):  # not before: a float32 copy made early would be held as long
+                y32 = tf.cast(y, tf.float32)
+            dy32 = tf.cast(dy, tf.float32)
+            return y32 * (dy32 - tf.reduce_sum(dy32 * y32, axis=-1, keepdims=True))
+        return y, grad
+    return forward(x)
+
+
 def attn_weights(w, mask):
-    """Scores of scaled queries . keys [..., dst, src] -> attention weights: masked, softmax over src."""
-    w = mask_attn_weights(w, mask)
-    return tf.nn.softmax(w, axis=-1)  # TensorFlow's own op: its gradient needs only its output
+    """Scores of scaled queries . keys [..., dst, src] -> attention weights: masked, softmax over src. Masked and
+    normalised in float32 whatever the scores' dtype (float16 cannot hold the mask's -1e10), returned in the
+    scores' dtype."""
+    if w.dtype == tf.float32:
+        # TensorFlow's own op: its gradient needs only its output
+        return tf.nn.softmax(mask_attn_weights(w, mask), axis=-1)
+    return softmax_to(mask_attn_weights(tf.cast(w, tf.float32), mask), w.dtype)
 
 
 def multihead_attn(q, k, v, mask):
@@ -258,7 +282,7 @@ def embed(X, positions, wpe, wte):
 def unembed(h, wte):
     """[..., n_embd] -> logits [..., n_vocab], with the token embeddings (tied weights)."""
     *start, n_embd = shape_list(h)
-    logits = tf.matmul(tf.reshape(h, [-1, n_embd]), wte, transpose_b=True)
+    logits = tf.matmul(tf.reshape(h, [-1, n_embd]), tf.cast(wte, h.dtype), transpose_b=True)
     return reshape(logits, start + [shape_list(wte)[0]])
 
 
@@ -270,32 +294,42 @@ def recomputed_block(x, scope, *, hparams):
     backward pass: 0.75 GB at 774M)."""
     outer = tf.get_variable_scope()
 
+    # In half precision every read of a weight makes a cast copy: made only once the block's input is there, and
+    # in the backward pass only once the gradient is, or every block's copies are made at once, ahead.
+    half = x.dtype != tf.float32
+
     @tf.custom_gradient
     def run(x):
-        h, _ = block(x, scope, past=None, hparams=hparams)
+        with tf.control_dependencies([x] if half else []):
+            h, _ = block(x, scope, past=None, hparams=hparams)
 
         def grad(dh, variables=None):
             with tf.control_dependencies([dh]):
                 x_again = tf.identity(x)
-            with tf.variable_scope(outer, reuse=True):
-                again, _ = block(x_again, scope, past=None, hparams=hparams)
+            with tf.control_dependencies([dh] if half else []):
+                with tf.variable_scope(outer, reuse=True):
+                    again, _ = block(x_again, scope, past=None, hparams=hparams)
             grads = tf.gradients(again, [x_again] + variables, grad_ys=dh)
             return grads[0], grads[1:]
         return h, grad
     return run(x), None
 
 
-def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False):
+def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False, dtype=tf.float32, linear=linear):
     """X [batch, seq] token ids, past [batch, n_layer, 2, head, past_seq, head_dim] or None
     -> {'logits': [batch, seq, n_vocab], 'present': [batch, n_layer, 2, head, seq, head_dim] (None with
     recompute), 'h': the last hidden state after ln_f [batch, seq, n_embd], from which the logits are made}
 
     recompute: for training, keep only each block's input for the backward pass and compute the rest again there
-    (less memory, one more forward pass of the blocks); needs resource variables and no past."""
+    (less memory, one more forward pass of the blocks); needs resource variables and no past.
+    dtype: of the activations and the products (the weights stay float32 and are cast where they are read):
+    tf.bfloat16 or tf.float16 for mixed-precision training; the layer norms and the softmax compute in float32,
+    and the logits come in dtype. linear: the blocks' product (linear above, or training's, which casts the
+    weights again for the backward pass instead of holding the forward pass's copies)."""
     with tf.variable_scope(scope, reuse=reuse):
         wpe, wte = embeddings(hparams)
         past_length = 0 if past is None else tf.shape(past)[-2]
-        h = embed(X, positions_for(X, past_length), wpe, wte)
+        h = tf.cast(embed(X, positions_for(X, past_length), wpe, wte), dtype)
 
         presents = []
         pasts = tf.unstack(past, axis=1) if past is not None else [None] * hparams.n_layer
@@ -304,7 +338,7 @@ def model(hparams, X, past=None, scope='model', reuse=False, *, recompute=False)
             if recompute:
                 h, present = recomputed_block(h, f'h{layer}', hparams=hparams)
             else:
-                h, present = block(h, f'h{layer}', past=layer_past, hparams=hparams)
+                h, present = block(h, f'h{layer}', past=layer_past, hparams=hparams, linear=linear)
             presents.append(present)
         h = norm(h, 'ln_f')
         return {'logits': unembed(h, wte), 'present': None if recompute else tf.stack(presents, axis=1), 'h': h}

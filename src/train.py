@@ -41,6 +41,9 @@ FLAGS = dict(
                          'the size, in the memory of one).',
     memory_saving_gradients='recompute activations in the backward pass instead of keeping them: less memory, '
                             'slower steps.',
+    mixed_precision='bfloat16 or float16: the products and activations in that half precision, the weights, the '
+                    'optimizer state and the checkpoints float32 (float16 with loss scaling: a GPU only; bfloat16: '
+                    'a GPU, or a CPU with AVX512_BF16 or AMX). By default float32 throughout.',
     only_train_transformer_layers='keep the embeddings (wte, wpe) and the final layer norm as they are.',
     noise='replace each input token with a random one with this probability, 0 to below 1 (a regulariser).',
     seq_len="tokens per window, 2 to the model's window (n_ctx, the default).",
@@ -84,7 +87,7 @@ FLAGS = dict(
 def train_main(dataset=None, model_name='124M', models_dir='models', combine=50000, encoding='utf-8', batch_size=1,
                learning_rate=None, optimizer='adam', adafactor_beta1=None, adafactor_relative_step=False,
                adafactor_scale_parameter=False, lr_schedule='constant', warmup_steps=0, total_steps=None,
-               accumulate_gradients=1, memory_saving_gradients=False,
+               accumulate_gradients=1, memory_saving_gradients=False, mixed_precision=None,
                only_train_transformer_layers=False, noise=0.0, seq_len=None, steps=0, seed=None, run_name='run1',
                checkpoint_dir='checkpoint', restore_from='latest', overwrite=False, save_every=1000,
                max_checkpoints=5, sample_every=100, sample_length=None, sample_num=1, sample_dir='samples', top_k=40,

@@ -110,3 +110,13 @@ def test_cpu_sampling_sees_the_same_limit(monkeypatch, tmp_path, capsys):
     on_fake_machine(monkeypatch, tmp_path, mem_available_kb=64_000_000, limit=2 * GB, current=GB // 2)
     assert not cpu_matmul.room_for_packed_copy(GB)  # 2.2 GB needed
     assert '1.5 GB available' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flag_line, has', [('flags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni', True),
+                                            ('flags\t\t: fpu sse2 amx_bf16 amx_tile', True),
+                                            ('flags\t\t: fpu sse2 avx512f avx512_vnni', False)])
+def test_bfloat16_instructions_are_read_from_the_cpu_flags(tmp_path, flag_line, has):
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text(f'processor\t: 0\nmodel name\t: Some CPU\n{flag_line}\n\nprocessor\t: 1\n{flag_line}\n')
+    assert system.cpu_has_bfloat16(cpuinfo) is has
+    assert system.cpu_has_bfloat16(tmp_path / 'absent') is False

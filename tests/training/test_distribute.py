@@ -99,6 +99,22 @@ def test_two_devices_at_batch_1_make_the_updates_of_one_device_at_batch_2(tiny_m
     assert one['global_step'][0] == steps
 
 
+def test_bfloat16_on_two_devices_makes_the_update_of_one_device_within_its_rounding(tiny_model):
+    """--mixed_precision bfloat16 with the lean step on 2 replicas: each rounds its own rows' products and
+    gradients to bfloat16 (unit roundoff 2**-8), so the updates agree to a few of those, of the update's size."""
+    options = dict(optimizer='sgd', learning_rate=0.1, memory_saving_gradients=True, mixed_precision='bfloat16')
+    batches = ordinary_batches(tiny_model, 1)
+    one_losses, one = train_on(tiny_model, batches, None, **options)
+    two_losses, two = train_on(tiny_model, batches, distribute.choose(2), **options)
+    assert two_losses == pytest.approx(one_losses, rel=8 * 2.0 ** -8)
+    assert sorted(two) == sorted(one) and one['global_step'][0] == 1
+    for name, (want,) in one.items():
+        moved = np.abs(want - tiny_model.params[name]).max() if name in tiny_model.params else 0
+        assert moved > 0 or name not in tiny_model.params, name
+        for copy in two[name]:
+            np.testing.assert_allclose(copy, want, rtol=0, atol=8 * 2.0 ** -8 * moved + 1e-7, err_msg=name)
+
+
 @pytest.mark.parametrize('devices', [None, 1])
 def test_one_device_is_built_without_tf_distribute(devices):
     assert distribute.choose(devices) is None

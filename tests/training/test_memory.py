@@ -26,6 +26,18 @@ def test_the_124m_weights_and_adam_state_are_the_published_size():
     assert memory.estimate(GPT2_124M, batch_size=1, seq_len=1024, optimizer='sgd').optimizer_state == 0
 
 
+def test_mixed_precision_keeps_half_precision_activations_and_copies_of_the_weights():
+    """By hand, per token and layer at 124M: 14 x 768 numbers and 2 rows of 12 x 1024 scores kept, float32;
+    with --mixed_precision the layer norms' 2 x 768 stay float32 and the rest is 2 bytes."""
+    full = memory.estimate(GPT2_124M, batch_size=1, seq_len=1024)
+    half = memory.estimate(GPT2_124M, batch_size=1, seq_len=1024, half=True)
+    tokens, layers = 1024, 12
+    saved = tokens * layers * ((14 * 768 + 2 * 12 * 1024) * 4 - (2 * 768 * 4 + (12 * 768 + 2 * 12 * 1024) * 2))
+    assert full.activations - half.activations == saved
+    assert half.weights == full.weights * 1.5  # and a bfloat16 copy as they are read
+    assert (half.gradients, half.optimizer_state) == (full.gradients, full.optimizer_state)
+
+
 def test_adafactor_state_is_a_row_and_a_column_per_matrix():
     hparams = SimpleNamespace(n_vocab=10, n_ctx=4, n_embd=2, n_head=1, n_layer=1)
     # By hand: wte [10, 2] -> 10 + 2; wpe [4, 2] -> 4 + 2; ln_f g, b -> 2 + 2; the block: ln_1, ln_2 (2 + 2 each),

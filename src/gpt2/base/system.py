@@ -1,6 +1,7 @@
-"""What the machine has: memory for a new allocation (a container's cgroup limit included), the GPUs' memory, and
-room on a disk. Read here once for sampling (gpt2/sampling/cpu_matmul.py) and training (train.py's start-up
-report, the run folder's check before a save), so that both see the same limit."""
+"""What the machine has: memory for a new allocation (a container's cgroup limit included), the GPUs' memory,
+bfloat16 instructions, and room on a disk. Read here once for sampling (gpt2/sampling/cpu_matmul.py) and
+training (train.py's start-up report and --mixed_precision's check, the run folder's check before a save), so
+that both see the same limit."""
 import os
 import shutil
 import subprocess
@@ -10,6 +11,10 @@ from gpt2.base import checkpoint
 
 GB = 1e9
 MEMINFO = '/proc/meminfo'
+CPUINFO = '/proc/cpuinfo'
+# The x86 instruction-set flags (as Linux names them) of bfloat16 products in hardware: AVX-512's dot products
+# (AMD Zen 4, Intel Cooper Lake and later) or AMX's tiles (Intel Sapphire Rapids and later).
+BFLOAT16_FLAGS = ('avx512_bf16', 'amx_bf16')
 # cgroup v2, as a container sees its own group: the limit ('max' for none) and what the group already uses.
 CGROUP = '/sys/fs/cgroup'
 
@@ -63,6 +68,23 @@ def gpu_memory(run=subprocess.run):
         return None
     sizes = [int(line) for line in done.stdout.split() if line.strip().isdigit()] if done.returncode == 0 else []
     return min(sizes) * 2**20 if sizes else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Instruction set
+# ---------------------------------------------------------------------------------------------------------------
+
+def cpu_has_bfloat16(cpuinfo=CPUINFO):
+    """Whether the CPU multiplies bfloat16 in hardware (one of BFLOAT16_FLAGS among /proc/cpuinfo's flags): where
+    it does not, TensorFlow emulates bfloat16 products, slower than float32's. False where nothing can be read."""
+    try:
+        with open(cpuinfo, encoding='ascii', errors='replace') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return any(flag in line.split() for flag in BFLOAT16_FLAGS)
+    except OSError:
+        pass
+    return False
 
 
 # ---------------------------------------------------------------------------------------------------------------

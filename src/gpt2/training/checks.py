@@ -2,10 +2,14 @@
 flag. The sampling flags follow the sampling scripts' rules (gpt2/sampling/rules.py), with their messages."""
 import os
 
+import tensorflow.compat.v1 as tf
+
 from gpt2.base import flags
+from gpt2.base import system
 from gpt2.data import corpus
 from gpt2.sampling import rules
 from gpt2.training import graph
+from gpt2.training import precision
 from gpt2.training import schedules
 
 
@@ -37,6 +41,28 @@ def check_flags(config):
         if not isinstance(value, str) or not value or (name == 'run_name' and os.sep in value):
             raise flags.UsageError(f'--{name} must be a {"name" if name == "run_name" else "path"}, got {value!r}')
     check_validation_flags(config)
+    check_mixed_precision(config)
+
+
+def check_mixed_precision(config, gpu=None, cpu_bfloat16=None, tf_config=None):
+    """--mixed_precision: a known dtype, on a machine that computes it fast (gpu: a GPU is visible; cpu_bfloat16:
+    the CPU has bfloat16 instructions; by default both asked of this machine), and float16's loss scaling on
+    one device."""
+    value = config.mixed_precision
+    if value is None:
+        return
+    if value not in precision.PRECISIONS:
+        raise flags.UsageError(f'--mixed_precision must be one of {", ".join(precision.PRECISIONS)}, got {value!r}')
+    if gpu is None:
+        gpu = bool(tf.config.list_physical_devices('GPU'))
+    why = precision.unsupported(value, gpu=gpu, cpu_bfloat16=system.cpu_has_bfloat16() if cpu_bfloat16 is None
+                                else cpu_bfloat16)
+    if why:
+        raise flags.UsageError(why)
+    tf_config = os.environ.get('TF_CONFIG') if tf_config is None else tf_config
+    if value == 'float16' and (config.devices not in (None, 1) or tf_config):
+        raise flags.UsageError('--mixed_precision float16 trains on one device: its loss scaling is not built for '
+                               '--devices or TF_CONFIG (bfloat16 needs no scaling and goes with both)')
 
 
 def check_sampling_flags(config):

@@ -33,6 +33,7 @@ class TrainConfig:
     total_steps: int | None
     accumulate_gradients: int  # micro-batches per update
     memory_saving_gradients: bool  # recompute the blocks' activations in the backward pass
+    mixed_precision: str | None  # None (float32), or the compute dtype of precision.PRECISIONS
     only_train_transformer_layers: bool
     noise: float  # probability of replacing an input token
     seq_len: int | None  # tokens per window; None: the model's n_ctx

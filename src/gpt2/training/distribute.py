@@ -178,7 +178,8 @@ class Replicated:
 
     # What the trainer and the loop read of a Training: the variables (those of replica 0 are the job's) and the sizes.
     def __getattr__(self, name):
-        if name in ('global_step', 'seed', 'train_vars', 'model_vars', 'saved_vars', 'accumulate_gradients'):
+        if name in ('global_step', 'seed', 'train_vars', 'model_vars', 'saved_vars', 'accumulate_gradients',
+                    'skipped'):
             return getattr(self.replicas[0], name)
         raise AttributeError(name)
 

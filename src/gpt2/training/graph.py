@@ -9,6 +9,7 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 import model
 from gpt2.training import adafactor
 from gpt2.training import losses
+from gpt2.training import precision
 from gpt2.training import schedules
 
 OPTIMIZERS = ('adam', 'sgd', 'adafactor')  # what make_optimizer makes
@@ -65,6 +66,9 @@ class Training:
     saved_vars: list  # what a run checkpoint holds: model, optimizer state and global_step
     accumulate_gradients: int
     learning_rate: object = None  # float32 [] tensor (or a float): the rate of the next update
+    # int64 [] variable with float16's loss scaling (precision.LossScale): steps skipped for a non-finite
+    # gradient, which global_step does not count; else None
+    skipped: tf.Variable = None
 
     @property
     def batch_size(self):
@@ -91,7 +95,7 @@ class Training:
 def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_rate=2e-5, accumulate_gradients=1,
                    only_train_transformer_layers=False, memory_saving_gradients=False, noise=0.0, seed=0,
                    lr_schedule='constant', warmup_steps=0, total_steps=None, adafactor_options=None,
-                   count_all=None, rows=None):
+                   count_all=None, rows=None, mixed_precision=None, loss_scale_growth=precision.GROWTH_STEPS):
     """Build, in the default graph, the model and the ops of one training step -> Training.
 
     The model's variables are resource variables with the released names (model/h0/attn/c_attn/w, ...), so the
@@ -115,6 +119,11 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
     (gpt2/training/distribute.py); each replica's loss is then its summed loss over that, so that the replicas'
     gradients, which the optimizer sums, add up to the gradient of the mean over every replica's targets. None: one
     device. rows (first, total): under tf.distribute, this replica's rows among all replicas' (for the noise).
+    mixed_precision: None (float32), 'bfloat16' or 'float16': the model's products and activations in that dtype,
+    the variables and optimizer state float32 (gpt2/training/precision.py); float16 scales the loss
+    (loss_scale_growth: good steps before its scale doubles) and skips a step whose gradient is not finite,
+    holding all gradients until they are checked (so --memory_saving_gradients is not lean with it), on one
+    device only.
     start.restore() initialises and restores the variables.
     """
     if not 1 <= seq_len <= hparams.n_ctx:
@@ -122,6 +131,8 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
     tokens = tf.placeholder(tf.int32, [batch_size, None], name='tokens')
     lengths = tf.placeholder(tf.int32, [batch_size], name='lengths')
     micro_batch = tf.placeholder_with_default(tf.constant(0, tf.int32), [], name='micro_batch')
+    if mixed_precision == 'float16' and count_all is not None:
+        raise ValueError('float16 loss scaling is for one device, not tf.distribute')
     count_all = count_all or (lambda count: count)
     with tf.variable_scope(tf.get_variable_scope(), use_resource=True):
         global_step = tf.get_variable('global_step', [], tf.int64, initializer=tf.zeros_initializer(),
@@ -130,7 +141,9 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
                                    trainable=False)
         key = tf.stack([seed_var, global_step * accumulate_gradients + tf.cast(micro_batch, tf.int64)])
         inputs = with_noise(tokens, noise, hparams.n_vocab, key, rows)
-        loss_sum, target_count = summed_loss(hparams, inputs, tokens, lengths, memory_saving_gradients)
+        loss_sum, target_count = summed_loss(hparams, inputs, tokens, lengths, memory_saving_gradients,
+                                             precision.compute_dtype(mixed_precision))
+        scaling = precision.LossScale.build(loss_scale_growth) if mixed_precision == 'float16' else None
         loss = loss_sum / count_all(target_count)
 
         model_vars = [v for v in tf.global_variables() if v.name.startswith('model/')]
@@ -140,21 +153,24 @@ def build_training(hparams, *, batch_size, seq_len, optimizer='adam', learning_r
         opt = make_optimizer(optimizer, rate, adafactor_options)
         if accumulate_gradients == 1:
             accumulate_op, accumulators = None, []
-            train_op = updating(opt, loss, train_vars, global_step, memory_saving_gradients)
+            train_op = updating(opt, loss, train_vars, global_step, memory_saving_gradients, scaling)
         else:
             accumulate_op, train_op, accumulators = accumulating(opt, loss_sum, target_count, train_vars, global_step,
-                                                                 count_all)
+                                                                 count_all, scaling)
     saved = [v for v in tf.global_variables() if not any(v is a for a in accumulators)]
     return Training(tokens=tokens, lengths=lengths, loss=loss, loss_sum=loss_sum, target_count=target_count,
                     train_op=train_op, accumulate_op=accumulate_op, micro_batch=micro_batch, global_step=global_step,
                     seed=seed_var, train_vars=train_vars, model_vars=model_vars, saved_vars=saved,
-                    accumulate_gradients=accumulate_gradients, learning_rate=rate)
+                    accumulate_gradients=accumulate_gradients, learning_rate=rate,
+                    skipped=scaling.skipped if scaling else None)
 
 
-def summed_loss(hparams, inputs, tokens, lengths, memory_saving_gradients):
-    """The model on inputs [batch, seq] (the tokens, with noise) -> (the cross-entropy of its predictions of
-    tokens [batch, seq] summed over the real targets [], their count [])."""
-    output = model.model(hparams, inputs, recompute=memory_saving_gradients)
+def summed_loss(hparams, inputs, tokens, lengths, memory_saving_gradients, dtype=tf.float32):
+    """The model on inputs [batch, seq] (the tokens, with noise), its activations in dtype -> (the cross-entropy,
+    in float32, of its predictions of tokens [batch, seq] summed over the real targets [], their count [])."""
+    half = dtype != tf.float32 and not memory_saving_gradients  # recomputed blocks hold no copies anyway
+    output = model.model(hparams, inputs, recompute=memory_saving_gradients, dtype=dtype,
+                         linear=precision.recast_linear if half else model.linear)
     if memory_saving_gradients:
         # By name, not from tf.global_variables(): under tf.distribute a replica's copy is not listed there.
         with tf.variable_scope('model', reuse=True):
@@ -165,9 +181,13 @@ def summed_loss(hparams, inputs, tokens, lengths, memory_saving_gradients):
     return tf.reduce_sum(per_token * real), tf.reduce_sum(real)
 
 
-def updating(opt, loss, train_vars, global_step, memory_saving_gradients):
+def updating(opt, loss, train_vars, global_step, memory_saving_gradients, scaling=None):
     """-> train_op: one update of train_vars from the gradient of loss; with recompute, block by block as each
-    block's gradients are done (layer_by_layer)."""
+    block's gradients are done (layer_by_layer). scaling: a precision.LossScale, whose finiteness check needs
+    every gradient before any update."""
+    if scaling is not None:
+        grads = opt.compute_gradients(scaling.scaled(loss), train_vars)
+        return scaling.apply(lambda unscaled: opt.apply_gradients(unscaled, global_step=global_step), grads)
     grads = opt.compute_gradients(loss, train_vars)
     if memory_saving_gradients:
         grads = layer_by_layer(grads)
@@ -203,9 +223,10 @@ def layer_by_layer(grads_and_vars):
     return [(g, v) for g, (_, v) in zip(grads, grads_and_vars)]
 
 
-def accumulating(opt, loss_sum, target_count, train_vars, global_step, count_all):
+def accumulating(opt, loss_sum, target_count, train_vars, global_step, count_all, scaling=None):
     """-> (accumulate_op, train_op, accumulators): accumulate_op adds the gradients of loss_sum and target_count
-    to accumulators; train_op applies (summed gradients / summed count, of all replicas), then zeroes them."""
+    to accumulators; train_op applies (summed gradients / summed count, of all replicas), then zeroes them.
+    scaling: a precision.LossScale; the sums are then of the scaled loss's gradients."""
     # ON_READ: under tf.distribute each replica keeps its own sums (a plain variable's replicas would silently
     # diverge); on one device it changes nothing.
     local = dict(initializer=tf.zeros_initializer(), trainable=False,
@@ -214,12 +235,16 @@ def accumulating(opt, loss_sum, target_count, train_vars, global_step, count_all
         # v.name, not v.op.name: in a replica beyond the first, the op is its copy's ('model/wte/replica_1').
         sums = [tf.get_variable(v.name.split(':')[0], v.shape, v.dtype, **local) for v in train_vars]
         count = tf.get_variable('target_count', [], target_count.dtype, **local)
-    grads = opt.compute_gradients(loss_sum, train_vars)
+    grads = opt.compute_gradients(scaling.scaled(loss_sum) if scaling else loss_sum, train_vars)
     accumulate_op = tf.group([s.assign_add(tf.convert_to_tensor(g)) for s, (g, _) in zip(sums, grads)]
                              + [count.assign_add(target_count)])
     total = count_all(count.read_value())
-    mean = [(s.read_value() / total, v) for s, v in zip(sums, train_vars)]
-    apply_op = opt.apply_gradients(mean, global_step=global_step)
+    if scaling is not None:
+        apply_op = scaling.apply(lambda mean: opt.apply_gradients(mean, global_step=global_step),
+                                 [(s.read_value(), v) for s, v in zip(sums, train_vars)], divisor=total)
+    else:
+        mean = [(s.read_value() / total, v) for s, v in zip(sums, train_vars)]
+        apply_op = opt.apply_gradients(mean, global_step=global_step)
     with tf.control_dependencies([apply_op]):
         train_op = tf.group([s.assign(tf.zeros_like(s)) for s in sums] + [count.assign(0.0)])
     return accumulate_op, train_op, sums + [count]

@@ -30,7 +30,8 @@ class StopRequest:
 
 class Progress:
     """The original's progress line, `[step | seconds since start] loss=... avg=...`, avg a moving average over
-    about the last 100 steps, plus the step's tokens per second."""
+    about the last 100 steps, plus the step's tokens per second, and with float16's loss scaling the steps
+    skipped so far for a non-finite gradient."""
 
     def __init__(self):
         self.start = time.time()
@@ -39,10 +40,17 @@ class Progress:
     def elapsed(self):
         return time.time() - self.start
 
-    def step(self, step, loss, tokens, seconds):
+    def step(self, step, loss, tokens, seconds, skipped=None):
         self.total, self.weight = self.total * 0.99 + loss, self.weight * 0.99 + 1
         print(f'[{step} | {self.elapsed():.2f}] loss={loss:.2f} avg={self.total / self.weight:.2f} '
-              f'tokens/s={tokens / seconds:.1f}', flush=True)
+              f'tokens/s={tokens / seconds:.1f}' + (f' skipped={skipped}' if skipped is not None else ''), flush=True)
+
+
+def steps_done(sess, training):
+    """The steps the run has taken: its updates (global_step) and, with float16's loss scaling, the steps it
+    skipped, which drew their batches too."""
+    done = int(sess.run(training.global_step))
+    return done + (int(sess.run(training.skipped)) if training.skipped is not None else 0)
 
 
 class Validation:
@@ -130,7 +138,7 @@ def train_loop(sess, training, sampler, run, saver, config, *, samples, validati
     --early_stopping. run None: save nothing (a worker not the chief)."""
     steps, save_every, max_checkpoints = config.steps, config.save_every, config.max_checkpoints
     sample_every, val_every = config.sample_every, config.val_every
-    step = int(sess.run(training.global_step))
+    step = steps_done(sess, training)
     sampler.draws = step * training.accumulate_gradients  # go on with the windows a straight run would draw
     last, saved = (step + steps if steps else None), step
     progress, stop = Progress(), StopRequest()
@@ -149,8 +157,9 @@ def train_loop(sess, training, sampler, run, saver, config, *, samples, validati
         batches = [sampler.sample(training.batch_size) for _ in range(training.accumulate_gradients)]
         began = time.time()
         loss = training.run_step(sess, batches)
-        step += 1
-        progress.step(step, loss, sum(int(lengths.sum()) for _, lengths in batches), time.time() - began)
+        seconds, step = time.time() - began, step + 1
+        skipped = int(sess.run(training.skipped)) if training.skipped is not None else None
+        progress.step(step, loss, sum(int(lengths.sum()) for _, lengths in batches), seconds, skipped)
         if run and step % save_every == 0:
             print(f'Saving {run.save(sess, saver, step, max_checkpoints)}', flush=True)
             saved = step

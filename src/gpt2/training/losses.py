@@ -14,6 +14,8 @@ def token_losses(logits, tokens, lengths):
     # as logits[:, :-1] against tokens[:, 1:], without copying the logits (206 MB at 1024 tokens) for the slice
     # and again for its gradient (bench/bench_train.py).
     next_tokens = tf.concat([tokens[:, 1:], tokens[:, :1]], axis=1)
+    # In float32 whatever the logits' dtype (half precision in mixed-precision training): the softmax's sum.
+    logits = tf.cast(logits, tf.float32)
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=next_tokens, logits=logits)[:, :-1]
     target_positions = tf.range(1, tf.shape(tokens)[1])  # the position of each target in its row
     real = tf.cast(target_positions[tf.newaxis, :] < lengths[:, tf.newaxis], losses.dtype)
@@ -43,7 +45,9 @@ def chunked_token_losses(h, wte, tokens, lengths, chunk=LOSS_CHUNK):
 
 def chunked_cross_entropy(h, wte, targets, chunk):
     """h [tokens, n_embd], wte [n_vocab, n_embd], targets [tokens] -> cross-entropy of each token's logits
-    h @ wte^T against its target [tokens], `chunk` tokens at a time (see chunked_token_losses)."""
+    h @ wte^T against its target [tokens], `chunk` tokens at a time (see chunked_token_losses). The products are
+    in h's dtype (wte cast to it: half precision in mixed-precision training), the losses, their gradient and
+    the sum of wte's gradient in float32."""
     n = tf.shape(h)[0]
     pieces = (n + chunk - 1) // chunk
 
@@ -52,26 +56,29 @@ def chunked_cross_entropy(h, wte, targets, chunk):
 
     @tf.custom_gradient
     def run(h, wte):
+        wte_h = tf.cast(wte, h.dtype)
+
         def body(i, losses):
-            logits = tf.matmul(h[part(i)], wte, transpose_b=True)  # [chunk, n_vocab]
+            logits = tf.cast(tf.matmul(h[part(i)], wte_h, transpose_b=True), tf.float32)  # [chunk, n_vocab]
             loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets[part(i)], logits=logits)
             return i + 1, losses.write(i, loss)
-        array = tf.TensorArray(h.dtype, size=pieces, infer_shape=False, element_shape=tf.TensorShape([None]))
+        array = tf.TensorArray(tf.float32, size=pieces, infer_shape=False, element_shape=tf.TensorShape([None]))
         # One chunk at a time: each iteration's logits are freed before the next one's are made.
         _, array = tf.while_loop(lambda i, _: i < pieces, body, [0, array], back_prop=False, parallel_iterations=1)
 
         def grad(dlosses):
             with tf.control_dependencies([dlosses]):
                 h_after = tf.identity(h)  # the logits are made again only once the backward pass is here
+                wte_after = tf.cast(wte, h.dtype)  # cast again rather than held since the forward pass
 
             def body(i, dh, dwte):
                 rows = part(i)
-                logits = tf.matmul(h_after[rows], wte, transpose_b=True)
+                logits = tf.cast(tf.matmul(h_after[rows], wte_after, transpose_b=True), tf.float32)
                 _, softmax_less_target = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
                     features=logits, labels=targets[rows])  # d loss / d logits, [chunk, n_vocab]
-                dlogits = softmax_less_target * dlosses[rows][:, tf.newaxis]
-                dwte = dwte + tf.matmul(dlogits, h_after[rows], transpose_a=True)
-                return i + 1, dh.write(i, tf.matmul(dlogits, wte)), dwte
+                dlogits = tf.cast(softmax_less_target * dlosses[rows][:, tf.newaxis], h.dtype)
+                dwte = dwte + tf.cast(tf.matmul(dlogits, h_after[rows], transpose_a=True), dwte.dtype)
+                return i + 1, dh.write(i, tf.matmul(dlogits, wte_after)), dwte
             dh = tf.TensorArray(h.dtype, size=pieces, infer_shape=False,
                                 element_shape=tf.TensorShape([None, h.shape[-1]]))
             _, dh, dwte = tf.while_loop(lambda i, *_: i < pieces, body, [0, dh, tf.zeros_like(wte)],

@@ -13,6 +13,7 @@ from gpt2.base import checkpoint
 from gpt2.base import system
 
 FLOAT = 4
+HALF = 2  # a bfloat16 or float16 number, with --mixed_precision
 GB = system.GB
 # TensorFlow's own memory (its libraries, the graph, the session's threads), measured as the peak RSS of a step
 # of the tiny model (bench/bench_train.py).
@@ -22,6 +23,10 @@ RUNTIME_BYTES = 0.6 * GB
 # [n_head, seq] rows of attention (the softmax's result, the scores).
 KEPT_PER_EMBD = 14
 KEPT_ATTENTION_ROWS = 2
+# With --mixed_precision those are half precision but for the layer norms' results (2 of n_embd), which stay
+# float32 (src/model.py; the softmax keeps only its half-precision result).
+FLOAT32_PER_EMBD = 2
+FLOAT32_ATTENTION_ROWS = 0
 # A block being recomputed holds its activations and their gradients at once.
 RECOMPUTED_BLOCK_FACTOR = 2
 # The logits [tokens, n_vocab], the cross-entropy's gradient of them, and the product's work space.
@@ -69,8 +74,11 @@ def optimizer_state_numbers(shape, optimizer, adafactor_beta1=None):
 
 
 def estimate(hparams, *, batch_size, seq_len, optimizer='adam', memory_saving_gradients=False,
-             accumulate_gradients=1, only_train_transformer_layers=False, adafactor_beta1=None, lean=True):
-    """-> Estimate for a training run of build_training's settings (hparams: n_vocab, n_embd, n_head, n_layer)."""
+             accumulate_gradients=1, only_train_transformer_layers=False, adafactor_beta1=None, lean=True,
+             half=False):
+    """-> Estimate for a training run of build_training's settings (hparams: n_vocab, n_embd, n_head, n_layer).
+    half: --mixed_precision, whose activations are half precision (and the weights' copies in it as they are
+    read); with float16 give lean=False, since its loss scaling holds every gradient until all are checked."""
     shapes = variable_sizes(hparams)
     layer = lambda name: name.startswith('model/h')  # noqa: E731
     trained = {n: s for n, s in shapes.items() if layer(n) or not only_train_transformer_layers}
@@ -90,7 +98,7 @@ def estimate(hparams, *, batch_size, seq_len, optimizer='adam', memory_saving_gr
         gradients = 2 * trained_bytes  # the accumulators and a micro-batch's gradients
     tokens = batch_size * seq_len
     e, heads = hparams.n_embd, hparams.n_head
-    block = FLOAT * tokens * (KEPT_PER_EMBD * e + KEPT_ATTENTION_ROWS * heads * seq_len)
+    block = kept_block_bytes(tokens, e, heads * seq_len, half)
     if memory_saving_gradients:
         kept = FLOAT * tokens * e * hparams.n_layer + RECOMPUTED_BLOCK_FACTOR * block
     else:
@@ -101,7 +109,21 @@ def estimate(hparams, *, batch_size, seq_len, optimizer='adam', memory_saving_gr
                   + 2 * FLOAT * hparams.n_vocab * e)
     else:
         logits = LOGITS_COPIES * FLOAT * tokens * hparams.n_vocab
+    if half:
+        weights += HALF * sum(math.prod(s) for s in shapes.values())
+        kept -= (FLOAT - HALF) * tokens * e * hparams.n_layer * memory_saving_gradients  # the blocks' inputs
     return Estimate(weights=weights, gradients=gradients, optimizer_state=state, activations=kept + logits)
+
+
+def kept_block_bytes(tokens, n_embd, attention_row, half):
+    """Bytes one block keeps for its backward pass at this many tokens (attention_row: n_head x seq numbers a
+    token)."""
+    if not half:
+        return FLOAT * tokens * (KEPT_PER_EMBD * n_embd + KEPT_ATTENTION_ROWS * attention_row)
+    float32 = FLOAT32_PER_EMBD * n_embd + FLOAT32_ATTENTION_ROWS * attention_row
+    halves = ((KEPT_PER_EMBD - FLOAT32_PER_EMBD) * n_embd
+              + (KEPT_ATTENTION_ROWS - FLOAT32_ATTENTION_ROWS) * attention_row)
+    return tokens * (FLOAT * float32 + HALF * halves)
 
 
 def memory_warning(needed, available, where='this machine'):

@@ -50,7 +50,7 @@ def train(config):
         with cluster.session(graph.session_config) if cluster else tf.Session(config=graph.session_config()) as sess:
             seed = restore(sess, training, origin, cluster)
             where = f': {config.batch_size} on each of {cluster.describe()}' if cluster else ''
-            print(f'Training {run.path} from {origin.prefix} at step {int(sess.run(training.global_step))}, '
+            print(f'Training {run.path} from {origin.prefix} at step {loop.steps_done(sess, training)}, '
                   f'batch {training.batch_size}{where}', flush=True)
             loop.train_loop(sess, training, corpus.Sampler(chunks, config.seq_len, seed), run if chief else None,
                             saver, config, samples=samples, validation=validation, best=best)
@@ -90,7 +90,8 @@ def build_step(config, hparams, cluster):
         optimizer=config.optimizer, learning_rate=config.learning_rate,
         accumulate_gradients=config.accumulate_gradients,
         only_train_transformer_layers=config.only_train_transformer_layers,
-        memory_saving_gradients=config.memory_saving_gradients, noise=config.noise, seed=config.seed,
+        memory_saving_gradients=config.memory_saving_gradients, mixed_precision=config.mixed_precision,
+        noise=config.noise, seed=config.seed,
         lr_schedule=config.lr_schedule, warmup_steps=config.warmup_steps, total_steps=config.total_steps,
         adafactor_options=config.adafactor_options())
     return cluster.build(build, config.batch_size) if cluster else build()
@@ -114,7 +115,8 @@ def report_memory(hparams, run, config):
                              optimizer=config.optimizer, memory_saving_gradients=config.memory_saving_gradients,
                              accumulate_gradients=config.accumulate_gradients,
                              only_train_transformer_layers=config.only_train_transformer_layers,
-                             adafactor_beta1=config.adafactor_beta1)
+                             adafactor_beta1=config.adafactor_beta1, half=config.mixed_precision is not None,
+                             lean=config.mixed_precision != 'float16')
     print(needed.line(batch_size=config.batch_size, seq_len=config.seq_len), flush=True)
     print(f'Checkpoints: {run.checkpoint_size / memory.GB:.2f} GB each (weights and optimizer state)', flush=True)
     gpu = system.gpu_memory() if tf.config.list_physical_devices('GPU') else None
