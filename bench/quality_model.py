@@ -1,7 +1,7 @@
 """A small GPT-2 trained here on real text, so that quantization error can be measured: random weights give
 near-flat distributions and say nothing about it, and no released weights can be downloaded on this machine.
 
-    python bench/quality_model.py                  # build it (once): ~15 min on 2 cores
+    python bench/quality_model.py                  # build it (once): 10 to 25 min on 2 cores
     python bench/quality_model.py --steps=50       # a quick look at the training speed (another folder)
     python bench/quality_model.py --help
 
@@ -116,7 +116,7 @@ def train(out, models_dir, steps, batch_size, learning_rate, warmup_steps, seq_l
 
 
 def build(out=str(OUT), sources=SOURCES, heldout_every=10, heldout_chars=400_000, n_layer=6, n_embd=256,
-          n_head=4, n_ctx=256, steps=600, batch_size=8, learning_rate=2e-3, warmup_steps=50, seed=1,
+          n_head=4, n_ctx=256, steps=400, batch_size=8, learning_rate=2e-3, warmup_steps=50, seed=1,
           val_every=100):
     """Build the quality model in OUT (default bench/.cache/quality): split the text, encode it, write the
     initial model, train it, and write OUT/build.json (the settings, the text's sizes, the minutes taken).
