@@ -161,7 +161,7 @@ def print_report(results):
     base = ppl['float32']
     print(f"\nmodel {results['model']}, text {results['text']}: {base['tokens']} tokens scored "
           f"(load average {results['load_average']})")
-    print('| | perplexity | vs float32 | seconds |')
+    print('| | perplexity | vs float32 | seconds (score.py, from launch) |')
     print('|---|--:|--:|--:|')
     rows = [(f'this project, {p}', ppl[p]) for p in PRECISIONS]
     rows += [(f"CTranslate2 {results['ctranslate2']['ctranslate2']}, {q} ({f['compute_type']})", f)
@@ -173,8 +173,8 @@ def print_report(results):
           f"largest {ppl['per_token']['max_abs_logprob_diff']:.2e}")
     g = greedy_figures['agreement']
     print(f"greedy, {g['continuations']} prompts of {results['settings']['prompt_tokens']} tokens x "
-          f"{results['settings']['length']} tokens: prefix agreement {100 * g['prefix_share']:.1f}%, "
-          f"positionwise {100 * g['positionwise_share']:.1f}%, identical continuations "
+          f"{results['settings']['length']} tokens: prefix agreement {100 * g['prefix_share']:.2f}%, "
+          f"positionwise {100 * g['positionwise_share']:.2f}%, identical continuations "
           f"{g['identical_continuations']}/{g['continuations']}, median first divergence "
           f"{g['median_first_divergence']}")
 
