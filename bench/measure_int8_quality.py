@@ -16,7 +16,7 @@ int8 on the same weights, in one command.
      positionwise: positions where the two tokens are the same, divergences included.
 3. CTranslate2 (with --peers_python, bench/peer_int8_quality.py): `src/convert.py to_hf` of the same weights,
    converted with quantization float32 and int8, scoring exactly score.py's windows of the same token ids.
-   Its float32 figure should equal ours: that checks the windows and the conversion.
+   Its float32 figure should equal ours: that checks the windows and the conversion. Per token as ours.
 
 Prints a table and writes every figure to bench/.cache/int8-quality/MODEL_NAME/results.json (git-ignored).
 """
@@ -169,8 +169,12 @@ def print_report(results):
     for name, figure in rows:
         print(f"| {name} | {figure['perplexity']:.4f} | {100 * gap(figure, base):+.3f}% | "
               f"{figure.get('seconds', '')} |")
-    print(f"per token, int8 against float32: mean |d log p| {ppl['per_token']['mean_abs_logprob_diff']:.2e}, "
-          f"largest {ppl['per_token']['max_abs_logprob_diff']:.2e}")
+    gaps = [('this project', ppl['per_token'])]
+    if 'ctranslate2' in results:
+        gaps.append(('CTranslate2', results['ctranslate2']['int8']['per_token']))
+    for name, figure in gaps:
+        print(f"per token, {name}'s int8 against its float32: mean |d log p| "
+              f"{figure['mean_abs_logprob_diff']:.2e}, largest {figure['max_abs_logprob_diff']:.2e}")
     g = greedy_figures['agreement']
     print(f"greedy, {g['continuations']} prompts of {results['settings']['prompt_tokens']} tokens x "
           f"{results['settings']['length']} tokens: prefix agreement {100 * g['prefix_share']:.2f}%, "
@@ -184,12 +188,13 @@ def main(models_dir=str(QUALITY / 'runs'), model_name='trained', text=str(QUALIT
     """models_dir, model_name: the model (default: bench/quality_model.py's); text: the text scored, where the
     prompts come from (default: its held-out text); prompts, prompt_tokens, length: the greedy check; peers:
     CTranslate2 too, run by peers_python."""
-    if not Path(text).is_file():
-        sys.exit(f'error: {text} not found (python bench/quality_model.py builds the default model and text)')
+    model_dir = Path(models_dir) / model_name
+    for path in (Path(text), model_dir / 'hparams.json'):
+        if not path.is_file():
+            sys.exit(f'error: {path} not found (python bench/quality_model.py builds the default model and text)')
     runtime.setup_process()
     import encoder
     from gpt2.base import checkpoint
-    model_dir = Path(models_dir) / model_name
     hparams = checkpoint.read_hparams(model_dir)
     enc = encoder.get_encoder(model_name, models_dir)
     work = BENCH / '.cache' / 'int8-quality' / model_name

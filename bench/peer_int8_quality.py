@@ -8,7 +8,8 @@ quantization float32 and int8, and ctranslate2.Generator (CPU, 2 threads, comput
 type) scores each window with score_batch. WINDOWS_JSON: {"windows": [[token id, ...], ...], "scored": [k, ...]},
 score.py's windows (its stride of the full window): each window's first token is context only, and its last k
 tokens are the targets it scores, each target of the text once. Prints one JSON line: for each quantization the
-targets, their negative log-likelihood in nats, the perplexity, and the compute type the Generator ran.
+targets, their negative log-likelihood in nats, the perplexity, and the compute type the Generator ran; for int8
+also the mean and largest |log p int8 - log p float32| per token.
 """
 import json
 import math
@@ -22,11 +23,10 @@ QUANTIZATIONS = ('float32', 'int8')
 
 
 def converted(hf_folder, work, quantization):
-    """HF_FOLDER -> a CTranslate2 model folder of that quantization (written once)."""
+    """HF_FOLDER -> a CTranslate2 model folder of that quantization (written anew each time: a few seconds)."""
     out = Path(work) / f'ct2-{quantization}'
-    if not (out / 'model.bin').exists():
-        converter = ctranslate2.converters.TransformersConverter(str(hf_folder))
-        converter.convert(str(out), quantization=quantization, force=True)
+    converter = ctranslate2.converters.TransformersConverter(str(hf_folder))
+    converter.convert(str(out), quantization=quantization, force=True)
     return out
 
 
@@ -35,20 +35,28 @@ def score(model_dir, windows, scored, quantization):
     CTranslate2 takes them)."""
     generator = ctranslate2.Generator(str(model_dir), device='cpu', inter_threads=1, intra_threads=2)
     results = generator.score_batch(windows, max_batch_size=16, max_input_length=0)
-    tokens, nll = 0, 0.0
+    logprobs = []  # of every scored target, in order
     for window, k, result in zip(windows, scored, results):
         assert len(result.log_probs) == len(window) - 1, (len(result.log_probs), len(window))
-        tokens += k
-        nll -= math.fsum(result.log_probs[len(result.log_probs) - k:])
-    return {'tokens': tokens, 'nll': nll, 'perplexity': math.exp(nll / tokens),
-            'compute_type': generator.compute_type, 'quantization': quantization}
+        logprobs.extend(result.log_probs[len(result.log_probs) - k:])
+    nll = -math.fsum(logprobs)
+    return {'tokens': len(logprobs), 'nll': nll, 'perplexity': math.exp(nll / len(logprobs)),
+            'compute_type': generator.compute_type, 'quantization': quantization}, logprobs
+
+
+def per_token_gap(ours, theirs):
+    """-> the mean and the largest |difference| of two runs' log-probabilities of the same targets."""
+    diffs = [abs(a - b) for a, b in zip(ours, theirs)]
+    return {'mean_abs_logprob_diff': math.fsum(diffs) / len(diffs), 'max_abs_logprob_diff': max(diffs)}
 
 
 def main(hf_folder, windows_json, work):
     tokenizer = AutoTokenizer.from_pretrained(hf_folder)
     given = json.loads(Path(windows_json).read_text())
     windows = [tokenizer.convert_ids_to_tokens(window) for window in given['windows']]
-    figures = {q: score(converted(hf_folder, work, q), windows, given['scored'], q) for q in QUANTIZATIONS}
+    runs = {q: score(converted(hf_folder, work, q), windows, given['scored'], q) for q in QUANTIZATIONS}
+    figures = {q: figure for q, (figure, _) in runs.items()}
+    figures['int8']['per_token'] = per_token_gap(runs['int8'][1], runs['float32'][1])
     print(json.dumps({'ctranslate2': ctranslate2.__version__, **figures}))
 
 

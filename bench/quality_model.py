@@ -2,13 +2,13 @@
 near-flat distributions and say nothing about it, and no released weights can be downloaded on this machine.
 
     python bench/quality_model.py                  # build it (once): 10 to 25 min on 2 cores
-    python bench/quality_model.py --steps=50       # a quick look at the training speed (another folder)
+    python bench/quality_model.py --steps=50 --out=bench/.cache/quality-trial   # a look at the training speed
     python bench/quality_model.py --help
 
-The text is Vim's documentation (/usr/share/vim/vim*/doc/*.txt: ~150 files, ~10 MB of English prose about an
-editor), which Debian's vim-runtime ships; --sources takes other globs. The files are sorted by name; every
---heldout_every-th of them is held out, never trained on, and the held-out text's first --heldout_chars
-characters, cut at a file boundary, are written to heldout.txt for scoring.
+The text is Vim's documentation (/usr/share/vim/vim*/doc/*.txt: 151 files, 9.5 million characters of English
+prose about an editor), which Debian's vim-runtime ships; --sources takes other globs. The files are sorted by
+name; every --heldout_every-th of them is held out, never trained on, and the held-out text's first
+--heldout_chars characters, cut at a file boundary, are written to heldout.txt for scoring.
 
 Everything goes to bench/.cache/quality/ (git-ignored), as a user would do it: the vocabulary of the released
 models (tests/data/gpt2_vocab/), a model folder of freshly initialised weights (N(0, 0.02), layer-norm gains 1,
@@ -77,8 +77,8 @@ def split_text(out, sources, heldout_every, heldout_chars):
 
 def encode(text_dir, npz, models_dir, model_name):
     """src/encode.py, as a user runs it: a folder of text -> a .npz of token ids."""
-    run([sys.executable, str(REPO / 'src' / 'encode.py'), str(text_dir), str(npz), '--models_dir', str(models_dir),
-         '--model_name', model_name])
+    run([sys.executable, str(REPO / 'src' / 'encode.py'), str(text_dir), str(npz),
+         '--models_dir', str(models_dir), '--model_name', model_name])
 
 
 def run(args):
