@@ -188,18 +188,20 @@ def main(models_dir=str(QUALITY / 'runs'), model_name='trained', text=str(QUALIT
     """models_dir, model_name: the model (default: bench/quality_model.py's); text: the text scored, where the
     prompts come from (default: its held-out text); prompts, prompt_tokens, length: the greedy check; peers:
     CTranslate2 too, run by peers_python."""
-    model_dir = Path(models_dir) / model_name
-    for path in (Path(text), model_dir / 'hparams.json'):
+    from gpt2.base import checkpoint
+    # Absolute paths: the scripts run from the repository's root, wherever this one was started.
+    models_dir, text = checkpoint.resolve_models_dir(models_dir).resolve(), Path(text).resolve()
+    model_dir = models_dir / model_name
+    for path in (text, model_dir / 'hparams.json'):
         if not path.is_file():
             sys.exit(f'error: {path} not found (python bench/quality_model.py builds the default model and text)')
     runtime.setup_process()
     import encoder
-    from gpt2.base import checkpoint
     hparams = checkpoint.read_hparams(model_dir)
     enc = encoder.get_encoder(model_name, models_dir)
     work = BENCH / '.cache' / 'int8-quality' / model_name
     work.mkdir(parents=True, exist_ok=True)
-    results = {'model': f'{model_dir} ({hparams})', 'text': text, 'load_average': os.getloadavg()[0],
+    results = {'model': f'{model_dir} ({hparams})', 'text': str(text), 'load_average': os.getloadavg()[0],
                'settings': {'prompts': prompts, 'prompt_tokens': prompt_tokens, 'length': length}}
     scored = {p: score(text, models_dir, model_name, p, work) for p in PRECISIONS}
     results['perplexity'] = {p: total for p, (total, _) in scored.items()}
