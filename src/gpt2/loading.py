@@ -56,7 +56,7 @@ def start_restore(sess, model_dir, hparams, precision='float32'):
     -> a function that waits for the restore to end; it raises ModelError if the restore failed. Call it
     before running anything else in sess.
 
-    precision 'int8', where TensorFlow's int8 product works: the weights of the products are restored one at a
+    precision 'int8', where TensorFlow's int8 product works: the weights of the products are restored a layer at a
     time into int8 copies (gpt2/sampling/int8.py, Store), and their float32 variables stay empty: the graph
     must multiply them in int8 (sample_sequence(precision='int8'), the int8 Scorer)."""
     variables = {name: tf.get_variable(name, shape, initializer=tf.zeros_initializer())
@@ -70,14 +70,14 @@ def start_restore(sess, model_dir, hparams, precision='float32'):
     # A callable runs without extending the session's graph. Session.run would first take the graph's lock,
     # which the thread building the sampling graph takes for every op it adds: the restore would wait for it.
     runs = [sess.make_callable(graph.get_operation_by_name(saver.saver_def.restore_op_name), [path])]
-    runs += [sess.make_callable(fill, [path]) for fill in (store.fillers(path) if store else [])]
+    runs += store.fill_steps(sess, path) if store else []
     failure = []
 
     def restore():
         prefix = str(model_dir / (getattr(model_dir, 'checkpoint_name', None)
                                   or checkpoint.current_checkpoint(model_dir)))
         try:
-            for run in runs:  # one weight at a time after the float32 ones: one float32 weight held at once
+            for run in runs:  # the int8 fills after the float32 ones, one layer at a time: little float32 held
                 run(prefix)
         except tf.errors.OpError as err:
             failure.append(error_reason(err))

@@ -300,3 +300,25 @@ def test_generator_int8_hidden_states_are_the_quantized_references(tiny_model, q
     spread = np.ptp(expected, axis=(1, 2), keepdims=True)
     assert (np.abs(got - expected) <= 0.01 * spread).all()
     np.testing.assert_allclose(pooled, got[-1].mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('from_file', [True, False])
+def test_the_stored_wte_is_its_columns_quantized_in_the_graph(tiny_model, monkeypatch, from_file):
+    """wte's int8 copy, filled from the checkpoint's file in NumPy (or, where bundle.py cannot read the file,
+    by TensorFlow), equals quantize_weight of wte's transpose in the graph, slice by slice."""
+    from gpt2.base import bundle
+    if not from_file:
+        monkeypatch.setattr(bundle.Reader, '__init__', lambda self, prefix: (_ for _ in ()).throw(
+            bundle.BundleError('not this one')))
+    hparams = tiny_model.hparams_object()
+    wte = tiny_model.params['model/wte']
+    with tf.Graph().as_default(), tf.Session() as sess:
+        loading.start_restore(sess, tiny_model.dir, hparams, 'int8')()
+        store, = sess.graph.get_collection(int8.Store.STORE_KEY)
+        got = sess.run([[v.read_value() for v in part] for part in store.variables['model/wte']])
+        expected = int8.quantize_weight(tf.constant(wte.T.copy()), len(got))
+        parts, scale, colsum = sess.run([[tf.bitcast(p, tf.int8) for p in expected.parts], expected.scale,
+                                         expected.colsum])
+    np.testing.assert_array_equal(np.concatenate([q for q, _, _ in got], axis=1), np.concatenate(parts, axis=1))
+    np.testing.assert_array_equal(np.concatenate([s for _, s, _ in got]), scale)
+    np.testing.assert_array_equal(np.concatenate([c for _, _, c in got]), colsum)

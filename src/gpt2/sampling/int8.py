@@ -38,7 +38,7 @@ import sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from gpt2.base import checkpoint
+from gpt2.base import bundle, checkpoint
 
 # oneDNN's quantized product, and the kernel label that TensorFlow's rewrite gives it.
 KEPT_OP = '_MklQuantizedMatMulWithBias'
@@ -239,12 +239,14 @@ class Store:
                                        colsum=tf.concat([v.read_value() for v in colsum], axis=0))
         return None
 
-    def fillers(self, path):
-        """path: a string tensor, the checkpoint's prefix -> one op per weight that restores it alone, quantizes
-        it and fills its int8 variables: run them one at a time, wte first. TensorFlow keeps the memory it frees
-        for its later tensors, so the largest weight's passing costs least first, and in blocks of rows."""
-        ops = []
-        for name, (k, n, transposed) in sorted(self.weights.items(), key=lambda item: not item[1][2]):
+    def fill_steps(self, sess, path):
+        """sess, path (a string tensor, the checkpoint's prefix) -> functions of the prefix, to call one after the
+        other, that fill the int8 variables: wte's, then one per layer, its four weights side by side. Each
+        restores its weights alone and quantizes them: TensorFlow keeps the memory it frees for its later tensors,
+        so wte (the largest) is read from the file in blocks of rows, in NumPy (gpt2/base/bundle.py), where the
+        file allows; the layers' weights, a few MB each, through TensorFlow."""
+        fills = {}  # 'wte', 'h0', ... -> the assignments of its weights' variables
+        for name, (k, n, transposed) in self.weights.items():
             with tf.name_scope('int8_fill'):
                 w = tf.raw_ops.RestoreV2(prefix=path, tensor_names=[name], shape_and_slices=[''],
                                          dtypes=[tf.float32])[0]
@@ -254,12 +256,52 @@ class Store:
                 else:
                     q, scale = quantize_columns(tf.reshape(w, [k, n]))
                     colsum = tf.reduce_sum(tf.cast(q, tf.int32), axis=0)
-                sizes = part_sizes(n, len(self.variables[name]))
-                ops.append(tf.group(*[v.assign(t, read_value=False)
-                                      for part, values in zip(self.variables[name], zip(
-                                          tf.split(q, sizes, axis=1), tf.split(scale, sizes), tf.split(colsum, sizes)))
-                                      for v, t in zip(part, values)]))
-        return ops
+                fills.setdefault(name.split('/')[1], []).extend(self.assignments(name, q, scale, colsum))
+        steps = {key: sess.make_callable(tf.group(*ops), [path]) for key, ops in fills.items()}
+        wte_from_file = self.file_filler(sess, 'model/wte', steps.pop('wte'))
+        return [wte_from_file] + list(steps.values())
+
+    def assignments(self, name, q, scale, colsum):
+        """The ops that put a weight's q [k, n], scale [n], colsum [n] into its variables, slice by slice."""
+        sizes = part_sizes(q.shape.as_list()[1], len(self.variables[name]))
+        return [v.assign(t, read_value=False) for part, values in zip(self.variables[name], zip(
+            tf.split(q, sizes, axis=1), tf.split(scale, sizes), tf.split(colsum, sizes))) for v, t in zip(part, values)]
+
+    def file_filler(self, sess, name, fallback):
+        """A function of the prefix that fills the transposed weight `name` [n, k] from the checkpoint's file in
+        blocks of FILL_ROWS rows, quantized in NumPy as quantize_row_blocks does; fallback(prefix) where the file
+        is of a kind gpt2/base/bundle.py does not read."""
+        k, n, _ = self.weights[name]
+        sizes = part_sizes(n, len(self.variables[name]))
+        with tf.name_scope('int8_fill'):  # each slice's q [k, size], scale [size], colsum [size], fed as they are
+            fed = [tf.placeholder(v.dtype.base_dtype, v.shape) for part in self.variables[name] for v in part]
+            assign = sess.make_callable(tf.group(*[v.assign(t, read_value=False) for v, t in zip(
+                [v for part in self.variables[name] for v in part], fed)]), fed)
+
+        def fill(prefix):
+            try:
+                reader = bundle.Reader(prefix)
+                blocks = [np_quantize_rows(reader.rows(name, start, min(start + FILL_ROWS, n)))
+                          for start in range(0, n, FILL_ROWS)]
+            except (bundle.BundleError, OSError):
+                return fallback(prefix)
+            q, scale, colsum = (np.concatenate(parts) for parts in zip(*blocks))
+            del blocks
+            values, start = [], 0
+            for size in sizes:  # the rows of wte [n, k] are the columns of the transposed slices [k, size]
+                rows = slice(start, start + size)
+                values += [np.ascontiguousarray(q[rows].T), scale[rows], colsum[rows]]
+                start += size
+            assign(*values)
+        return fill
+
+
+def np_quantize_rows(w):
+    """quantize_columns(w, axis=1) in NumPy, with the same float32 arithmetic (rounding half to even, as
+    tf.round), and each row's sum of codes: w [rows, k] -> (q [rows, k] int8, scale [rows], sums [rows] int32)."""
+    scale = np.abs(w).max(axis=1) * np.float32(1 / 127)
+    q = np.clip(np.round(w / np.maximum(scale, np.float32(TINY))[:, None]), -127, 127).astype(np.int8)
+    return q, scale, q.sum(axis=1, dtype=np.int32)
 
 
 def quantize_row_blocks(w, rows=FILL_ROWS):
