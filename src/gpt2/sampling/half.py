@@ -15,8 +15,7 @@ Why this split: a sampling step at a few rows reads every weight and the whole c
 step's pace, and half of them is half the memory traffic (and a GPU's tensor cores multiply half precision). A
 step's activations are a few rows: in float32 they cost next to nothing, and the sums of the residual stream,
 softmax's exponentials and the layer norms' variance keep float32's range and precision. On a CPU, bfloat16
-has not measured faster than float32 at one row (docs/performance.md; bench/gpu_check.py --cpu_products and
---on_cpu), so the scripts refuse half precision there (rules.check_precision); the library builds it for any
+samples slower than float32 (docs/performance.md; bench/gpu_check.py --on_cpu), so the scripts refuse half precision there (rules.check_precision); the library builds it for any
 device, as the tests run it on a CPU.
 
 tests/sampling/test_half.py checks the graph against the NumPy GPT-2 with its weights rounded to the half type.

@@ -119,8 +119,7 @@ def check_precision(precision, *, on_cpu, choices=PRECISIONS):
         raise flags.UsageError('--precision int8 runs on a CPU only, and TensorFlow sees a GPU here: use '
                                'float32, or hide the GPU (CUDA_VISIBLE_DEVICES=)')
     if precision in half.PRECISIONS and on_cpu:
-        # Until bfloat16 measures faster than float32 at one row on a CPU, which it has not (docs/performance.md;
-        # bench/gpu_check.py --cpu_products and --on_cpu measure it).
+        # bfloat16 samples slower than float32 on a CPU (docs/performance.md; bench/gpu_check.py --on_cpu).
         raise flags.UsageError(f'--precision {precision} is for a GPU, and TensorFlow sees none here: on a CPU, '
-                               'half precision has not measured faster than float32; use float32 or int8')
+                               'half precision samples slower than float32; use float32 or int8')
     return precision
