@@ -144,3 +144,13 @@ def sliding_greedy(p, hparams, prompt, length, keep):
             start = len(tokens) - keep
         tokens.append(int(np.argmax(logits(p, hparams, np.array(tokens[start:]))[-1])))
     return tokens
+
+
+def finite_difference(p, hparams, rows, name, index, eps=1e-4):
+    """d loss(rows) / d p[name][index] by central differences, in float64."""
+    losses = []
+    for sign in (1, -1):
+        params = {k: v.astype(np.float64) for k, v in p.items()}
+        params[name][index] += sign * eps
+        losses.append(loss(params, hparams, rows))
+    return (losses[0] - losses[1]) / (2 * eps)

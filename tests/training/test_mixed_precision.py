@@ -49,15 +49,6 @@ def values(training, sess, variables=None):
                     sess.run(variables or training.saved_vars)))
 
 
-def finite_difference(tiny_model, rows, name, index, eps=1e-4):
-    """d loss / d params[name][index] by central differences of the float64 reference."""
-    out = []
-    for sign in (1, -1):
-        params = {k: v.astype(np.float64) for k, v in tiny_model.params.items()}
-        params[name][index] += sign * eps
-        out.append(reference.loss(params, tiny_model.hparams, rows))
-    return (out[0] - out[1]) / (2 * eps)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # bfloat16: the step
@@ -105,7 +96,7 @@ def test_a_bfloat16_sgd_step_is_the_float64_step_within_bfloat16_rounding(tiny_m
             index = tuple(int(rng.integers(n)) for n in tiny_model.params[name].shape)
             if name == 'model/wte':
                 index = (int(tokens[0, 2]),) + index[1:]  # a token of the batch: a gradient that is not zero
-            want = finite_difference(tiny_model, rows, name, index)
+            want = reference.finite_difference(tiny_model.params, tiny_model.hparams, rows, name, index)
             assert abs(grad[index] - want) <= 4 * math.sqrt(roundings) * U * (abs(want) + scale), (name, index)
         # Within the float32 rounding of the new weights.
         np.testing.assert_allclose(after[name] - before[name], -lr * grad, rtol=1e-3,
