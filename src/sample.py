@@ -139,7 +139,8 @@ def sample_sequence(*, hparams, length, start_token=None, batch_size=None, conte
     prompt and have no padding then.
 
     precision: 'float32', or 'int8' on a CPU: every product of the blocks and the logits in int8, the weights
-    quantized per output column once per run, the activations per row (see gpt2/sampling/int8.py); or
+    quantized per output column once (at load where loading.start_restore stored them in int8, else once per
+    run), the activations per row (see gpt2/sampling/int8.py); or
     'float16' or 'bfloat16', for a GPU: the weights and the cache in half precision, the layer norms, softmax
     and the logits in float32 (see gpt2/sampling/half.py).
     """

@@ -18,7 +18,7 @@ sampling uses it only when asked (sample_sequence(frozen_weights=True)), at batc
 of one new token per row, and only where the machine has room for the copy.
 
 Int8: with an int8.Weights value, every product goes through gpt2/sampling/int8.py instead: weights quantized
-once per run, activations at each product, TensorFlow's quantized kernel (sample.products_for chooses it).
+once (at load, or once per run), activations at each product, TensorFlow's quantized kernel (sample.products_for chooses it).
 
 bench/bench_sample.py shows what each is worth (with --profile, per op); the figures are in docs/performance.md.
 """
