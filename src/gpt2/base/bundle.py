@@ -2,8 +2,8 @@
 
 TensorFlow's own restore (RestoreV2) reads a whole tensor even when asked for a slice of it, into memory that
 its allocator then keeps for later tensors: restoring wte to quantize it (gpt2/sampling/int8.py) would cost the
-process 154 MB for 124M and 321 MB for 1558M for good. Here the tensor's bytes are mapped from the data file a
-block of rows at a time, so only that block is ever resident.
+process 154 MB for 124M and 321 MB for 1558M for good. Here the tensor's bytes are read from the data file a
+block of rows at a time, so only that block is ever in memory.
 
 The format: `<prefix>.index` is a table of the LevelDB kind (Google's sorted string table): data blocks of
 prefix-compressed entries, an index block of handles to them, a 48-byte footer with the index block's handle.
@@ -55,7 +55,7 @@ def block_entries(data, offset, size):
 
 def entries(prefix):
     """The checkpoint at prefix -> (number of shards, {tensor name: BundleEntryProto})."""
-    from tensorflow.core.protobuf import tensor_bundle_pb2  # protobuf classes only: TensorFlow's runtime is not loaded
+    from tensorflow.core.protobuf import tensor_bundle_pb2  # imported when needed: it loads TensorFlow
     with open(f'{prefix}.index', 'rb') as file:
         data = file.read()
     footer = data[-FOOTER_BYTES:]
@@ -74,7 +74,7 @@ def entries(prefix):
 
 
 class Reader:
-    """Rows of a checkpoint's float32 matrices, each block mapped from the file on its own."""
+    """Rows of a checkpoint's float32 matrices, each block read from the file on its own."""
 
     def __init__(self, prefix):
         self.prefix = prefix
@@ -89,10 +89,7 @@ class Reader:
         width = int(np.prod(dims[1:]))
         if int(np.prod(dims)) * 4 != entry.size:
             raise BundleError(f'{name}: {entry.size} bytes for the shape {dims}')
-        path = f'{self.prefix}.data-{entry.shard_id:05d}-of-{self.shards:05d}'
-        block = np.memmap(path, dtype='<f4', mode='r', offset=entry.offset + 4 * width * start,
-                          shape=(stop - start, width))
-        try:
-            return np.array(block, dtype=np.float32)
-        finally:
-            block._mmap.close()  # unmapped now, not when the garbage collector gets to it
+        with open(f'{self.prefix}.data-{entry.shard_id:05d}-of-{self.shards:05d}', 'rb') as file:
+            file.seek(entry.offset + 4 * width * start)
+            block = np.fromfile(file, dtype='<f4', count=(stop - start) * width)
+        return block.astype(np.float32, copy=False).reshape(stop - start, width)

@@ -206,8 +206,8 @@ class Store:
     the graph's collection STORE_KEY.
 
     Per weight [k, n], in `parts` column slices (as sampling multiplies them; any split gives the same exact
-    integer products), each filled on its own from its slice of the checkpoint, which holds one slice of float32
-    at once: int8 [k, n_part], its scale [n_part] float32 and colsum [n_part] int32."""
+    integer products): int8 [k, n_part], its scale [n_part] float32 and colsum [n_part] int32. fill_steps says in
+    what order and how they are filled."""
 
     STORE_KEY = 'gpt2_int8_store'
 
